@@ -1,0 +1,195 @@
+//! Client frames ⇄ `wsgateway.Protocol`, with no I/O.
+//!
+//! Text frames carry the Go gateway's JSON envelope
+//! `{"type": "...", "payload": "<base64>"}`; binary frames carry a protobuf
+//! `Protocol`. A session answers in the format of the client's latest frame
+//! (JSON until the client sends binary, or from the start with
+//! `?format=protobuf`), so one gateway serves browsers and native apps alike.
+//!
+//! Upstream `Msg`s are encoded here too: `server` and `sid` never change
+//! during a session, so their encoding is computed once ([`MsgPrefix`]) and
+//! each message only appends its `Protocol`.
+
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::proto::wsapi::Msg;
+use crate::proto::wsgateway::Protocol;
+
+/// Standard alphabet, padding optional on input (clients differ), emitted on output (as Go does).
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// How a session encodes what it sends to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Protobuf,
+}
+
+/// Why a client frame could not be turned into a `Protocol`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid JSON envelope: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("payload is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("invalid protobuf Protocol: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+}
+
+#[derive(Deserialize)]
+struct JsonIn<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    payload: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    payload: String,
+}
+
+/// Decodes a text frame's JSON envelope.
+pub fn decode_json(text: &str) -> Result<Protocol, DecodeError> {
+    let frame: JsonIn = serde_json::from_str(text)?;
+    let payload = B64.decode(frame.payload.as_bytes())?;
+    Ok(Protocol {
+        r#type: frame.ty.into_owned(),
+        payload: Bytes::from(payload),
+    })
+}
+
+/// Decodes a binary frame's protobuf `Protocol`.
+pub fn decode_protobuf(bytes: &[u8]) -> Result<Protocol, DecodeError> {
+    Ok(Protocol::decode(bytes)?)
+}
+
+/// Encodes `Protocol` as the JSON envelope of a text frame.
+pub fn encode_json(p: &Protocol) -> String {
+    let out = JsonOut {
+        ty: &p.r#type,
+        payload: B64.encode(&p.payload),
+    };
+    // Serializing a struct of two strings cannot fail.
+    serde_json::to_string(&out).unwrap_or_default()
+}
+
+/// Encodes `Protocol` as a protobuf binary frame.
+pub fn encode_protobuf(p: &Protocol) -> Bytes {
+    Bytes::from(p.encode_to_vec())
+}
+
+/// The encoded `server` and `sid` fields of every `Msg` a session sends.
+#[derive(Debug, Clone)]
+pub struct MsgPrefix(Bytes);
+
+impl MsgPrefix {
+    pub fn new(server: &str, sid: &str) -> Self {
+        let head = Msg {
+            server: server.to_owned(),
+            sid: sid.to_owned(),
+            payload: None,
+        };
+        MsgPrefix(Bytes::from(head.encode_to_vec()))
+    }
+
+    /// Appends the gRPC frame of `Msg{server, sid, payload}` to `out`:
+    /// the 5-byte gRPC header, then the message.
+    pub fn encode_grpc(&self, payload: &Protocol, out: &mut BytesMut) {
+        let inner = payload.encoded_len();
+        let field = 1 + prost::length_delimiter_len(inner) + inner;
+        let len = self.0.len() + field;
+        out.reserve(5 + len);
+        out.put_u8(0);
+        out.put_u32(len as u32);
+        out.extend_from_slice(&self.0);
+        prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, out);
+        prost::encoding::encode_varint(inner as u64, out);
+        // Writing into a BytesMut that was reserved above cannot run out of space.
+        let _ = payload.encode(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(ty: &str, payload: &[u8]) -> Protocol {
+        Protocol {
+            r#type: ty.into(),
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn json_matches_the_seed_shape() {
+        let seed = r#"{"type":"message","payload":"eyJrZXkiOiJYVmxCemdiYWlDIn0="}"#;
+        let p = decode_json(seed).expect("seed frame decodes");
+        assert_eq!(p.r#type, "message");
+        assert_eq!(&p.payload[..], br#"{"key":"XVlBzgbaiC"}"#);
+        assert_eq!(encode_json(&p), seed);
+    }
+
+    #[test]
+    fn json_accepts_missing_padding_and_payload() {
+        assert_eq!(
+            &decode_json(r#"{"type":"a","payload":"YWI"}"#)
+                .unwrap()
+                .payload[..],
+            b"ab"
+        );
+        assert!(
+            decode_json(r#"{"type":"HEARTBEAT"}"#)
+                .unwrap()
+                .payload
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn json_rejects_bad_input() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"payload":"YQ=="}"#,
+            r#"{"type":"a","payload":"!!"}"#,
+        ] {
+            assert!(decode_json(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn protobuf_round_trips_and_rejects_garbage() {
+        let p = proto("bin", &[0, 1, 2, 255]);
+        assert_eq!(decode_protobuf(&encode_protobuf(&p)).unwrap(), p);
+        assert!(decode_protobuf(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn prefix_encoding_equals_prost() {
+        let p = proto("message", b"hello");
+        let mut out = BytesMut::new();
+        MsgPrefix::new("10.0.0.5:8080#1", "abc-0-1").encode_grpc(&p, &mut out);
+        let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(out[0], 0);
+        assert_eq!(len, out.len() - 5);
+        let msg = Msg::decode(&out[5..]).unwrap();
+        let want = Msg {
+            server: "10.0.0.5:8080#1".into(),
+            sid: "abc-0-1".into(),
+            payload: Some(p),
+        };
+        assert_eq!(msg, want);
+        assert_eq!(&out[5..], &want.encode_to_vec()[..]);
+    }
+}

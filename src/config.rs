@@ -1,0 +1,291 @@
+//! The one configuration struct, from flags with `WS_GATEWAY_*` env
+//! fallbacks, checked once by [`Config::validate`] before any core starts.
+//!
+//! The Go gateway's flag names (`--http_server_addr`, `--ws_api_endpoint`)
+//! are kept as aliases so existing deploy scripts keep working.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// ws-gateway: thread-per-core WebSocket gateway to a gRPC backend (ws-api).
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// Address the WebSocket listeners bind (one SO_REUSEPORT socket per core).
+    #[arg(
+        long,
+        env = "WS_GATEWAY_LISTEN",
+        default_value = "0.0.0.0:8080",
+        alias = "http_server_addr"
+    )]
+    pub listen: SocketAddr,
+
+    /// ws-api gRPC address (host:port; an http:// prefix is accepted).
+    #[arg(
+        long,
+        env = "WS_GATEWAY_UPSTREAM",
+        default_value = "127.0.0.1:8081",
+        alias = "ws_api_endpoint"
+    )]
+    pub upstream: String,
+
+    /// Number of cores to run on (the first N online CPUs). Default: all.
+    #[arg(long, env = "WS_GATEWAY_CORES", conflicts_with = "cpus")]
+    pub cores: Option<usize>,
+
+    /// Exact CPUs to pin one executor each to, e.g. `0,2-3`.
+    #[arg(long, env = "WS_GATEWAY_CPUS")]
+    pub cpus: Option<String>,
+
+    /// WebSocket upgrade paths.
+    #[arg(long, env = "WS_GATEWAY_PATHS", value_delimiter = ',', default_values_t = ["/gateway/ws".to_string(), "/gateway/connect".to_string()])]
+    pub paths: Vec<String>,
+
+    /// Identity sent to ws-api as `x-gateway-ip` / `Msg.server` (suffixed `#core`).
+    /// Default: the listen address, or hostname:port when listening on all interfaces.
+    #[arg(long, env = "WS_GATEWAY_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Sessions per core beyond which upgrades get HTTP 503.
+    #[arg(
+        long,
+        env = "WS_GATEWAY_MAX_CONNECTIONS_PER_CORE",
+        default_value_t = 50_000
+    )]
+    pub max_connections_per_core: usize,
+
+    /// Largest client message (after reassembly of fragments), in bytes.
+    #[arg(long, env = "WS_GATEWAY_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+
+    /// Largest single client frame, in bytes.
+    #[arg(long, env = "WS_GATEWAY_MAX_FRAME_SIZE", default_value_t = 64 * 1024)]
+    pub max_frame_size: usize,
+
+    /// Time a client has to send a complete upgrade request.
+    #[arg(long, env = "WS_GATEWAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Time a write to a client may take before the session is closed.
+    #[arg(long, env = "WS_GATEWAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Messages queued toward one client before it counts as a slow consumer.
+    #[arg(long, env = "WS_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+
+    /// Bytes of client messages a core buffers for ws-api (also across an outage).
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_BUFFER", default_value_t = 4 << 20)]
+    pub upstream_buffer: usize,
+
+    /// Timeout of unary calls to ws-api (Connect, Disconnect, KeepAlive).
+    #[arg(long, env = "WS_GATEWAY_RPC_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub rpc_timeout: Duration,
+
+    /// First delay before reconnecting to ws-api (doubles, with jitter).
+    #[arg(long, env = "WS_GATEWAY_RECONNECT_MIN", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub reconnect_min: Duration,
+
+    /// Largest delay between reconnect attempts.
+    #[arg(long, env = "WS_GATEWAY_RECONNECT_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reconnect_max: Duration,
+
+    /// io_uring registered memory per core, in bytes (counts against RLIMIT_MEMLOCK
+    /// for non-root users and in containers).
+    #[arg(long, env = "WS_GATEWAY_IO_MEMORY", default_value_t = 1 << 20)]
+    pub io_memory: usize,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ws_gateway=debug`.
+    #[arg(long, env = "WS_GATEWAY_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "WS_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A configuration value that cannot work, with the key that holds it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid --{key}: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Checks what clap's types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.upstream_addr()?;
+        if self.paths.is_empty() || self.paths.iter().any(|p| !p.starts_with('/')) {
+            return Err(invalid("paths", "every path must start with '/'"));
+        }
+        for (key, v) in [
+            ("max-connections-per-core", self.max_connections_per_core),
+            ("max-message-size", self.max_message_size),
+            ("max-frame-size", self.max_frame_size),
+            ("send-queue", self.send_queue),
+            ("upstream-buffer", self.upstream_buffer),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.max_frame_size > self.max_message_size {
+            return Err(invalid(
+                "max-frame-size",
+                "must not exceed --max-message-size",
+            ));
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
+            return Err(invalid(
+                "reconnect-min",
+                "must be > 0 and <= --reconnect-max",
+            ));
+        }
+        if self.cores == Some(0) {
+            return Err(invalid("cores", "must be at least 1"));
+        }
+        self.cpu_list()?;
+        Ok(())
+    }
+
+    /// The upstream address, resolved once at start.
+    pub fn upstream_addr(&self) -> Result<SocketAddr, ConfigError> {
+        use std::net::ToSocketAddrs;
+        let host = self
+            .upstream
+            .trim_start_matches("http://")
+            .trim_start_matches("grpc://")
+            .trim_end_matches('/');
+        host.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                invalid(
+                    "upstream",
+                    format!("cannot resolve {host:?} (want host:port)"),
+                )
+            })
+    }
+
+    /// CPUs to pin executors to, in order: `--cpus`, else the first `--cores`
+    /// online CPUs, else all online CPUs.
+    pub fn cpu_list(&self) -> Result<Vec<usize>, ConfigError> {
+        let online = online_cpus();
+        let list = match (&self.cpus, self.cores) {
+            (Some(spec), _) => parse_cpu_list(spec).map_err(|r| invalid("cpus", r))?,
+            (None, Some(n)) if n > online.len() => {
+                return Err(invalid(
+                    "cores",
+                    format!("{n} requested, {} online", online.len()),
+                ));
+            }
+            (None, Some(n)) => online[..n].to_vec(),
+            (None, None) => online.clone(),
+        };
+        if let Some(bad) = list.iter().find(|c| !online.contains(c)) {
+            return Err(invalid("cpus", format!("CPU {bad} is not online")));
+        }
+        Ok(list)
+    }
+}
+
+/// Parses a Linux CPU list such as `0,2-3`.
+pub fn parse_cpu_list(spec: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{s:?} is not a CPU number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("range {part:?} is backwards"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("empty CPU list".into());
+    }
+    let mut sorted = out.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != out.len() {
+        return Err("a CPU is listed twice".into());
+    }
+    Ok(out)
+}
+
+/// CPUs this process may run on (its affinity mask, so containers with a
+/// cpuset and `taskset` are honoured).
+pub fn online_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
+        assert_eq!(parse_cpu_list(" 1 "), Ok(vec![1]));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("1,0-2").is_err());
+    }
+
+    #[test]
+    fn go_flag_names_are_aliases() {
+        let c = Config::try_parse_from([
+            "ws-gateway",
+            "--http_server_addr",
+            "127.0.0.1:9",
+            "--ws_api_endpoint",
+            "127.0.0.1:10",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9);
+        assert_eq!(c.upstream_addr().unwrap().port(), 10);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_values_with_their_key() {
+        let c = Config::try_parse_from(["ws-gateway", "--send-queue", "0"]).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "send-queue");
+        let c = Config::try_parse_from(["ws-gateway", "--upstream", "nowhere"]).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "upstream");
+    }
+}

@@ -1,0 +1,42 @@
+//! ws-gateway: a thread-per-core WebSocket gateway that exchanges client
+//! messages with a business backend (ws-api) over gRPC streams.
+//!
+//! # Layout
+//!
+//! The modules follow a message's path, and import only downward:
+//!
+//! - [`config`]: the one `Config` struct (flags and env), validated once.
+//! - [`shard`]: one pinned glommio executor per core; owns everything below.
+//! - [`listener`]: a core's accept loop and the path to a running session.
+//! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
+//! - [`session`]: one client's read/write loop after the upgrade.
+//! - [`sessions`]: a core's sid → session table and the bounded send queues.
+//! - [`router`]: downstream `Msg` → owning core → session.
+//! - [`upstream`]: a core's HTTP/2 connection, `ExchangeMsg` stream and unary calls.
+//! - [`codec`], [`sid`]: pure encodings (client frames, session ids).
+//! - [`metrics`]: per-core counters, every loss under a reason.
+//! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
+//! - [`proto`]: types generated from `proto/` at build time.
+
+pub mod codec;
+pub mod compat;
+pub mod config;
+pub mod handshake;
+pub mod listener;
+pub mod metrics;
+pub mod router;
+pub mod session;
+pub mod sessions;
+pub mod shard;
+pub mod sid;
+pub mod upstream;
+
+/// Generated from `proto/` by `build.rs` (protox + prost, no system protoc).
+pub mod proto {
+    pub mod wsgateway {
+        include!(concat!(env!("OUT_DIR"), "/wsgateway.rs"));
+    }
+    pub mod wsapi {
+        include!(concat!(env!("OUT_DIR"), "/wsapi.rs"));
+    }
+}

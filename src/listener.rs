@@ -1,0 +1,163 @@
+//! The accept loop of one core, and the path from a TCP connection to a
+//! running session: upgrade request → admission → `Connect` → 101 → session.
+//!
+//! A connection's error is logged where its task ends; nothing a client does
+//! stops the accept loop, and accept failures (such as running out of file
+//! descriptors) back off instead of spinning.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::Role;
+use glommio::net::{TcpListener, TcpStream};
+use tracing::{Instrument, debug, field, info_span, warn};
+
+use crate::codec::{Format, MsgPrefix};
+use crate::handshake::{self, Refusal};
+use crate::metrics::{Counters, Reject};
+use crate::session::Session;
+use crate::sessions::SessionHandle;
+use crate::shard::Core;
+use crate::sid::Sid;
+use crate::upstream::grpc::Code;
+
+/// Accepts connections forever.
+pub async fn serve(core: Rc<Core>, listener: TcpListener) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(5);
+                glommio::spawn_local(connection(Rc::clone(&core), stream)).detach();
+            }
+            Err(e) => {
+                warn!(core = core.id, error = %e, ?backoff, "accept failed; backing off");
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn connection(core: Rc<Core>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let span = info_span!("conn", core = core.id, peer = ?peer, sid = field::Empty);
+    async move {
+        let Some(session) = upgrade(core, stream).await else {
+            return;
+        };
+        let end = session.run().await;
+        debug!(%end, "session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Turns a TCP connection into a session, or refuses it with an HTTP status.
+async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
+    let cfg = &core.config;
+    let req = match handshake::read_request(&mut stream, &cfg.paths, cfg.handshake_timeout).await {
+        Ok(req) => req,
+        Err(refusal) => {
+            if let Some(r) = refusal {
+                refuse(&core, &mut stream, r).await;
+            }
+            return None;
+        }
+    };
+    let Some(token) = req.token.clone() else {
+        refuse(
+            &core,
+            &mut stream,
+            Refusal::new(Reject::MissingToken, "missing token"),
+        )
+        .await;
+        return None;
+    };
+    if core.sessions.len() >= cfg.max_connections_per_core {
+        refuse(
+            &core,
+            &mut stream,
+            Refusal::new(Reject::Overloaded, "too many connections"),
+        )
+        .await;
+        return None;
+    }
+    let (handle, rx) = SessionHandle::new(cfg.send_queue);
+    let Some(slot) = core.sessions.insert(Rc::clone(&handle)) else {
+        refuse(
+            &core,
+            &mut stream,
+            Refusal::new(Reject::Overloaded, "session table full"),
+        )
+        .await;
+        return None;
+    };
+    let sid = Sid {
+        instance: core.instance,
+        core: core.id,
+        slot,
+    }
+    .to_string();
+    tracing::Span::current().record("sid", sid.as_str());
+
+    let uid = match core.upstream.connect(&sid, token).await {
+        Ok(uid) => uid,
+        Err(status) => {
+            core.sessions.remove(slot);
+            let refusal = match status.code {
+                Code::Unauthenticated | Code::PermissionDenied => Refusal::new(
+                    Reject::Unauthorized,
+                    format!("connect refused: {}", status.message),
+                ),
+                _ => Refusal::new(
+                    Reject::UpstreamUnavailable,
+                    format!("ws-api unavailable: {}", status.message),
+                ),
+            };
+            refuse(&core, &mut stream, refusal).await;
+            return None;
+        }
+    };
+    if let Err(e) = handshake::switch(&mut stream, &req).await {
+        debug!(error = %e, "client left during the upgrade");
+        core.sessions.remove(slot);
+        if let Err(e) = core.upstream.disconnect(&sid, uid).await {
+            warn!(error = %e, "Disconnect not delivered to ws-api");
+        }
+        return None;
+    }
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        req.leftover,
+        Role::Server,
+        Some(core.ws_config),
+    )
+    .await;
+    Counters::add(&core.counters.handshakes, 1);
+    Counters::add(&core.counters.online, 1);
+    debug!(uid, "session started");
+    let prefix = MsgPrefix::new(core.upstream.identity(), &sid);
+    Some(Session {
+        format: if req.protobuf {
+            Format::Protobuf
+        } else {
+            Format::Json
+        },
+        core,
+        ws,
+        rx,
+        handle,
+        slot,
+        sid,
+        uid,
+        prefix,
+    })
+}
+
+async fn refuse(core: &Core, stream: &mut TcpStream, refusal: Refusal) {
+    core.counters.reject(refusal.kind);
+    debug!(status = refusal.status, reason = %refusal.reason, "upgrade refused");
+    handshake::refuse(stream, &refusal).await;
+}

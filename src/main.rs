@@ -1,0 +1,123 @@
+//! `ws-gateway`: parse the config, start one pinned shard per CPU, print
+//! where clients connect, and run until the shards stop.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use glommio::channels::channel_mesh::MeshBuilder;
+use tracing_subscriber::EnvFilter;
+use ws_gateway::config::{Config, LogFormat};
+use ws_gateway::shard::{self, ShardSpec};
+
+/// Messages in flight between two cores before the sender sees "full".
+const MESH_CAPACITY: usize = 4096;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("ws-gateway: {e}");
+        return ExitCode::from(2);
+    }
+    init_tracing(&config);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ws-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    raise_nofile_limit();
+    let cpus = config.cpu_list()?;
+    let upstream = config.upstream_addr()?;
+    if config.listen.port() != 0 {
+        // SO_REUSEPORT would let a second gateway silently share the port.
+        TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+    }
+    let epoch_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64;
+    let mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
+    let mut listen = config.listen;
+    let mut handles = Vec::with_capacity(cpus.len());
+    for (id, &cpu) in cpus.iter().enumerate() {
+        let (bound_tx, bound_rx) = mpsc::channel();
+        let spec = ShardSpec {
+            id,
+            cpu,
+            config: config.clone(),
+            listen,
+            upstream,
+            epoch_ms,
+            mesh: mesh.clone(),
+            bound: bound_tx,
+        };
+        let handle = shard::spawn(spec).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start core {id} on CPU {cpu}: {e} (io_uring needs RLIMIT_MEMLOCK >= --io-memory \
+                 per core for non-root users and in containers: raise `ulimit -l` or lower --io-memory)"
+            )
+        })?;
+        match bound_rx.recv() {
+            Ok(Ok(addr)) => listen = addr,
+            Ok(Err(e)) => bail!(e),
+            Err(_) => bail!(
+                "core {id} on CPU {cpu} failed to start (io_uring setup? RLIMIT_MEMLOCK must allow \
+                 --io-memory per core for non-root users and in containers)"
+            ),
+        }
+        handles.push(handle);
+    }
+    let path = config.paths.first().map(String::as_str).unwrap_or("/");
+    println!(
+        "ws-gateway listening on ws://{listen}{path} ({} cores on CPUs {cpus:?}, upstream {upstream})",
+        cpus.len()
+    );
+    for h in handles {
+        h.join()
+            .map_err(|e| anyhow::anyhow!("a core stopped: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one: each client is a descriptor.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a stack-allocated rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        let ok = libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0;
+        tracing::info!(
+            soft_before = before,
+            soft = if ok { lim.rlim_max } else { before },
+            hard = lim.rlim_max,
+            "open files limit"
+        );
+    }
+}

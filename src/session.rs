@@ -1,0 +1,230 @@
+//! One client's life after the upgrade: read frames and queue them for
+//! ws-api, write what the core queued for the client, close with a reason.
+//!
+//! A session is one task that waits on either side at once. It never awaits
+//! ws-api: upstream messages go into the core's bounded buffer, and a full
+//! buffer answers the client with an error frame. Downstream, a client that
+//! does not read is a slow consumer: its queue is bounded, overflow is
+//! counted, and the session is closed with 1008 once it overflowed or a
+//! write has taken longer than `--write-timeout`.
+
+use std::rc::Rc;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use bytes::Bytes;
+use futures_lite::{StreamExt, future};
+use futures_util::SinkExt;
+use glommio::channels::local_channel::LocalReceiver;
+use glommio::net::TcpStream;
+use tracing::{Instrument, debug, warn};
+
+use crate::codec::{self, Format, MsgPrefix};
+use crate::metrics::{Counters, Loss};
+use crate::proto::wsgateway::Protocol;
+use crate::sessions::{Outbound, SessionHandle};
+use crate::shard::Core;
+
+/// How a session ended, for the log line written where its task ends.
+#[derive(Debug, thiserror::Error)]
+pub enum End {
+    #[error("client closed")]
+    ClientClosed,
+    #[error("closed by the gateway: {0} {1}")]
+    Closed(u16, String),
+    #[error("client connection failed: {0}")]
+    Io(WsError),
+}
+
+/// An upgraded client connection.
+pub struct Session {
+    pub core: Rc<Core>,
+    pub ws: WebSocketStream<TcpStream>,
+    pub rx: LocalReceiver<Outbound>,
+    pub handle: Rc<SessionHandle>,
+    pub slot: usize,
+    pub sid: String,
+    pub uid: u64,
+    pub prefix: MsgPrefix,
+    pub format: Format,
+}
+
+enum Event {
+    Client(Option<Result<Message, WsError>>),
+    Core(Option<Outbound>),
+}
+
+impl Session {
+    /// Runs the session to its end, then tells ws-api it is gone.
+    pub async fn run(mut self) -> End {
+        let end = self.serve().await;
+        let core = &self.core;
+        core.sessions.remove(self.slot);
+        Counters::add(&core.counters.online, u64::MAX);
+        if let Err(e) = core.upstream.disconnect(&self.sid, self.uid).await {
+            warn!(error = %e, "Disconnect not delivered to ws-api");
+        }
+        end
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            let event = {
+                let (ws, rx) = (&mut self.ws, &self.rx);
+                future::or(async { Event::Client(ws.next().await) }, async {
+                    Event::Core(rx.recv().await)
+                })
+                .await
+            };
+            let step = match event {
+                Event::Client(None) => return End::ClientClosed,
+                Event::Client(Some(Ok(msg))) => self.from_client(msg).await,
+                Event::Client(Some(Err(e))) => Err(client_error(e)),
+                Event::Core(Some(out)) => self.to_client(out).await,
+                Event::Core(None) => Err(close(CloseCode::Error, "session table closed")),
+            };
+            if let Err(end) = step {
+                return self.finish(end).await;
+            }
+        }
+    }
+
+    async fn from_client(&mut self, msg: Message) -> Result<(), End> {
+        let counters = &self.core.counters;
+        let decoded = match &msg {
+            Message::Text(text) => codec::decode_json(text),
+            Message::Binary(bytes) => {
+                self.format = Format::Protobuf;
+                codec::decode_protobuf(bytes)
+            }
+            // Pongs are answered by tungstenite; a Close is followed by the end of the stream.
+            _ => return Ok(()),
+        };
+        if let Message::Text(_) = msg {
+            self.format = Format::Json;
+        }
+        Counters::add(&counters.input_bytes, msg.len() as u64);
+        Counters::add(&counters.messages_in, 1);
+        let protocol = match decoded {
+            Ok(p) => p,
+            Err(e) => {
+                counters.lose(Loss::BadFrame, 1);
+                debug!(error = %e, "bad client frame");
+                return self.send_error(&format!("bad frame: {e}")).await;
+            }
+        };
+        if protocol.r#type == "HEARTBEAT" {
+            self.keep_alive();
+        }
+        let prefix = &self.prefix;
+        if self
+            .core
+            .upstream
+            .enqueue(|buf| prefix.encode_grpc(&protocol, buf))
+            .is_err()
+        {
+            counters.lose(Loss::UpstreamBufferFull, 1);
+            return self
+                .send_error("ws-api unavailable: message not delivered, try again later")
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Refreshes presence without holding up the client's next frame.
+    fn keep_alive(&self) {
+        let upstream = Rc::clone(&self.core.upstream);
+        let (sid, uid) = (self.sid.clone(), self.uid);
+        let call = async move {
+            if let Err(e) = upstream.keep_alive(&sid, uid).await {
+                debug!(error = %e, "KeepAlive failed");
+            }
+        };
+        glommio::spawn_local(call.in_current_span()).detach();
+    }
+
+    /// Writes `first` and everything else already queued, then flushes once.
+    async fn to_client(&mut self, first: Outbound) -> Result<(), End> {
+        let timeout = self.core.config.write_timeout;
+        let write = async {
+            let mut next = Some(first);
+            while let Some(out) = next {
+                match out {
+                    Outbound::Frame(p) => self.feed(&p).await?,
+                    Outbound::Close(code, reason) => return Err(close(code.into(), &reason)),
+                }
+                next = future::poll_once(self.rx.recv()).await.flatten();
+            }
+            self.ws.flush().await.map_err(End::Io)
+        };
+        future::or(write, async {
+            glommio::timer::sleep(timeout).await;
+            Err(close(
+                CloseCode::Policy,
+                "write timeout: client not reading",
+            ))
+        })
+        .await?;
+        if self.handle.overflowed() {
+            return Err(close(
+                CloseCode::Policy,
+                "slow consumer: send queue overflow",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn feed(&mut self, p: &Protocol) -> Result<(), End> {
+        let msg = match self.format {
+            Format::Json => Message::text(codec::encode_json(p)),
+            Format::Protobuf => Message::Binary(codec::encode_protobuf(p)),
+        };
+        let counters = &self.core.counters;
+        Counters::add(&counters.output_bytes, msg.len() as u64);
+        Counters::add(&counters.messages_out, 1);
+        self.ws.feed(msg).await.map_err(End::Io)
+    }
+
+    /// An error frame: `{"type":"error","payload":base64(reason)}` (or protobuf).
+    async fn send_error(&mut self, reason: &str) -> Result<(), End> {
+        let p = Protocol {
+            r#type: "error".into(),
+            payload: Bytes::copy_from_slice(reason.as_bytes()),
+        };
+        self.feed(&p).await?;
+        self.ws.flush().await.map_err(End::Io)
+    }
+
+    /// Sends the close frame for `end` (when there is one to send).
+    async fn finish(&mut self, end: End) -> End {
+        if let End::Closed(code, reason) = &end {
+            let frame = CloseFrame {
+                code: CloseCode::from(*code),
+                reason: reason.clone().into(),
+            };
+            let timeout = self.core.config.write_timeout;
+            let _ = future::or(async { self.ws.close(Some(frame)).await }, async {
+                glommio::timer::sleep(timeout).await;
+                Ok(())
+            })
+            .await;
+        }
+        end
+    }
+}
+
+fn close(code: CloseCode, reason: &str) -> End {
+    End::Closed(code.into(), reason.to_owned())
+}
+
+/// Maps a read error to the close code RFC 6455 assigns to it.
+fn client_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(c) => close(CloseCode::Size, &format!("message too big: {c}")),
+        WsError::Protocol(p) => close(CloseCode::Protocol, &format!("protocol error: {p}")),
+        WsError::Utf8(_) => close(CloseCode::Invalid, "invalid UTF-8 in text frame"),
+        other => End::Io(other),
+    }
+}

@@ -1,0 +1,100 @@
+//! One core's session table: slot → [`SessionHandle`], with no lock.
+//!
+//! The table is a `sharded_slab::Slab` used by its owning core only: its keys
+//! carry a generation, so a sid whose session has ended never reaches the
+//! session that later reuses the slot. A handle is what the rest of the core
+//! needs to reach a session: its bounded send queue.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::proto::wsgateway::Protocol;
+
+/// What the core asks a session to do.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send this message to the client.
+    Frame(Protocol),
+    /// Close the connection with this code and reason.
+    Close(u16, String),
+}
+
+/// Why an outbound message was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The client is not reading fast enough.
+    Full,
+    /// The session is ending.
+    Closed,
+}
+
+/// The core's way to reach one session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    tx: LocalSender<Outbound>,
+    /// Set when the send queue overflowed: the session closes as a slow consumer.
+    overflowed: Cell<bool>,
+}
+
+impl SessionHandle {
+    pub fn new(queue: usize) -> (Rc<SessionHandle>, LocalReceiver<Outbound>) {
+        let (tx, rx) = local_channel::new_bounded(queue);
+        let handle = Rc::new(SessionHandle {
+            tx,
+            overflowed: Cell::new(false),
+        });
+        (handle, rx)
+    }
+
+    /// Queues without waiting: the core never blocks on one client.
+    pub fn push(&self, out: Outbound) -> Result<(), QueueError> {
+        match self.tx.try_send(out) {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::WouldBlock(_)) => {
+                self.overflowed.set(true);
+                Err(QueueError::Full)
+            }
+            Err(_) => Err(QueueError::Closed),
+        }
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.get()
+    }
+}
+
+/// All sessions of one core.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    slab: sharded_slab::Slab<Rc<SessionHandle>>,
+    len: Cell<usize>,
+}
+
+impl Sessions {
+    /// Registers a session; `None` when the slab is out of slots.
+    pub fn insert(&self, handle: Rc<SessionHandle>) -> Option<usize> {
+        let key = self.slab.insert(handle)?;
+        self.len.set(self.len.get() + 1);
+        Some(key)
+    }
+
+    pub fn get(&self, key: usize) -> Option<Rc<SessionHandle>> {
+        self.slab.get(key).map(|entry| Rc::clone(&entry))
+    }
+
+    pub fn remove(&self, key: usize) {
+        if self.slab.take(key).is_some() {
+            self.len.set(self.len.get() - 1);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.get()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

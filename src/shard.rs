@@ -1,0 +1,175 @@
+//! One core: a pinned glommio executor that owns its SO_REUSEPORT listener,
+//! its sessions, its upstream stream and its counters.
+//!
+//! Shards are started one after another (see `main.rs`): shard 0 binds the
+//! configured address, the others bind the exact address it got (so port 0
+//! works), and glommio numbers mesh peers by executor id, which is the
+//! start order, so peer `i` of the mesh is shard `i`.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use glommio::channels::channel_mesh::FullMesh;
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::listener;
+use crate::metrics::Counters;
+use crate::proto::wsapi::Msg;
+use crate::router::Router;
+use crate::sessions::Sessions;
+use crate::sid::Instance;
+use crate::upstream::grpc::ChannelConfig;
+use crate::upstream::{Upstream, UpstreamConfig};
+
+/// Everything one core owns, shared by its tasks through `Rc`.
+pub struct Core {
+    pub id: usize,
+    pub config: Config,
+    pub instance: Instance,
+    pub sessions: Rc<Sessions>,
+    pub counters: Rc<Counters>,
+    pub upstream: Rc<Upstream>,
+    pub router: Rc<Router>,
+    pub ws_config: WebSocketConfig,
+}
+
+/// What a shard needs to start.
+pub struct ShardSpec {
+    pub id: usize,
+    pub cpu: usize,
+    pub config: Config,
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+    pub epoch_ms: u64,
+    pub mesh: FullMesh<Msg>,
+    /// Reports the bound address (or why binding failed) back to `main`.
+    pub bound: mpsc::Sender<Result<SocketAddr, String>>,
+}
+
+/// The identity base of this gateway: `--advertise`, else the bound address,
+/// else (on a wildcard address) hostname:port.
+pub fn advertise(config: &Config, bound: SocketAddr) -> String {
+    if let Some(a) = &config.advertise {
+        return a.clone();
+    }
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let host = if rc == 0 {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    };
+    format!("{host}:{}", bound.port())
+}
+
+/// Starts the shard's executor thread, pinned to its CPU.
+pub fn spawn(spec: ShardSpec) -> glommio::Result<ExecutorJoinHandle<()>, ()> {
+    LocalExecutorBuilder::new(Placement::Fixed(spec.cpu))
+        .name(&format!("core-{}", spec.id))
+        .io_memory(spec.config.io_memory)
+        .spawn(move || run(spec))
+}
+
+async fn run(spec: ShardSpec) {
+    let listener = match TcpListener::bind(spec.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = spec
+                .bound
+                .send(Err(format!("cannot listen on {}: {e}", spec.listen)));
+            return;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = spec.bound.send(Err(format!("listener address: {e}")));
+            return;
+        }
+    };
+    let _ = spec.bound.send(Ok(addr));
+    let (senders, receivers) = match spec.mesh.clone().join().await {
+        Ok(m) => m,
+        Err(e) => {
+            error!(core = spec.id, error = %e, "could not join the cross-core channel mesh");
+            return;
+        }
+    };
+    if senders.peer_id() != spec.id {
+        error!(
+            core = spec.id,
+            peer = senders.peer_id(),
+            "mesh peer id differs from core id"
+        );
+        return;
+    }
+    let core = build_core(&spec, addr);
+    core.router.set_mesh(senders);
+    glommio::spawn_local(Rc::clone(&core.router).serve_mesh(receivers)).detach();
+    glommio::spawn_local(Rc::clone(&core.upstream).run(Rc::clone(&core.router))).detach();
+    info!(
+        core = core.id,
+        cpu = spec.cpu,
+        identity = core.upstream.identity(),
+        "core started"
+    );
+    listener::serve(core, listener).await;
+}
+
+fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
+    let config = &spec.config;
+    let base = advertise(config, bound);
+    let instance = Instance::new(&base, spec.epoch_ms);
+    let counters = Rc::new(Counters::default());
+    let sessions = Rc::new(Sessions::default());
+    let upstream = Upstream::new(
+        UpstreamConfig {
+            addr: spec.upstream,
+            identity: format!("{base}#{}", spec.id),
+            channel: ChannelConfig {
+                connect_timeout: config.rpc_timeout,
+                stream_window: 1 << 20,
+                connection_window: 16 << 20,
+                max_message: 4 << 20,
+            },
+            rpc_timeout: config.rpc_timeout,
+            buffer_limit: config.upstream_buffer,
+            reconnect_min: config.reconnect_min,
+            reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),
+        },
+        Rc::clone(&counters),
+    );
+    let router = Rc::new(Router::new(
+        spec.id,
+        instance,
+        Rc::clone(&sessions),
+        Rc::clone(&counters),
+    ));
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(config.max_message_size * 4)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_frame_size));
+    Rc::new(Core {
+        id: spec.id,
+        config: config.clone(),
+        instance,
+        sessions,
+        counters,
+        upstream,
+        router,
+        ws_config,
+    })
+}

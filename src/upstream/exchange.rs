@@ -1,0 +1,140 @@
+//! The life of this core's `ExchangeMsg` stream: dial, open the stream with
+//! the core's identity, pump both directions, and on any failure reconnect
+//! with exponential backoff and full jitter, forever.
+//!
+//! Messages already buffered survive a reconnect; a batch that was being
+//! written when the stream broke is counted as `upstream_broken` (gRPC
+//! streams have no acknowledgements, so its fate is unknown).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::channels::local_channel::LocalReceiver;
+use h2::SendStream;
+use prost::Message;
+use tracing::{debug, info, warn};
+
+use super::Upstream;
+use super::grpc::{Channel, Code, Status, Streaming};
+use crate::metrics::{Counters, Loss};
+use crate::proto::wsapi::Msg;
+use crate::router::Router;
+
+const EXCHANGE: &str = "/wsapi.ExchangeService/ExchangeMsg";
+
+impl Upstream {
+    /// Keeps the stream up for as long as the core runs.
+    pub async fn run(self: Rc<Self>, router: Rc<Router>) {
+        let Some(wake) = self.wake_rx.borrow_mut().take() else {
+            return;
+        };
+        let mut delay = self.cfg.reconnect_min;
+        loop {
+            let err = self.connection(&wake, &router).await;
+            let was_up = self.up.replace(false);
+            self.channel.replace(None);
+            if was_up {
+                delay = self.cfg.reconnect_min;
+                warn!(upstream = %self.cfg.addr, error = %err, "ws-api stream lost; reconnecting");
+            } else {
+                debug!(upstream = %self.cfg.addr, error = %err, "ws-api unreachable");
+            }
+            // Full jitter keeps every core of every gateway from reconnecting in step.
+            let pause = Duration::from_micros(fastrand::u64(0..=delay.as_micros() as u64));
+            glommio::timer::sleep(pause).await;
+            delay = (delay * 2).min(self.cfg.reconnect_max);
+            Counters::add(&self.counters.upstream_reconnects, 1);
+        }
+    }
+
+    /// One HTTP/2 connection, from dial to failure.
+    async fn connection(&self, wake: &LocalReceiver<()>, router: &Router) -> Status {
+        let (channel, conn) = match Channel::connect(self.cfg.addr, &self.cfg.channel).await {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        self.channel.replace(Some(channel.clone()));
+        let driver = async {
+            match conn.await {
+                Ok(()) => Status::new(Code::Unavailable, "ws-api closed the connection"),
+                Err(e) => Status::from_h2(&e),
+            }
+        };
+        future::or(self.stream(&channel, wake, router), driver).await
+    }
+
+    async fn stream(&self, channel: &Channel, wake: &LocalReceiver<()>, router: &Router) -> Status {
+        let opened = async {
+            let (send, resp) = channel
+                .streaming(EXCHANGE, &[("x-gateway-ip", &self.cfg.identity)])
+                .await?;
+            let inbound = Streaming::new(resp, channel.max_message()).await?;
+            Ok::<_, Status>((send, inbound))
+        };
+        let (send, mut inbound) = match opened.await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        self.up.set(true);
+        info!(upstream = %self.cfg.addr, identity = %self.cfg.identity, "ws-api stream up");
+        future::or(self.write(send, wake), read(&mut inbound, router)).await
+    }
+
+    /// Sends whatever sessions buffered, as large writes, respecting flow control.
+    async fn write(&self, mut send: SendStream<Bytes>, wake: &LocalReceiver<()>) -> Status {
+        loop {
+            if self.buffer.borrow().is_empty() && wake.recv().await.is_none() {
+                return Status::new(Code::Internal, "upstream wake channel closed");
+            }
+            let (bytes, msgs) = self.take_buffer();
+            if bytes.is_empty() {
+                continue;
+            }
+            if let Err(e) = send_all(&mut send, bytes).await {
+                self.counters.lose(Loss::UpstreamBroken, msgs);
+                return e;
+            }
+        }
+    }
+}
+
+/// Hands messages from ws-api to the router until the stream fails.
+async fn read(inbound: &mut Streaming, router: &Router) -> Status {
+    loop {
+        match inbound.message().await {
+            Ok(Some(bytes)) => match Msg::decode(bytes) {
+                Ok(msg) => router.deliver(msg),
+                Err(e) => {
+                    router.counters().lose(Loss::BadDownstream, 1);
+                    warn!(error = %e, "undecodable Msg from ws-api");
+                }
+            },
+            Ok(None) => return Status::new(Code::Unavailable, "ws-api ended the stream"),
+            Err(e) => return e,
+        }
+    }
+}
+
+/// Writes `data` as flow control allows: h2 would otherwise buffer it all.
+async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), Status> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let capacity = loop {
+            let cap = send.capacity();
+            if cap > 0 {
+                break cap;
+            }
+            match future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(Status::from_h2(&e)),
+                None => return Err(Status::new(Code::Unavailable, "stream closed")),
+            }
+        };
+        let part = data.split_to(capacity.min(data.len()));
+        send.send_data(part, false)
+            .map_err(|e| Status::from_h2(&e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! gRPC status: the `grpc-status` / `grpc-message` pair that ends every call,
+//! and the errors of the transport below it mapped onto the same codes.
+
+use http::HeaderMap;
+
+/// gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Ok,
+    Cancelled,
+    Unknown,
+    InvalidArgument,
+    DeadlineExceeded,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    ResourceExhausted,
+    FailedPrecondition,
+    Aborted,
+    OutOfRange,
+    Unimplemented,
+    Internal,
+    Unavailable,
+    DataLoss,
+    Unauthenticated,
+}
+
+impl Code {
+    pub fn from_i32(v: i32) -> Code {
+        use Code::*;
+        const ALL: [Code; 17] = [
+            Ok,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
+        ];
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| ALL.get(i).copied())
+            .unwrap_or(Unknown)
+    }
+}
+
+/// The outcome of a failed call, as the server (or the transport) reported it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("grpc status {code:?}: {message}")]
+pub struct Status {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Status {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Status {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Reads `grpc-status` from trailers (or trailers-only headers).
+    /// `None` when the map holds no status at all.
+    pub fn from_headers(map: &HeaderMap) -> Option<Status> {
+        let code = map.get("grpc-status")?;
+        let code = code
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .map(Code::from_i32)
+            .unwrap_or(Code::Unknown);
+        let message = map
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .map(percent_decode)
+            .unwrap_or_default();
+        Some(Status { code, message })
+    }
+
+    /// An h2 error seen by a call: resets and GOAWAYs become their gRPC codes.
+    pub fn from_h2(err: &h2::Error) -> Status {
+        let code = match err.reason() {
+            Some(h2::Reason::CANCEL) => Code::Cancelled,
+            Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+            Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+            Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+            _ if err.is_io() || err.is_go_away() => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        Status::new(code, format!("h2: {err}"))
+    }
+}
+
+/// `grpc-message` is percent-encoded (the gRPC HTTP/2 spec); decode what is valid.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_trailers() {
+        let mut m = HeaderMap::new();
+        assert_eq!(Status::from_headers(&m), None);
+        m.insert("grpc-status", "16".parse().unwrap());
+        m.insert("grpc-message", "bad%20token%3A x".parse().unwrap());
+        let s = Status::from_headers(&m).unwrap();
+        assert_eq!(s.code, Code::Unauthenticated);
+        assert_eq!(s.message, "bad token: x");
+    }
+
+    #[test]
+    fn unknown_codes_are_unknown() {
+        assert_eq!(Code::from_i32(99), Code::Unknown);
+        assert_eq!(Code::from_i32(-1), Code::Unknown);
+        assert_eq!(Code::from_i32(0), Code::Ok);
+        assert_eq!(Code::from_i32(14), Code::Unavailable);
+    }
+}

@@ -1,0 +1,157 @@
+//! This core's link to ws-api: one HTTP/2 connection carrying the core's
+//! `ExchangeMsg` stream and the unary calls of its sessions.
+//!
+//! Sessions never await the stream: they append framed messages to
+//! [`Upstream::enqueue`]'s buffer, bounded in bytes, and go on. The writer in
+//! [`exchange`] sends the whole buffer as one DATA write, so a busy core sends
+//! few large frames rather than a flood of small ones (which h2 servers answer
+//! with GOAWAY ENHANCE_YOUR_CALM). While ws-api is unreachable the buffer
+//! holds what it can; past its bound, messages are refused and counted.
+
+pub mod exchange;
+pub mod grpc;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::metrics::Counters;
+use crate::proto::wsapi::{
+    ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
+    KeepAliveRequest,
+};
+use grpc::{Channel, ChannelConfig, Code, Status};
+
+const CONNECT: &str = "/wsapi.ExchangeService/Connect";
+const DISCONNECT: &str = "/wsapi.ExchangeService/Disconnect";
+const KEEP_ALIVE: &str = "/wsapi.ExchangeService/KeepAlive";
+
+/// How one core reaches ws-api.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub addr: SocketAddr,
+    /// This core's identity: `x-gateway-ip` and `Msg.server`.
+    pub identity: String,
+    pub channel: ChannelConfig,
+    pub rpc_timeout: Duration,
+    pub buffer_limit: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// The client message was not buffered: ws-api is down or too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("upstream buffer full")]
+pub struct BufferFull;
+
+/// One core's upstream.
+pub struct Upstream {
+    cfg: UpstreamConfig,
+    counters: Rc<Counters>,
+    channel: RefCell<Option<Channel>>,
+    up: Cell<bool>,
+    buffer: RefCell<BytesMut>,
+    buffered_msgs: Cell<u64>,
+    wake: LocalSender<()>,
+    wake_rx: RefCell<Option<LocalReceiver<()>>>,
+}
+
+impl Upstream {
+    pub fn new(cfg: UpstreamConfig, counters: Rc<Counters>) -> Rc<Upstream> {
+        let (wake, wake_rx) = local_channel::new_bounded(1);
+        Rc::new(Upstream {
+            cfg,
+            counters,
+            channel: RefCell::new(None),
+            up: Cell::new(false),
+            buffer: RefCell::new(BytesMut::new()),
+            buffered_msgs: Cell::new(0),
+            wake,
+            wake_rx: RefCell::new(Some(wake_rx)),
+        })
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.cfg.identity
+    }
+
+    /// Whether the `ExchangeMsg` stream is established.
+    pub fn is_up(&self) -> bool {
+        self.up.get()
+    }
+
+    /// Appends one framed message (written by `frame`) for the stream.
+    pub fn enqueue(&self, frame: impl FnOnce(&mut BytesMut)) -> Result<(), BufferFull> {
+        let mut buf = self.buffer.borrow_mut();
+        if buf.len() >= self.cfg.buffer_limit {
+            return Err(BufferFull);
+        }
+        let was_empty = buf.is_empty();
+        frame(&mut buf);
+        self.buffered_msgs.set(self.buffered_msgs.get() + 1);
+        if was_empty {
+            // A full wake channel already holds a pending wake-up.
+            let _ = self.wake.try_send(());
+        }
+        Ok(())
+    }
+
+    /// Takes everything buffered: the bytes and how many messages they hold.
+    fn take_buffer(&self) -> (Bytes, u64) {
+        let bytes = self.buffer.borrow_mut().split().freeze();
+        (bytes, self.buffered_msgs.replace(0))
+    }
+
+    fn channel(&self) -> Result<Channel, Status> {
+        self.channel
+            .borrow()
+            .clone()
+            .ok_or_else(|| Status::new(Code::Unavailable, "not connected to ws-api"))
+    }
+
+    /// `Connect`: asks ws-api to admit a client; returns its uid.
+    pub async fn connect(&self, sid: &str, token: Bytes) -> Result<u64, Status> {
+        let req = ConnectRequest {
+            server: self.cfg.identity.clone(),
+            sid: sid.to_owned(),
+            token,
+        };
+        let reply: ConnectReply = self
+            .channel()?
+            .unary(CONNECT, &req, self.cfg.rpc_timeout)
+            .await?;
+        Ok(reply.uid)
+    }
+
+    /// `Disconnect`: tells ws-api a session has ended.
+    pub async fn disconnect(&self, sid: &str, uid: u64) -> Result<(), Status> {
+        let req = DisconnectRequest {
+            server: self.cfg.identity.clone(),
+            sid: sid.to_owned(),
+            uid,
+        };
+        let _: DisconnectReply = self
+            .channel()?
+            .unary(DISCONNECT, &req, self.cfg.rpc_timeout)
+            .await?;
+        Ok(())
+    }
+
+    /// `KeepAlive`: refreshes a session's presence on a client heartbeat.
+    pub async fn keep_alive(&self, sid: &str, uid: u64) -> Result<(), Status> {
+        let req = KeepAliveRequest {
+            server: self.cfg.identity.clone(),
+            sid: sid.to_owned(),
+            uid,
+        };
+        let _: KeepAliveReply = self
+            .channel()?
+            .unary(KEEP_ALIVE, &req, self.cfg.rpc_timeout)
+            .await?;
+        Ok(())
+    }
+}
