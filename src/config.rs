@@ -37,6 +37,14 @@ pub struct Config {
     )]
     pub upstream: String,
 
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(
+        long,
+        env = "WS_GATEWAY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub admin_listen: SocketAddr,
+
     /// Number of cores to run on (the first N online CPUs). Default: all.
     #[arg(long, env = "WS_GATEWAY_CORES", conflicts_with = "cpus")]
     pub cores: Option<usize>,

@@ -15,15 +15,19 @@
 //! - [`upstream`]: a core's HTTP/2 connection, `ExchangeMsg` stream and unary calls.
 //! - [`codec`], [`sid`]: pure encodings (client frames, session ids).
 //! - [`metrics`]: per-core counters, every loss under a reason.
+//! - [`admin`], [`exposition`], [`procstat`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
 //! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
 //! - [`proto`]: types generated from `proto/` at build time.
 
+pub mod admin;
 pub mod codec;
 pub mod compat;
 pub mod config;
+pub mod exposition;
 pub mod handshake;
 pub mod listener;
 pub mod metrics;
+pub mod procstat;
 pub mod router;
 pub mod session;
 pub mod sessions;

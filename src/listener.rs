@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, field, info_span, warn};
 
 use crate::codec::{Format, MsgPrefix};
 use crate::handshake::{self, Refusal};
-use crate::metrics::{Counters, Reject};
+use crate::metrics::Reject;
 use crate::session::Session;
 use crate::sessions::SessionHandle;
 use crate::shard::Core;
@@ -124,6 +124,7 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
         debug!(error = %e, "client left during the upgrade");
         core.sessions.remove(slot);
         if let Err(e) = core.upstream.disconnect(&sid, uid).await {
+            core.counters.disconnect_failures.inc();
             warn!(error = %e, "Disconnect not delivered to ws-api");
         }
         return None;
@@ -135,8 +136,8 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
         Some(core.ws_config),
     )
     .await;
-    Counters::add(&core.counters.handshakes, 1);
-    Counters::add(&core.counters.online, 1);
+    core.counters.handshakes.inc();
+    core.counters.online.inc();
     debug!(uid, "session started");
     let prefix = MsgPrefix::new(core.upstream.identity(), &sid);
     Some(Session {

@@ -3,14 +3,17 @@
 
 use std::net::TcpListener;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use glommio::channels::channel_mesh::MeshBuilder;
 use tracing_subscriber::EnvFilter;
+use ws_gateway::admin::{self, AdminState};
 use ws_gateway::config::{Config, LogFormat};
+use ws_gateway::metrics::Counters;
 use ws_gateway::shard::{self, ShardSpec};
 
 /// Messages in flight between two cores before the sender sees "full".
@@ -57,6 +60,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64;
     let mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
+    let counters: Vec<Arc<Counters>> = cpus.iter().map(|_| Arc::default()).collect();
     let mut listen = config.listen;
     let mut handles = Vec::with_capacity(cpus.len());
     for (id, &cpu) in cpus.iter().enumerate() {
@@ -69,6 +73,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             upstream,
             epoch_ms,
             mesh: mesh.clone(),
+            counters: Arc::clone(&counters[id]),
             bound: bound_tx,
         };
         let handle = shard::spawn(spec).map_err(|e| {
@@ -87,6 +92,13 @@ fn run(config: Config) -> anyhow::Result<()> {
         }
         handles.push(handle);
     }
+    let admin = AdminState {
+        cores: counters,
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+    let admin_addr = admin::spawn(config.admin_listen, admin)
+        .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
+    println!("admin listening on http://{admin_addr} (/metrics /healthz /readyz)");
     let path = config.paths.first().map(String::as_str).unwrap_or("/");
     println!(
         "ws-gateway listening on ws://{listen}{path} ({} cores on CPUs {cpus:?}, upstream {upstream})",

@@ -1,9 +1,11 @@
-//! Per-core counters: plain `Cell`s owned by one core, so counting costs a
-//! load and a store, never an atomic. Every message the gateway does not
+//! Per-core counters, each written by its core alone and summed by the
+//! admin endpoint at scrape time: counting costs a load and a store, never a
+//! locked instruction or a shared cache line. Every message the gateway does not
 //! deliver is counted here under a [`Loss`] reason, and every refused
 //! upgrade under a [`Reject`] reason.
 
-use std::cell::Cell;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Why an upgrade request got an HTTP error instead of a WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,31 +93,67 @@ impl Loss {
     }
 }
 
-/// One core's counters.
+/// A counter written by one core only and read by the scraper.
+///
+/// The owning core does a relaxed load and store (plain `mov`s on x86, no
+/// locked instruction); a single writer cannot lose an increment. The
+/// scraper's relaxed load may lag by an increment, which a scrape tolerates.
 #[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
+/// One core's counters. Aligned so two cores' counters never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct Counters {
-    pub online: Cell<u64>,
-    pub input_bytes: Cell<u64>,
-    pub output_bytes: Cell<u64>,
-    pub messages_in: Cell<u64>,
-    pub messages_out: Cell<u64>,
-    pub handshakes: Cell<u64>,
-    pub upstream_reconnects: Cell<u64>,
-    rejects: [Cell<u64>; Reject::ALL.len()],
-    drops: [Cell<u64>; Loss::ALL.len()],
+    /// Sessions open now (a gauge).
+    pub online: Counter,
+    pub input_bytes: Counter,
+    pub output_bytes: Counter,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub handshakes: Counter,
+    pub upstream_reconnects: Counter,
+    /// 1 while this core's `ExchangeMsg` stream is established (a gauge).
+    pub upstream_up: Counter,
+    /// Bytes waiting in this core's upstream buffer (a gauge).
+    pub upstream_buffered: Counter,
+    pub disconnect_failures: Counter,
+    rejects: [Counter; Reject::ALL.len()],
+    losses: [Counter; Loss::ALL.len()],
 }
 
 impl Counters {
-    pub fn add(cell: &Cell<u64>, n: u64) {
-        cell.set(cell.get().wrapping_add(n));
-    }
-
     pub fn reject(&self, r: Reject) {
-        Self::add(&self.rejects[r as usize], 1);
+        self.rejects[r as usize].inc();
     }
 
     pub fn lose(&self, d: Loss, n: u64) {
-        Self::add(&self.drops[d as usize], n);
+        self.losses[d as usize].add(n);
     }
 
     pub fn rejects(&self, r: Reject) -> u64 {
@@ -123,6 +161,6 @@ impl Counters {
     }
 
     pub fn lost(&self, d: Loss) -> u64 {
-        self.drops[d as usize].get()
+        self.losses[d as usize].get()
     }
 }

@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::channels::channel_mesh::Senders;
 use tracing::debug;
@@ -21,7 +22,7 @@ pub struct Router {
     core: usize,
     instance: Instance,
     sessions: Rc<Sessions>,
-    counters: Rc<Counters>,
+    counters: Arc<Counters>,
     mesh: RefCell<Option<Senders<Msg>>>,
 }
 
@@ -30,7 +31,7 @@ impl Router {
         core: usize,
         instance: Instance,
         sessions: Rc<Sessions>,
-        counters: Rc<Counters>,
+        counters: Arc<Counters>,
     ) -> Self {
         Router {
             core,

@@ -22,7 +22,7 @@ use glommio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
 
 use crate::codec::{self, Format, MsgPrefix};
-use crate::metrics::{Counters, Loss};
+use crate::metrics::Loss;
 use crate::proto::wsgateway::Protocol;
 use crate::sessions::{Outbound, SessionHandle};
 use crate::shard::Core;
@@ -62,8 +62,9 @@ impl Session {
         let end = self.serve().await;
         let core = &self.core;
         core.sessions.remove(self.slot);
-        Counters::add(&core.counters.online, u64::MAX);
+        core.counters.online.sub(1);
         if let Err(e) = core.upstream.disconnect(&self.sid, self.uid).await {
+            core.counters.disconnect_failures.inc();
             warn!(error = %e, "Disconnect not delivered to ws-api");
         }
         end
@@ -80,9 +81,9 @@ impl Session {
             };
             let step = match event {
                 Event::Client(None) => return End::ClientClosed,
-                Event::Client(Some(Ok(msg))) => self.from_client(msg).await,
+                Event::Client(Some(Ok(msg))) => self.on_client_message(msg).await,
                 Event::Client(Some(Err(e))) => Err(client_error(e)),
-                Event::Core(Some(out)) => self.to_client(out).await,
+                Event::Core(Some(out)) => self.write_queued(out).await,
                 Event::Core(None) => Err(close(CloseCode::Error, "session table closed")),
             };
             if let Err(end) = step {
@@ -91,7 +92,7 @@ impl Session {
         }
     }
 
-    async fn from_client(&mut self, msg: Message) -> Result<(), End> {
+    async fn on_client_message(&mut self, msg: Message) -> Result<(), End> {
         let counters = &self.core.counters;
         let decoded = match &msg {
             Message::Text(text) => codec::decode_json(text),
@@ -105,8 +106,8 @@ impl Session {
         if let Message::Text(_) = msg {
             self.format = Format::Json;
         }
-        Counters::add(&counters.input_bytes, msg.len() as u64);
-        Counters::add(&counters.messages_in, 1);
+        counters.input_bytes.add(msg.len() as u64);
+        counters.messages_in.inc();
         let protocol = match decoded {
             Ok(p) => p,
             Err(e) => {
@@ -146,7 +147,7 @@ impl Session {
     }
 
     /// Writes `first` and everything else already queued, then flushes once.
-    async fn to_client(&mut self, first: Outbound) -> Result<(), End> {
+    async fn write_queued(&mut self, first: Outbound) -> Result<(), End> {
         let timeout = self.core.config.write_timeout;
         let write = async {
             let mut next = Some(first);
@@ -182,8 +183,8 @@ impl Session {
             Format::Protobuf => Message::Binary(codec::encode_protobuf(p)),
         };
         let counters = &self.core.counters;
-        Counters::add(&counters.output_bytes, msg.len() as u64);
-        Counters::add(&counters.messages_out, 1);
+        counters.output_bytes.add(msg.len() as u64);
+        counters.messages_out.inc();
         self.ws.feed(msg).await.map_err(End::Io)
     }
 

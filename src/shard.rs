@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ pub struct Core {
     pub config: Config,
     pub instance: Instance,
     pub sessions: Rc<Sessions>,
-    pub counters: Rc<Counters>,
+    pub counters: Arc<Counters>,
     pub upstream: Rc<Upstream>,
     pub router: Rc<Router>,
     pub ws_config: WebSocketConfig,
@@ -48,6 +49,7 @@ pub struct ShardSpec {
     pub upstream: SocketAddr,
     pub epoch_ms: u64,
     pub mesh: FullMesh<Msg>,
+    pub counters: Arc<Counters>,
     /// Reports the bound address (or why binding failed) back to `main`.
     pub bound: mpsc::Sender<Result<SocketAddr, String>>,
 }
@@ -131,7 +133,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
     let config = &spec.config;
     let base = advertise(config, bound);
     let instance = Instance::new(&base, spec.epoch_ms);
-    let counters = Rc::new(Counters::default());
+    let counters = Arc::clone(&spec.counters);
     let sessions = Rc::new(Sessions::default());
     let upstream = Upstream::new(
         UpstreamConfig {
@@ -148,13 +150,13 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),
         },
-        Rc::clone(&counters),
+        Arc::clone(&counters),
     );
     let router = Rc::new(Router::new(
         spec.id,
         instance,
         Rc::clone(&sessions),
-        Rc::clone(&counters),
+        Arc::clone(&counters),
     ));
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)

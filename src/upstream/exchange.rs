@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::Upstream;
 use super::grpc::{Channel, Code, Status, Streaming};
-use crate::metrics::{Counters, Loss};
+use crate::metrics::Loss;
 use crate::proto::wsapi::Msg;
 use crate::router::Router;
 
@@ -34,6 +34,7 @@ impl Upstream {
         loop {
             let err = self.connection(&wake, &router).await;
             let was_up = self.up.replace(false);
+            self.counters.upstream_up.set(0);
             self.channel.replace(None);
             if was_up {
                 delay = self.cfg.reconnect_min;
@@ -45,7 +46,7 @@ impl Upstream {
             let pause = Duration::from_micros(fastrand::u64(0..=delay.as_micros() as u64));
             glommio::timer::sleep(pause).await;
             delay = (delay * 2).min(self.cfg.reconnect_max);
-            Counters::add(&self.counters.upstream_reconnects, 1);
+            self.counters.upstream_reconnects.inc();
         }
     }
 
@@ -78,6 +79,7 @@ impl Upstream {
             Err(e) => return e,
         };
         self.up.set(true);
+        self.counters.upstream_up.set(1);
         info!(upstream = %self.cfg.addr, identity = %self.cfg.identity, "ws-api stream up");
         future::or(self.write(send, wake), read(&mut inbound, router)).await
     }

@@ -14,6 +14,7 @@ pub mod grpc;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -51,7 +52,7 @@ pub struct BufferFull;
 /// One core's upstream.
 pub struct Upstream {
     cfg: UpstreamConfig,
-    counters: Rc<Counters>,
+    counters: Arc<Counters>,
     channel: RefCell<Option<Channel>>,
     up: Cell<bool>,
     buffer: RefCell<BytesMut>,
@@ -61,7 +62,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: UpstreamConfig, counters: Rc<Counters>) -> Rc<Upstream> {
+    pub fn new(cfg: UpstreamConfig, counters: Arc<Counters>) -> Rc<Upstream> {
         let (wake, wake_rx) = local_channel::new_bounded(1);
         Rc::new(Upstream {
             cfg,
@@ -92,6 +93,7 @@ impl Upstream {
         }
         let was_empty = buf.is_empty();
         frame(&mut buf);
+        self.counters.upstream_buffered.set(buf.len() as u64);
         self.buffered_msgs.set(self.buffered_msgs.get() + 1);
         if was_empty {
             // A full wake channel already holds a pending wake-up.
@@ -103,6 +105,7 @@ impl Upstream {
     /// Takes everything buffered: the bytes and how many messages they hold.
     fn take_buffer(&self) -> (Bytes, u64) {
         let bytes = self.buffer.borrow_mut().split().freeze();
+        self.counters.upstream_buffered.set(0);
         (bytes, self.buffered_msgs.replace(0))
     }
 

@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+GW_LISTEN ?= 127.0.0.1:8080
+API_LISTEN ?= 127.0.0.1:8081
+
+.PHONY: run test lint build build-release unit integration bench bench-smoke clean
+
+## run: build release, start ws-api and ws-gateway on loopback (Ctrl-C stops both)
+run: build-release
+	@set -m; \
+	./target/release/ws-api --listen $(API_LISTEN) --handler echo & api=$$!; \
+	trap 'kill $$api $$gw 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
+	./target/release/ws-gateway --listen $(GW_LISTEN) --upstream $(API_LISTEN) & gw=$$!; \
+	sleep 1; \
+	echo; \
+	echo "Connect to ws://$(GW_LISTEN)/gateway/ws with a 'token' header (a number is the uid), e.g.:"; \
+	echo "  websocat -H 'token: 42' ws://$(GW_LISTEN)/gateway/ws   then type: {\"type\":\"message\",\"payload\":\"aGVsbG8=\"}"; \
+	echo "Browsers: new WebSocket('ws://$(GW_LISTEN)/gateway/ws?token=42'). ws-api (echo) sends every message back."; \
+	echo "Ctrl-C stops both."; \
+	wait $$gw
+
+## test: formatting, lints, then every test (unit, integration, bench smoke)
+test: lint build integration
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --workspace --bins
+
+build-release:
+	$(CARGO) build --release --workspace --bins
+
+integration:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+clean:
+	$(CARGO) clean

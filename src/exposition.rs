@@ -1,0 +1,208 @@
+//! Prometheus exposition of every core's counters, summed at scrape time.
+//!
+//! Encoding is prometheus-client's (OpenMetrics text). The Go gateway's three
+//! series keep their exact names, so existing dashboards keep working: they
+//! are declared `unknown`, since OpenMetrics would append `_total` to a counter.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::{Counter, Counters, Loss, Reject};
+use crate::procstat;
+
+/// Reads the cores' counters on each scrape.
+#[derive(Debug)]
+pub struct GatewayCollector {
+    pub cores: Vec<Arc<Counters>>,
+}
+
+impl GatewayCollector {
+    fn sum(&self, f: impl Fn(&Counters) -> &Counter) -> u64 {
+        self.cores.iter().map(|c| f(c).get()).sum()
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// One series per label value, e.g. losses by reason.
+fn labelled<L: AsRef<str>>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    label: &str,
+    values: impl Iterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, kind)?;
+    for (value, n) in values {
+        let labels = [(label, value.as_ref())];
+        let mut m = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => {
+                m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&n, None)?
+            }
+            _ => m.encode_gauge(&(n as i64))?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for GatewayCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let e = &mut enc;
+        let legacy = [
+            (
+                "gateway_websocket_online_totals",
+                "Open WebSocket sessions.",
+                self.sum(|c| &c.online),
+            ),
+            (
+                "gateway_websocket_input_bytes",
+                "Bytes of client messages received.",
+                self.sum(|c| &c.input_bytes),
+            ),
+            (
+                "gateway_websocket_output_bytes",
+                "Bytes of messages sent to clients.",
+                self.sum(|c| &c.output_bytes),
+            ),
+        ];
+        for (name, help, v) in legacy {
+            let g = ConstGauge::new(v as i64);
+            g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
+        }
+        counter(
+            e,
+            "gateway_messages_in",
+            "Client messages received.",
+            self.sum(|c| &c.messages_in),
+        )?;
+        counter(
+            e,
+            "gateway_messages_out",
+            "Messages written to clients.",
+            self.sum(|c| &c.messages_out),
+        )?;
+        counter(
+            e,
+            "gateway_handshakes_accepted",
+            "Upgrades completed.",
+            self.sum(|c| &c.handshakes),
+        )?;
+        labelled(
+            e,
+            "gateway_handshakes_rejected",
+            "Upgrades refused, by reason.",
+            MetricType::Counter,
+            "reason",
+            Reject::ALL
+                .iter()
+                .map(|r| (r.name(), self.cores.iter().map(|c| c.rejects(*r)).sum())),
+        )?;
+        labelled(
+            e,
+            "gateway_messages_lost",
+            "Messages not delivered, by reason.",
+            MetricType::Counter,
+            "reason",
+            Loss::ALL
+                .iter()
+                .map(|l| (l.name(), self.cores.iter().map(|c| c.lost(*l)).sum())),
+        )?;
+        counter(
+            e,
+            "gateway_upstream_reconnects",
+            "Reconnect attempts to ws-api.",
+            self.sum(|c| &c.upstream_reconnects),
+        )?;
+        counter(
+            e,
+            "gateway_disconnect_failures",
+            "Disconnect calls ws-api did not get.",
+            self.sum(|c| &c.disconnect_failures),
+        )?;
+        let per_core = |f: fn(&Counters) -> u64| {
+            self.cores
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| (i.to_string(), f(c)))
+        };
+        labelled(
+            e,
+            "gateway_upstream_up",
+            "1 while the core's ExchangeMsg stream is up.",
+            MetricType::Gauge,
+            "core",
+            per_core(|c| c.upstream_up.get()),
+        )?;
+        labelled(
+            e,
+            "gateway_upstream_buffered_bytes",
+            "Bytes waiting for the core's stream.",
+            MetricType::Gauge,
+            "core",
+            per_core(|c| c.upstream_buffered.get()),
+        )?;
+        labelled(
+            e,
+            "gateway_core_sessions",
+            "Open sessions per core.",
+            MetricType::Gauge,
+            "core",
+            per_core(|c| c.online.get()),
+        )?;
+        let p = procstat::read();
+        gauge(
+            e,
+            "process_resident_memory_bytes",
+            "Resident set size.",
+            p.rss_bytes as i64,
+        )?;
+        counter(
+            e,
+            "process_cpu_seconds",
+            "User and system CPU time.",
+            p.cpu_seconds as u64,
+        )?;
+        gauge(
+            e,
+            "process_open_fds",
+            "Open file descriptors.",
+            p.open_fds as i64,
+        )?;
+        gauge(
+            e,
+            "process_max_fds",
+            "Open file descriptor limit.",
+            p.max_fds as i64,
+        )?;
+        Ok(())
+    }
+}
+
+/// The whole `/metrics` body.
+pub fn render(cores: &[Arc<Counters>]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(GatewayCollector {
+        cores: cores.to_vec(),
+    }));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
