@@ -1,5 +1,11 @@
-//! The one configuration struct, from flags with `WS_GATEWAY_*` env
-//! fallbacks, checked once by [`Config::validate`] before any core starts.
+//! The one configuration struct: flags, then `WS_GATEWAY_*` environment
+//! variables, then an optional TOML file (`--config`), then defaults, checked
+//! once by [`Config::validate`] before any core starts.
+//!
+//! The file is applied by turning each of its keys into the flag of the same
+//! name, for the options neither a flag nor the environment set, so a file
+//! value goes through exactly the parser and checks a flag does, and an
+//! unknown key is an error naming it (see [`load`]).
 //!
 //! The Go gateway's flag names (`--http_server_addr`, `--ws_api_endpoint`)
 //! are kept as aliases so existing deploy scripts keep working.
@@ -7,18 +13,40 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
 /// ws-gateway: thread-per-core WebSocket gateway to a gRPC backend (ws-api).
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, Parser, Serialize)]
 #[command(version, about)]
 pub struct Config {
+    /// TOML file of options (keys are the long flag names, `-` or `_`).
+    /// Flags and environment variables override it.
+    #[arg(long, env = "WS_GATEWAY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+
+    /// Validate the configuration and io_uring availability, then exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check: bool,
+
     /// Address the WebSocket listeners bind (one SO_REUSEPORT socket per core).
     #[arg(
         long,
@@ -80,10 +108,12 @@ pub struct Config {
 
     /// Time a client has to send a complete upgrade request.
     #[arg(long, env = "WS_GATEWAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
 
     /// Time a write to a client may take before the session is closed.
     #[arg(long, env = "WS_GATEWAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 
     /// Messages queued toward one client before it counts as a slow consumer.
@@ -96,14 +126,17 @@ pub struct Config {
 
     /// Timeout of unary calls to ws-api (Connect, Disconnect, KeepAlive).
     #[arg(long, env = "WS_GATEWAY_RPC_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub rpc_timeout: Duration,
 
     /// First delay before reconnecting to ws-api (doubles, with jitter).
     #[arg(long, env = "WS_GATEWAY_RECONNECT_MIN", default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
 
     /// Largest delay between reconnect attempts.
     #[arg(long, env = "WS_GATEWAY_RECONNECT_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
 
     /// io_uring registered memory per core, in bytes (counts against RLIMIT_MEMLOCK
@@ -135,7 +168,78 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Parses `args` (the program name first) with the file layered in.
+pub fn load<I, T>(args: I) -> Result<Config, LoadError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cmd = Config::command();
+    let matches = cmd.clone().try_get_matches_from(&args)?;
+    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Ok(Config::from_arg_matches(&matches)?);
+    };
+    let file_err = |reason: String| LoadError::File {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| file_err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let arg = cmd
+            .get_arguments()
+            .find(|a| {
+                a.get_id() == id.as_str()
+                    && !matches!(a.get_id().as_str(), "config" | "print_config" | "check")
+            })
+            .ok_or_else(|| file_err(format!("unknown key `{key}`")))?;
+        if matches!(
+            matches.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let flag = format!("--{}", arg.get_long().unwrap_or(&id));
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => return Err(file_err(format!("key `{key}`: unsupported value {other}"))),
+        };
+        args.push(format!("{flag}={text}").into());
+    }
+    Ok(Config::try_parse_from(args)?)
+}
+
 impl Config {
+    /// The effective configuration, as a TOML file `--config` would accept.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
     /// Checks what clap's types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.upstream_addr()?;

@@ -8,11 +8,10 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use glommio::channels::channel_mesh::MeshBuilder;
 use tracing_subscriber::EnvFilter;
 use ws_gateway::admin::{self, AdminState};
-use ws_gateway::config::{Config, LogFormat};
+use ws_gateway::config::{self, Config, LoadError, LogFormat};
 use ws_gateway::metrics::Counters;
 use ws_gateway::shard::{self, ShardSpec};
 
@@ -20,10 +19,33 @@ use ws_gateway::shard::{self, ShardSpec};
 const MESH_CAPACITY: usize = 4096;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match config::load(std::env::args_os()) {
+        Ok(c) => c,
+        Err(LoadError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("ws-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = config.validate() {
         eprintln!("ws-gateway: {e}");
         return ExitCode::from(2);
+    }
+    if config.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if config.check {
+        return match check_io_uring(&config) {
+            Ok(()) => {
+                println!("ws-gateway: configuration and io_uring OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ws-gateway: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     init_tracing(&config);
     match run(config) {
@@ -109,6 +131,22 @@ fn run(config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("a core stopped: {e}"))?;
     }
     Ok(())
+}
+
+/// Starts (and stops) one executor as the shards would, to prove io_uring
+/// and the memlock limit allow it.
+fn check_io_uring(config: &Config) -> anyhow::Result<()> {
+    let cpu = *config.cpu_list()?.first().context("no CPU to run on")?;
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
+        .io_memory(config.io_memory)
+        .spawn(|| async {})
+        .and_then(|h| h.join())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "io_uring executor failed: {e} (needs io_uring syscalls allowed by seccomp and \
+                 RLIMIT_MEMLOCK >= --io-memory per core: raise `ulimit -l` or lower --io-memory)"
+            )
+        })
 }
 
 /// Raises the soft open-files limit to the hard one: each client is a descriptor.
