@@ -171,14 +171,12 @@ pub fn parse(buf: &[u8], paths: &[String]) -> Result<Option<Upgrade>, Refusal> {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(|v| v.split(',').map(str::trim).collect())
             .unwrap_or_default();
-        if let Some(i) = offered
+        let marker = offered
             .iter()
-            .position(|p| *p == "token" || *p == "access_token")
-        {
-            if let Some(t) = offered.get(i + 1).filter(|t| !t.is_empty()) {
-                token = Some(Bytes::copy_from_slice(t.as_bytes()));
-                protocol = Some(offered[i].to_owned());
-            }
+            .position(|p| *p == "token" || *p == "access_token");
+        if let Some((i, t)) = marker.and_then(|i| Some((i, *offered.get(i + 1)?))) {
+            token = Some(Bytes::copy_from_slice(t.as_bytes())).filter(|t| !t.is_empty());
+            protocol = token.as_ref().map(|_| offered[i].to_owned());
         }
     }
     Ok(Some(Upgrade {

@@ -161,7 +161,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(config.max_message_size * 4)
+        .max_write_buffer_size(64 * 1024 + config.max_message_size * 4)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_frame_size));
     Rc::new(Core {

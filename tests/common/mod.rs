@@ -1,0 +1,190 @@
+//! Shared helpers for the integration tests: start the real `ws-api` and
+//! `ws-gateway` binaries on ephemeral loopback ports, and talk to them with
+//! an independent WebSocket client (tokio-tungstenite) and gRPC client (tonic).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long any single wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A child process that is killed when the test ends.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A binary of this workspace, built by `cargo build --workspace` (the
+/// Makefile does so before running tests).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// Spawns `cmd`, waits for its stdout line containing `marker`, and reads
+/// the socket address that follows it.
+fn spawn_and_wait(mut cmd: Command, marker: &str) -> Proc {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn binary");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split(&marker).nth(1) {
+                let addr: String = rest
+                    .trim_start_matches("ws://")
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '/')
+                    .collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+        panic!(
+            "no '{}' line within {DEADLINE:?}",
+            cmd.get_program().display()
+        )
+    });
+    Proc {
+        child,
+        addr: addr.parse().expect("listen address"),
+    }
+}
+
+/// Starts `ws-api` on `listen` (use port 0 for an ephemeral port).
+pub fn ws_api(listen: &str, handler: &str) -> Proc {
+    let mut cmd = Command::new(workspace_bin("ws-api"));
+    cmd.args(["--listen", listen, "--handler", handler, "--threads", "1"]);
+    spawn_and_wait(cmd, "ws-api listening on ")
+}
+
+/// Starts `ws-gateway` on an ephemeral port with `cores` cores.
+pub fn gateway(upstream: SocketAddr, cores: usize, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws-gateway"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.to_string(),
+    ])
+    .args(["--cores", &cores.min(online_cpus()).to_string()])
+    .args(["--reconnect-max", "200ms", "--admin-listen", "127.0.0.1:0"])
+    .args(extra)
+    .env("WS_GATEWAY_LOG", "warn");
+    spawn_and_wait(cmd, "ws-gateway listening on ")
+}
+
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Opens a WebSocket with `token` in the header, as the Go clients do.
+pub async fn try_connect(gw: SocketAddr, token: Option<&str>) -> Result<Client, WsError> {
+    let mut req = format!("ws://{gw}/gateway/ws").into_client_request()?;
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("token", t.parse().expect("token header"));
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Connects, retrying while the gateway answers 503 (its stream to ws-api is not up yet).
+pub async fn connect(gw: SocketAddr, token: &str) -> Client {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        match try_connect(gw, Some(token)).await {
+            Ok(ws) => return ws,
+            Err(WsError::Http(resp)) if resp.status() == 503 && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("connect to {gw} failed: {e}"),
+        }
+    }
+}
+
+/// The next data message, skipping control frames; panics after the deadline.
+pub async fn recv(ws: &mut Client) -> Message {
+    let next = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return m,
+                Some(Err(e)) => panic!("websocket error: {e}"),
+                None => panic!("websocket closed"),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, next)
+        .await
+        .expect("no message before the deadline")
+}
+
+pub async fn send_text(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// A JSON frame in the Go gateway's envelope.
+pub fn frame(ty: &str, payload: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+    format!(r#"{{"type":"{ty}","payload":"{b64}"}}"#)
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + DEADLINE;
+    while !cond().await {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,72 @@
+//! ws-api's `Push` reaches every session of a uid and only those, through
+//! the stream of whichever core owns each session; `Disconnect` on close
+//! removes the session from ws-api's presence.
+
+mod common;
+
+use common::*;
+use ws_api::proto::wsapi::BizMsg;
+use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
+
+async fn push(api: std::net::SocketAddr, uid: u64, payload: &str) -> i64 {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("grpc connect");
+    let mut client = BizMsgServiceClient::new(channel);
+    let msg = BizMsg {
+        biz_code: "notice".into(),
+        biz_desc: String::new(),
+        biz_payload: payload.into(),
+        uid,
+    };
+    client
+        .push(msg)
+        .await
+        .expect("push")
+        .into_inner()
+        .success_count
+}
+
+#[tokio::test]
+async fn push_reaches_exactly_the_users_sessions() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 2, &[]);
+
+    // Enough sessions of user 5 that SO_REUSEPORT spreads them over both cores.
+    let mut mine = Vec::new();
+    for _ in 0..8 {
+        mine.push(connect(gw.addr, "5").await);
+    }
+    let mut other = connect(gw.addr, "6").await;
+
+    assert_eq!(push(api.addr, 5, "hello").await, 8);
+    for ws in &mut mine {
+        assert_eq!(
+            recv(ws).await.into_text().unwrap().as_str(),
+            frame("notice", b"hello")
+        );
+    }
+
+    // The other user got nothing: its next frame is its own echo.
+    send_text(&mut other, &frame("message", b"mine")).await;
+    assert_eq!(
+        recv(&mut other).await.into_text().unwrap().as_str(),
+        frame("message", b"mine")
+    );
+
+    // Closing sessions reaches ws-api as Disconnect.
+    for mut ws in mine.drain(..4) {
+        ws.close(None).await.expect("close");
+    }
+    eventually("ws-api sees 4 sessions of user 5", || async {
+        push(api.addr, 5, "x").await == 4
+    })
+    .await;
+    drop(mine);
+    eventually("ws-api sees no session of user 5", || async {
+        push(api.addr, 5, "x").await == 0
+    })
+    .await;
+}

@@ -1,0 +1,37 @@
+//! ws-api: the reference business backend for ws-gateway, on tonic.
+//!
+//! It proves the gateway's hand-built gRPC client against an independent
+//! implementation, and gives `make run`, the tests and the benchmarks a
+//! backend with known behaviour.
+//!
+//! # Layout
+//!
+//! - [`presence`]: who is online: uid → sessions, (server, sid) → uid.
+//! - [`streams`]: the open `ExchangeMsg` streams, by gateway core identity.
+//! - [`service`]: `ExchangeService` and `BizMsgService` on top of both.
+//! - [`Handler`]: what happens to each upstream message (echo, log, discard).
+
+pub mod presence;
+pub mod service;
+pub mod streams;
+
+/// Generated from `../proto` by `build.rs`.
+pub mod proto {
+    pub mod wsgateway {
+        tonic::include_proto!("wsgateway");
+    }
+    pub mod wsapi {
+        tonic::include_proto!("wsapi");
+    }
+}
+
+/// What ws-api does with each message a gateway sends up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Handler {
+    /// Send it back down to the same sid.
+    Echo,
+    /// Log it at info.
+    Log,
+    /// Count it and drop it (for one-way benchmarks).
+    Discard,
+}

@@ -1,0 +1,60 @@
+//! The open `ExchangeMsg` streams, one per gateway core, keyed by the core's
+//! identity (`x-gateway-ip`, equal to `Msg.server`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::proto::wsapi::Msg;
+
+/// Downstream messages a stream may hold before senders wait.
+pub const STREAM_QUEUE: usize = 64 * 1024;
+
+pub type Downstream = mpsc::Sender<Result<Msg, Status>>;
+
+#[derive(Debug, Clone)]
+struct Registered {
+    id: u64,
+    tx: Downstream,
+}
+
+/// Streams by gateway core identity.
+#[derive(Debug, Default)]
+pub struct Streams {
+    by_server: RwLock<HashMap<String, Registered>>,
+    next_id: AtomicU64,
+}
+
+impl Streams {
+    /// Registers a stream (replacing an older one of the same identity);
+    /// returns the id to unregister it with.
+    pub fn register(&self, server: &str, tx: Downstream) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.by_server
+            .write()
+            .insert(server.to_owned(), Registered { id, tx });
+        id
+    }
+
+    /// Removes the stream if it is still the one registered under `server`.
+    pub fn unregister(&self, server: &str, id: u64) {
+        let mut map = self.by_server.write();
+        if map.get(server).is_some_and(|r| r.id == id) {
+            map.remove(server);
+        }
+    }
+
+    pub fn get(&self, server: &str) -> Option<Downstream> {
+        self.by_server.read().get(server).map(|r| r.tx.clone())
+    }
+}
+
+/// Counts what the handlers did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub upstream: AtomicU64,
+    pub downstream: AtomicU64,
+}
