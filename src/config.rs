@@ -116,6 +116,16 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 
+    /// On SIGTERM/SIGINT: how long draining may take before the process exits anyway.
+    #[arg(long, env = "WS_GATEWAY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+
+    /// On shutdown, spread the 1001 closes over this window (avoids a reconnect storm).
+    #[arg(long, env = "WS_GATEWAY_DRAIN_WINDOW", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub drain_window: Duration,
+
     /// Messages queued toward one client before it counts as a slow consumer.
     #[arg(long, env = "WS_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
@@ -267,6 +277,12 @@ impl Config {
             return Err(invalid(
                 "reconnect-min",
                 "must be > 0 and <= --reconnect-max",
+            ));
+        }
+        if self.drain_window >= self.shutdown_timeout {
+            return Err(invalid(
+                "drain-window",
+                "must be shorter than --shutdown-timeout",
             ));
         }
         if self.cores == Some(0) {

@@ -8,6 +8,7 @@
 //! - [`config`]: the one `Config` struct (flags and env), validated once.
 //! - [`shard`]: one pinned glommio executor per core; owns everything below.
 //! - [`listener`]: a core's accept loop and the path to a running session.
+//! - [`drain`]: a core's graceful shutdown (1001 to every session, then the stream).
 //! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
 //! - [`session`]: one client's read/write loop after the upgrade.
 //! - [`sessions`]: a core's sid → session table and the bounded send queues.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod codec;
 pub mod compat;
 pub mod config;
+pub mod drain;
 pub mod exposition;
 pub mod handshake;
 pub mod listener;

@@ -75,6 +75,11 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
         .await;
         return None;
     };
+    if core.draining.get() {
+        let refusal = Refusal::new(Reject::Overloaded, "gateway shutting down");
+        refuse(&core, &mut stream, refusal).await;
+        return None;
+    }
     if core.sessions.len() >= cfg.max_connections_per_core {
         refuse(
             &core,

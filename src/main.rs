@@ -3,13 +3,17 @@
 
 use std::net::TcpListener;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use glommio::channels::channel_mesh::MeshBuilder;
-use tracing_subscriber::EnvFilter;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 use ws_gateway::admin::{self, AdminState};
 use ws_gateway::config::{self, Config, LoadError, LogFormat};
 use ws_gateway::metrics::Counters;
@@ -47,8 +51,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_tracing(&config);
-    match run(config) {
+    let log_reload = init_tracing(&config);
+    abort_on_panic();
+    match run(config, log_reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ws-gateway: {e:#}");
@@ -57,18 +62,77 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
+/// A panic on any core aborts the process with a message: a half-dead core
+/// that still accepts connections would be worse than a restart.
+fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!(%info, "panic: aborting");
+        std::process::abort();
+    }));
+}
+
+type LogReload = reload::Handle<EnvFilter, Registry>;
+
+/// Logs go to stderr; the filter can be swapped on SIGHUP.
+fn init_tracing(config: &Config) -> LogReload {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+    }
+    handle
+}
+
+/// SIGTERM/SIGINT start the drain (a second one exits at once, and so does
+/// the `--shutdown-timeout` deadline); SIGHUP re-reads the configuration and
+/// applies what can change live: the log filter.
+fn watch_signals(
+    draining: Arc<AtomicBool>,
+    timeout: Duration,
+    log_reload: LogReload,
+) -> anyhow::Result<()> {
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_log_filter(&log_reload);
+                    continue;
+                }
+                if draining.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("second shutdown signal: exiting now");
+                    std::process::exit(1);
+                }
+                tracing::info!(?timeout, "shutdown signal: draining");
+                std::thread::spawn(move || {
+                    std::thread::sleep(timeout + Duration::from_secs(1));
+                    tracing::warn!("shutdown deadline passed: exiting");
+                    std::process::exit(1);
+                });
+            }
+        })?;
+    Ok(())
+}
+
+fn reload_log_filter(log_reload: &LogReload) {
+    let result = config::load(std::env::args_os())
+        .map_err(|e| e.to_string())
+        .and_then(|c| EnvFilter::try_new(&c.log).map_err(|e| e.to_string()))
+        .and_then(|f| log_reload.reload(f).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => tracing::info!("SIGHUP: log filter reloaded"),
+        Err(e) => tracing::warn!(error = %e, "SIGHUP: configuration not reloaded"),
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
     raise_nofile_limit();
     let cpus = config.cpu_list()?;
     let upstream = config.upstream_addr()?;
@@ -83,6 +147,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         .as_millis() as u64;
     let mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
     let counters: Vec<Arc<Counters>> = cpus.iter().map(|_| Arc::default()).collect();
+    let draining = Arc::new(AtomicBool::new(false));
+    watch_signals(Arc::clone(&draining), config.shutdown_timeout, log_reload)?;
     let mut listen = config.listen;
     let mut handles = Vec::with_capacity(cpus.len());
     for (id, &cpu) in cpus.iter().enumerate() {
@@ -96,6 +162,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             epoch_ms,
             mesh: mesh.clone(),
             counters: Arc::clone(&counters[id]),
+            draining: Arc::clone(&draining),
             bound: bound_tx,
         };
         let handle = shard::spawn(spec).map_err(|e| {
@@ -116,7 +183,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     let admin = AdminState {
         cores: counters,
-        draining: Arc::new(AtomicBool::new(false)),
+        draining,
     };
     let admin_addr = admin::spawn(config.admin_listen, admin)
         .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;

@@ -5,7 +5,7 @@
 //! session that later reuses the slot. A handle is what the rest of the core
 //! needs to reach a session: its bounded send queue.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -68,26 +68,36 @@ impl SessionHandle {
 /// All sessions of one core.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    slab: sharded_slab::Slab<Rc<SessionHandle>>,
+    // The RefCell is only for `all()`: sharded-slab iterates through `&mut`.
+    slab: RefCell<sharded_slab::Slab<Rc<SessionHandle>>>,
     len: Cell<usize>,
 }
 
 impl Sessions {
     /// Registers a session; `None` when the slab is out of slots.
     pub fn insert(&self, handle: Rc<SessionHandle>) -> Option<usize> {
-        let key = self.slab.insert(handle)?;
+        let key = self.slab.borrow().insert(handle)?;
         self.len.set(self.len.get() + 1);
         Some(key)
     }
 
     pub fn get(&self, key: usize) -> Option<Rc<SessionHandle>> {
-        self.slab.get(key).map(|entry| Rc::clone(&entry))
+        self.slab.borrow().get(key).map(|entry| Rc::clone(&entry))
     }
 
     pub fn remove(&self, key: usize) {
-        if self.slab.take(key).is_some() {
+        if self.slab.borrow().take(key).is_some() {
             self.len.set(self.len.get() - 1);
         }
+    }
+
+    /// Every session, for shutdown.
+    pub fn all(&self) -> Vec<Rc<SessionHandle>> {
+        self.slab
+            .borrow_mut()
+            .unique_iter()
+            .map(Rc::clone)
+            .collect()
     }
 
     pub fn len(&self) -> usize {

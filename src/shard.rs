@@ -6,11 +6,15 @@
 //! works), and glommio numbers mesh peers by executor id, which is the
 //! start order, so peer `i` of the mesh is shard `i`.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
 
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use glommio::channels::channel_mesh::FullMesh;
@@ -19,7 +23,6 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::listener;
 use crate::metrics::Counters;
 use crate::proto::wsapi::Msg;
 use crate::router::Router;
@@ -27,6 +30,7 @@ use crate::sessions::Sessions;
 use crate::sid::Instance;
 use crate::upstream::grpc::ChannelConfig;
 use crate::upstream::{Upstream, UpstreamConfig};
+use crate::{drain, listener};
 
 /// Everything one core owns, shared by its tasks through `Rc`.
 pub struct Core {
@@ -38,7 +42,13 @@ pub struct Core {
     pub upstream: Rc<Upstream>,
     pub router: Rc<Router>,
     pub ws_config: WebSocketConfig,
+    /// Set once shutdown began: upgrades in flight are refused.
+    pub draining: Cell<bool>,
 }
+
+/// How often a core checks whether shutdown began: rare enough to cost
+/// nothing, frequent enough that readiness and drain follow a signal at once.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// What a shard needs to start.
 pub struct ShardSpec {
@@ -50,6 +60,8 @@ pub struct ShardSpec {
     pub epoch_ms: u64,
     pub mesh: FullMesh<Msg>,
     pub counters: Arc<Counters>,
+    /// Set by `main` on SIGTERM/SIGINT.
+    pub draining: Arc<AtomicBool>,
     /// Reports the bound address (or why binding failed) back to `main`.
     pub bound: mpsc::Sender<Result<SocketAddr, String>>,
 }
@@ -119,14 +131,21 @@ async fn run(spec: ShardSpec) {
     let core = build_core(&spec, addr);
     core.router.set_mesh(senders);
     glommio::spawn_local(Rc::clone(&core.router).serve_mesh(receivers)).detach();
-    glommio::spawn_local(Rc::clone(&core.upstream).run(Rc::clone(&core.router))).detach();
+    let upstream = glommio::spawn_local(Rc::clone(&core.upstream).run(Rc::clone(&core.router)));
     info!(
         core = core.id,
         cpu = spec.cpu,
         identity = core.upstream.identity(),
         "core started"
     );
-    listener::serve(core, listener).await;
+    let stop = async {
+        while !spec.draining.load(Ordering::Relaxed) {
+            glommio::timer::sleep(DRAIN_POLL).await;
+        }
+    };
+    future::or(listener::serve(Rc::clone(&core), listener), stop).await;
+    let deadline = Instant::now() + spec.config.shutdown_timeout;
+    drain::drain(core, upstream.detach(), spec.config.drain_window, deadline).await;
 }
 
 fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
@@ -173,5 +192,6 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
         upstream,
         router,
         ws_config,
+        draining: Cell::new(false),
     })
 }

@@ -33,6 +33,11 @@ impl Upstream {
         let mut delay = self.cfg.reconnect_min;
         loop {
             let err = self.connection(&wake, &router).await;
+            if self.closing.get() {
+                self.counters.upstream_up.set(0);
+                info!(upstream = %self.cfg.addr, "ws-api stream closed");
+                return;
+            }
             let was_up = self.up.replace(false);
             self.counters.upstream_up.set(0);
             self.channel.replace(None);
@@ -87,8 +92,15 @@ impl Upstream {
     /// Sends whatever sessions buffered, as large writes, respecting flow control.
     async fn write(&self, mut send: SendStream<Bytes>, wake: &LocalReceiver<()>) -> Status {
         loop {
-            if self.buffer.borrow().is_empty() && wake.recv().await.is_none() {
-                return Status::new(Code::Internal, "upstream wake channel closed");
+            if self.buffer.borrow().is_empty() {
+                if self.closing.get() {
+                    // End our half; the read side finishes when ws-api ends its half.
+                    let _ = send.send_data(Bytes::new(), true);
+                    return future::pending().await;
+                }
+                if wake.recv().await.is_none() {
+                    return Status::new(Code::Internal, "upstream wake channel closed");
+                }
             }
             let (bytes, msgs) = self.take_buffer();
             if bytes.is_empty() {

@@ -55,6 +55,8 @@ pub struct Upstream {
     counters: Arc<Counters>,
     channel: RefCell<Option<Channel>>,
     up: Cell<bool>,
+    /// Set on shutdown: send what is buffered, end the stream, do not reconnect.
+    closing: Cell<bool>,
     buffer: RefCell<BytesMut>,
     buffered_msgs: Cell<u64>,
     wake: LocalSender<()>,
@@ -69,6 +71,7 @@ impl Upstream {
             counters,
             channel: RefCell::new(None),
             up: Cell::new(false),
+            closing: Cell::new(false),
             buffer: RefCell::new(BytesMut::new()),
             buffered_msgs: Cell::new(0),
             wake,
@@ -83,6 +86,12 @@ impl Upstream {
     /// Whether the `ExchangeMsg` stream is established.
     pub fn is_up(&self) -> bool {
         self.up.get()
+    }
+
+    /// Ends the stream once the buffer is sent; the core is shutting down.
+    pub fn close(&self) {
+        self.closing.set(true);
+        let _ = self.wake.try_send(());
     }
 
     /// Appends one framed message (written by `frame`) for the stream.

@@ -25,6 +25,8 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, for the gateway.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -35,6 +37,27 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -70,18 +93,17 @@ fn spawn_and_wait(mut cmd: Command, marker: &str) -> Proc {
     let (tx, rx) = mpsc::channel();
     let marker = marker.to_owned();
     std::thread::spawn(move || {
+        let mut admin = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("admin listening on http://").nth(1) {
+                admin = first_addr(rest).parse().ok();
+            }
             if let Some(rest) = line.split(&marker).nth(1) {
-                let addr: String = rest
-                    .trim_start_matches("ws://")
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '/')
-                    .collect();
-                let _ = tx.send(addr);
+                let _ = tx.send((first_addr(rest.trim_start_matches("ws://")), admin));
             }
         }
     });
-    let addr = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+    let (addr, admin) = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
         panic!(
             "no '{}' line within {DEADLINE:?}",
             cmd.get_program().display()
@@ -90,7 +112,74 @@ fn spawn_and_wait(mut cmd: Command, marker: &str) -> Proc {
     Proc {
         child,
         addr: addr.parse().expect("listen address"),
+        admin,
     }
+}
+
+fn first_addr(text: &str) -> String {
+    text.chars()
+        .take_while(|c| !c.is_whitespace() && *c != '/')
+        .collect()
+}
+
+/// A plain HTTP GET against the admin listener: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, body.to_owned())
+}
+
+/// Scrapes /metrics, parses it as Prometheus text, and returns the value of
+/// `name` (summed over its series) or `None` if absent.
+pub fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let (status, body) = http_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("parses as Prometheus text");
+    let values: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The value of a labelled series, e.g. `metric_with(admin, "x_total", "reason", "bad_frame")`.
+pub fn metric_with(admin: SocketAddr, name: &str, label: &str, value: &str) -> f64 {
+    let (_, body) = http_get(admin, "/metrics");
+    let scrape =
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && s.labels.get(label) == Some(value))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
 }
 
 /// Starts `ws-api` on `listen` (use port 0 for an ephemeral port).

@@ -1,0 +1,76 @@
+//! SIGTERM drains: every client gets close 1001, ws-api gets a Disconnect
+//! for each session, readiness turns 503, and the process exits 0 in time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use ws_api::proto::wsapi::BizMsg;
+use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
+
+async fn sessions_of(api: std::net::SocketAddr, uid: u64) -> i64 {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("grpc connect");
+    let msg = BizMsg {
+        biz_code: "probe".into(),
+        uid,
+        ..Default::default()
+    };
+    BizMsgServiceClient::new(channel)
+        .push(msg)
+        .await
+        .expect("push")
+        .into_inner()
+        .success_count
+}
+
+#[tokio::test]
+async fn sigterm_closes_with_1001_and_disconnects() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let mut gw = gateway(
+        api.addr,
+        2,
+        &["--drain-window", "200ms", "--shutdown-timeout", "5s"],
+    );
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(connect(gw.addr, "11").await);
+    }
+    assert_eq!(sessions_of(api.addr, 11).await, 20);
+    for ws in &mut clients {
+        // Drain the probe message so the next frame is the close.
+        recv(ws).await;
+    }
+
+    gw.signal(libc::SIGTERM);
+    for ws in &mut clients {
+        let close = loop {
+            match tokio::time::timeout(DEADLINE, ws.next())
+                .await
+                .expect("close before deadline")
+            {
+                Some(Ok(Message::Close(Some(c)))) => break c,
+                Some(Ok(_)) => continue,
+                other => panic!("expected close 1001, got {other:?}"),
+            }
+        };
+        assert_eq!(close.code, CloseCode::Away);
+        assert!(close.reason.contains("shutting down"), "{}", close.reason);
+    }
+    let status = gw
+        .wait_exit(Duration::from_secs(7))
+        .expect("exited within the deadline");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        sessions_of(api.addr, 11).await,
+        0,
+        "every session sent Disconnect"
+    );
+}
