@@ -4,7 +4,7 @@ CARGO ?= cargo
 GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
 
-.PHONY: run test lint build build-release unit integration bench bench-smoke clean
+.PHONY: run test lint build build-release integration deps container-smoke clean
 
 ## run: build release, start ws-api and ws-gateway on loopback (Ctrl-C stops both)
 run: build-release
@@ -21,7 +21,11 @@ run: build-release
 	wait $$gw
 
 ## test: formatting, lints, then every test (unit, integration, bench smoke)
-test: lint build integration
+test: deps lint build integration
+
+## deps: what the tests need beyond cargo: Python websockets (an independent client)
+deps:
+	@python3 -c 'import websockets' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13'
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -39,6 +43,12 @@ integration:
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## container-smoke: FROM-scratch image, podman run pinned with io_uring seccomp, real client
+container-smoke: deps
+	@command -v podman >/dev/null && command -v runc >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc)
+	bash deploy/container-smoke.sh
 
 clean:
 	$(CARGO) clean
