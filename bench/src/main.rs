@@ -1,1 +1,177 @@
-fn main() {}
+//! `ws-bench`: a load generator for ws-gateway, command-compatible with the
+//! Go original's `websocket-benchmark-cli conn|message`, plus what a serious
+//! measurement needs: open-loop rates, several source addresses, threads,
+//! latency histograms, the gateway's CPU and memory, and a JSON report.
+//!
+//! Modules: [`load`] drives connections, [`stats`] collects and reports,
+//! [`procstat`] reads CPU and memory from /proc, [`push`] measures
+//! ws-api `Push` fan-out.
+
+mod load;
+mod procstat;
+mod push;
+mod stats;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load generator for ws-gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open connections and hold them idle.
+    Conn {
+        #[command(flatten)]
+        common: Common,
+        /// How long to hold the connections open.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        sleep: Duration,
+    },
+    /// Open connections and send messages on each at a fixed rate.
+    Message {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        message: MessageArgs,
+    },
+    /// Connect users, then measure ws-api `Push` deliveries to them.
+    Push {
+        #[command(flatten)]
+        common: Common,
+        /// ws-api's gRPC address.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        api: String,
+        /// Push rounds (one Push per user per round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+}
+
+/// Options every mode shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Gateway host:port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub host: String,
+    /// WebSocket path.
+    #[arg(long, default_value = "/gateway/ws")]
+    pub path: String,
+    /// Connections to open.
+    #[arg(long, default_value_t = 100)]
+    pub user: usize,
+    /// Delay between connection starts (0: as fast as --concurrency allows).
+    #[arg(long = "connectInterval", alias = "connect-interval", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub connect_interval: Duration,
+    /// Connection attempts in flight at once when --connectInterval is 0.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Token per connection; `{i}` is replaced by the connection number (from 1).
+    #[arg(long, default_value = "{i}")]
+    pub token: String,
+    /// Source addresses to bind, e.g. `127.0.0.1-127.0.0.20` (past 64k connections).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The gateway's PID, to report its CPU time and memory from /proc.
+    #[arg(long = "gateway-pid")]
+    pub gateway_pid: Option<u32>,
+    /// A label for the report.
+    #[arg(long, default_value = "")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MessageArgs {
+    /// File holding the frame to send (a trailing newline is dropped).
+    #[arg(long, conflicts_with = "content")]
+    pub file: Option<PathBuf>,
+    /// The frame to send.
+    #[arg(long)]
+    pub content: Option<String>,
+    /// Interval between messages on one connection.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Messages per connection per second (overrides --interval).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Messages per connection.
+    #[arg(long, default_value_t = 10)]
+    pub times: u64,
+    /// Send for this long instead of --times messages.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// The backend does not echo (ws-api --handler discard): count sends only.
+    #[arg(long = "no-echo")]
+    pub no_echo: bool,
+    /// After the last send, how long to wait for outstanding replies.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+}
+
+impl MessageArgs {
+    pub fn frame(&self) -> anyhow::Result<String> {
+        match (&self.file, &self.content) {
+            (Some(f), _) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            (None, Some(c)) => Ok(c.clone()),
+            (None, None) => bail!("--file or --content is required"),
+        }
+    }
+
+    pub fn period(&self) -> Duration {
+        match self.rate {
+            Some(r) if r > 0.0 => Duration::from_secs_f64(1.0 / r),
+            _ => self.interval,
+        }
+    }
+}
+
+/// Parses `a.b.c.d-a.b.c.e` (or a single address) into the addresses it spans.
+pub fn parse_sources(spec: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let (a, b) = spec.split_once('-').unwrap_or((spec, spec));
+    let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse()?, b.trim().parse()?);
+    let (a, b) = (u32::from(a), u32::from(b));
+    if a > b {
+        bail!("source range {spec} is backwards");
+    }
+    Ok((a..=b).map(Ipv4Addr::from).collect())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match cli.command {
+        Command::Conn { common, sleep } => load::run(&common, load::Mode::Hold(sleep))?,
+        Command::Message { common, message } => {
+            let frame = message.frame()?;
+            load::run(&common, load::Mode::Messages(message, frame))?
+        }
+        Command::Push {
+            common,
+            api,
+            rounds,
+        } => push::run(&common, &api, rounds)?,
+    };
+    print!("{}", report.text());
+    if let Some(path) = &report.json_path {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

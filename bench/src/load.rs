@@ -1,0 +1,402 @@
+//! Drives the connections: each worker thread runs a current-thread tokio
+//! runtime holding its share of connections, so the bench scales by threads
+//! without locks; tallies are per thread and merged at the end.
+//!
+//! Phases: connect (paced by --connectInterval, or --concurrency in flight),
+//! a barrier once every connection has been attempted, then the load (hold
+//! idle, or send open-loop on a fixed schedule per connection) and a grace
+//! period for outstanding echoes.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use crate::procstat::{self, Sampler};
+use crate::stats::{Percentiles, Report, ThreadStats};
+use crate::{Common, MessageArgs, parse_sources};
+
+/// What each connection does once all are connected.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Hold(Duration),
+    Messages(MessageArgs, String),
+}
+
+/// Progress counters shared by the worker threads and the main thread.
+#[derive(Debug, Default)]
+struct Progress {
+    connected: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+/// How to reach the gateway.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub path: String,
+    pub token: String,
+    pub sources: Vec<Ipv4Addr>,
+}
+
+impl Target {
+    pub fn new(common: &Common) -> anyhow::Result<Target> {
+        let addr = common
+            .host
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {}", common.host))?
+            .next()
+            .context("no address for --host")?;
+        let sources = common
+            .source
+            .as_deref()
+            .map(parse_sources)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Target {
+            addr,
+            host: common.host.clone(),
+            path: common.path.clone(),
+            token: common.token.clone(),
+            sources,
+        })
+    }
+
+    /// Opens connection `i` (numbered from 0), bound to its source address.
+    pub async fn connect(&self, i: usize) -> Result<WebSocketStream<TcpStream>, String> {
+        let sock = TcpSocket::new_v4().map_err(|e| io_reason(&e))?;
+        if !self.sources.is_empty() {
+            let ip = self.sources[i % self.sources.len()];
+            sock.bind(SocketAddr::from((ip, 0)))
+                .map_err(|e| io_reason(&e))?;
+        }
+        let connect = async {
+            let stream = sock.connect(self.addr).await.map_err(|e| io_reason(&e))?;
+            stream.set_nodelay(true).map_err(|e| io_reason(&e))?;
+            let mut req = format!("ws://{}{}", self.host, self.path)
+                .into_client_request()
+                .map_err(|e| ws_reason(&e))?;
+            let token = self.token.replace("{i}", &(i + 1).to_string());
+            req.headers_mut()
+                .insert("token", token.parse().map_err(|_| "bad_token".to_owned())?);
+            tokio_tungstenite::client_async(req, stream)
+                .await
+                .map(|(ws, _)| ws)
+                .map_err(|e| ws_reason(&e))
+        };
+        tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| "timeout".to_owned())?
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    format!("io_{:?}", e.kind()).to_lowercase()
+}
+
+fn ws_reason(e: &WsError) -> String {
+    match e {
+        WsError::Http(resp) => format!("http_{}", resp.status().as_u16()),
+        WsError::Io(io) => io_reason(io),
+        _ => "websocket_protocol".into(),
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit; returns the limit.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on a stack struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+/// Runs a `conn` or `message` load and reports on it.
+pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
+    let nofile = raise_nofile();
+    let users = common.user.min(nofile.saturating_sub(64) as usize);
+    if users < common.user {
+        eprintln!(
+            "ws-bench: open-files limit {nofile}: capping --user {} to {users}",
+            common.user
+        );
+    }
+    let target = Target::new(common)?;
+    let threads = common.threads.max(1);
+    let progress = Arc::new(Progress::default());
+    let sampler = common.gateway_pid.map(Sampler::start);
+    let cpu0 = procstat::self_cpu_seconds();
+    let start = Instant::now() + Duration::from_millis(20);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (target, mode, progress) = (target.clone(), mode.clone(), Arc::clone(&progress));
+            let (interval, concurrency) = (
+                common.connect_interval,
+                common.concurrency.div_ceil(threads).max(1),
+            );
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let plan = Rc::new(Plan {
+                    target,
+                    mode,
+                    users,
+                    start,
+                    interval,
+                    progress,
+                    connect_slots: Semaphore::new(concurrency),
+                });
+                let local = tokio::task::LocalSet::new();
+                Ok::<_, std::io::Error>(local.block_on(&rt, worker(t, threads, plan)))
+            })
+        })
+        .collect();
+
+    let wait = |counter: &AtomicUsize| {
+        while counter.load(Ordering::Relaxed) < users && !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Instant::now()
+    };
+    let connected_at = wait(&progress.connected);
+    let gw_from = common.gateway_pid.and_then(procstat::snapshot);
+    let finished_at = wait(&progress.finished);
+    let gw_to = common.gateway_pid.and_then(procstat::snapshot);
+    let mut total = ThreadStats::default();
+    for h in handles {
+        let stats = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        total.merge(&stats);
+    }
+    let cpu = procstat::self_cpu_seconds() - cpu0;
+    let wall = start.elapsed().as_secs_f64().max(1e-9);
+    let load = finished_at
+        .duration_since(connected_at)
+        .as_secs_f64()
+        .max(1e-9);
+    let connect = connected_at.duration_since(start).as_secs_f64().max(1e-9);
+    let (mode_name, echo) = match &mode {
+        Mode::Hold(_) => ("conn", false),
+        Mode::Messages(m, _) => ("message", !m.no_echo),
+    };
+    let cpu_percent = 100.0 * cpu / (wall * threads as f64);
+    let failed: u64 = total.failures.values().sum();
+    Ok(Report {
+        name: common.name.clone(),
+        mode: mode_name.into(),
+        host: common.host.clone(),
+        users,
+        threads,
+        nofile_limit: nofile,
+        connections_attempted: total.attempted,
+        connections_established: total.established,
+        connections_failed: failed,
+        failures: total.failures.clone(),
+        connections_closed_early: total.closed_early,
+        connect_seconds: connect,
+        connect_rate_per_s: total.established as f64 / connect,
+        handshake_us: Percentiles::of(&total.handshake),
+        load_seconds: load,
+        messages_sent: total.sent,
+        messages_received: total.received,
+        messages_lost: if echo {
+            total.sent.saturating_sub(total.received)
+        } else {
+            0
+        },
+        echo,
+        sent_per_s: total.sent as f64 / load,
+        received_per_s: total.received as f64 / load,
+        late_sends: total.late_sends,
+        rtt_us: Percentiles::of(&total.rtt),
+        bench_cpu_seconds: cpu,
+        bench_cpu_percent_of_threads: cpu_percent,
+        bench_saturated: cpu_percent > 90.0 || total.late_sends * 100 > total.sent.max(1),
+        gateway: sampler.and_then(|s| s.finish(gw_from, gw_to)),
+        json_path: common.json.clone(),
+    })
+}
+
+/// One worker thread's share of the plan.
+struct Plan {
+    target: Target,
+    mode: Mode,
+    users: usize,
+    start: Instant,
+    interval: Duration,
+    progress: Arc<Progress>,
+    connect_slots: Semaphore,
+}
+
+async fn worker(t: usize, threads: usize, plan: Rc<Plan>) -> ThreadStats {
+    let stats = Rc::new(RefCell::new(ThreadStats::default()));
+    // One poller per thread turns the global "everyone connected" into a local signal.
+    let (all_in_tx, all_in) = watch::channel(None::<Instant>);
+    let poll_plan = Rc::clone(&plan);
+    tokio::task::spawn_local(async move {
+        while poll_plan.progress.connected.load(Ordering::Relaxed) < poll_plan.users {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = all_in_tx.send(Some(Instant::now()));
+    });
+    let tasks: Vec<_> = (t..plan.users)
+        .step_by(threads)
+        .map(|i| {
+            tokio::task::spawn_local(connection(
+                i,
+                Rc::clone(&plan),
+                Rc::clone(&stats),
+                all_in.clone(),
+            ))
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    stats.borrow().clone()
+}
+
+async fn connection(
+    i: usize,
+    plan: Rc<Plan>,
+    stats: Rc<RefCell<ThreadStats>>,
+    mut all_in: watch::Receiver<Option<Instant>>,
+) {
+    tokio::time::sleep_until((plan.start + plan.interval * i as u32).into()).await;
+    let ws = {
+        let _slot = plan.connect_slots.acquire().await;
+        stats.borrow_mut().attempted += 1;
+        let t0 = Instant::now();
+        let ws = plan.target.connect(i).await;
+        let mut s = stats.borrow_mut();
+        match &ws {
+            Ok(_) => {
+                s.established += 1;
+                let _ = s.handshake.record(t0.elapsed().as_micros().max(1) as u64);
+            }
+            Err(reason) => *s.failures.entry(reason.clone()).or_default() += 1,
+        }
+        plan.progress.connected.fetch_add(1, Ordering::Relaxed);
+        ws
+    };
+    let load_start = all_in
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|v| *v)
+        .unwrap_or_else(Instant::now);
+    if let Ok(ws) = ws {
+        match &plan.mode {
+            Mode::Hold(d) => hold(ws, load_start + *d, &stats).await,
+            Mode::Messages(m, frame) => send_load(i, ws, m, frame, load_start, &stats).await,
+        }
+    }
+    plan.progress.finished.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn hold(mut ws: WebSocketStream<TcpStream>, until: Instant, stats: &RefCell<ThreadStats>) {
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(_)) => continue,
+                _ => { stats.borrow_mut().closed_early += 1; return; }
+            },
+            _ = tokio::time::sleep_until(until.into()) => break,
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
+async fn send_load(
+    i: usize,
+    mut ws: WebSocketStream<TcpStream>,
+    m: &MessageArgs,
+    frame: &str,
+    load_start: Instant,
+    stats: &RefCell<ThreadStats>,
+) {
+    let period = m.period();
+    let frame = Utf8Bytes::from(frame.to_owned());
+    // Spread first sends over one period so connections do not send in lockstep.
+    let mut next = load_start + period.mul_f64((i % 1000) as f64 / 1000.0);
+    let end = m.duration.map(|d| load_start + d);
+    let mut outstanding: VecDeque<Instant> = VecDeque::new();
+    let mut sent = 0u64;
+    let echo = !m.no_echo;
+    let more = |sent: u64, next: Instant| match end {
+        Some(end) => next < end,
+        None => sent < m.times,
+    };
+    while more(sent, next) {
+        tokio::select! {
+            msg = ws.next() => if !on_reply(msg, &mut outstanding, stats) { return; },
+            _ = tokio::time::sleep_until(next.into()) => {
+                let now = Instant::now();
+                if now.duration_since(next) > period {
+                    stats.borrow_mut().late_sends += 1;
+                }
+                if ws.send(Message::Text(frame.clone())).await.is_err() {
+                    stats.borrow_mut().closed_early += 1;
+                    return;
+                }
+                if echo {
+                    outstanding.push_back(now);
+                }
+                stats.borrow_mut().sent += 1;
+                sent += 1;
+                next += period;
+            }
+        }
+    }
+    let grace = tokio::time::sleep(m.grace);
+    tokio::pin!(grace);
+    while !outstanding.is_empty() {
+        tokio::select! {
+            msg = ws.next() => if !on_reply(msg, &mut outstanding, stats) { return; },
+            _ = &mut grace => break,
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
+/// Records an echo's round trip; `false` when the connection is gone.
+fn on_reply(
+    msg: Option<Result<Message, WsError>>,
+    outstanding: &mut VecDeque<Instant>,
+    stats: &RefCell<ThreadStats>,
+) -> bool {
+    match msg {
+        Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+            let mut s = stats.borrow_mut();
+            s.received += 1;
+            if let Some(t) = outstanding.pop_front() {
+                let _ = s.rtt.record(t.elapsed().as_micros().max(1) as u64);
+            }
+            true
+        }
+        Some(Ok(_)) => true,
+        _ => {
+            stats.borrow_mut().closed_early += 1;
+            false
+        }
+    }
+}

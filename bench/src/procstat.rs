@@ -1,0 +1,115 @@
+//! CPU time and memory from /proc: the gateway's (by PID) and the bench's own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub cpu_seconds: f64,
+    pub rss_kib: u64,
+}
+
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`; `None` once the process is gone.
+pub fn snapshot(pid: u32) -> Option<Snapshot> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Some(Snapshot {
+        at: Instant::now(),
+        cpu_seconds: (ticks(11) + ticks(12)) as f64 / clock_ticks(),
+        rss_kib,
+    })
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+/// CPU seconds (user + system) this process has used.
+pub fn self_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Samples a process every 250 ms in the background, for peak and settled RSS.
+pub struct Sampler {
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<Snapshot>>,
+}
+
+/// What the gateway used during the measured phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayUse {
+    pub pid: u32,
+    pub cpu_seconds: f64,
+    pub cpu_percent_of_one_core: f64,
+    pub window_seconds: f64,
+    pub rss_start_mib: f64,
+    pub rss_peak_mib: f64,
+    pub rss_settled_mib: f64,
+}
+
+impl Sampler {
+    pub fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                samples.extend(snapshot(pid));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            samples.extend(snapshot(pid));
+            samples
+        });
+        Sampler { pid, stop, handle }
+    }
+
+    /// Stops sampling; CPU is measured between `from` and `to`.
+    pub fn finish(self, from: Option<Snapshot>, to: Option<Snapshot>) -> Option<GatewayUse> {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.handle.join().ok()?;
+        let (from, to) = (from?, to?);
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let window = to.at.duration_since(from.at).as_secs_f64().max(1e-9);
+        let cpu = to.cpu_seconds - from.cpu_seconds;
+        let peak = samples
+            .iter()
+            .map(|s| s.rss_kib)
+            .max()
+            .unwrap_or(to.rss_kib)
+            .max(to.rss_kib);
+        Some(GatewayUse {
+            pid: self.pid,
+            cpu_seconds: cpu,
+            cpu_percent_of_one_core: 100.0 * cpu / window,
+            window_seconds: window,
+            rss_start_mib: mib(from.rss_kib),
+            rss_peak_mib: mib(peak),
+            rss_settled_mib: mib(to.rss_kib),
+        })
+    }
+}
