@@ -4,7 +4,7 @@ CARGO ?= cargo
 GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
 
-.PHONY: run test lint build build-release integration deps container-smoke clean
+.PHONY: run test lint build build-release integration deps container-smoke bench bench-smoke clean
 
 ## run: build release, start ws-api and ws-gateway on loopback (Ctrl-C stops both)
 run: build-release
@@ -21,7 +21,7 @@ run: build-release
 	wait $$gw
 
 ## test: formatting, lints, then every test (unit, integration, bench smoke)
-test: deps lint build integration
+test: deps lint build integration bench-smoke
 
 ## deps: what the tests need beyond cargo: Python websockets (an independent client)
 deps:
@@ -43,6 +43,14 @@ integration:
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## bench: the benchmark cases (gateway pinned to CPU 0); writes bench/results/<date>-<host>.md/.json
+bench: build-release
+	python3 bench/run.py
+
+## bench-smoke: every bench case scaled down to seconds (part of make test)
+bench-smoke: build-release
+	python3 bench/run.py --smoke
 
 ## container-smoke: FROM-scratch image, podman run pinned with io_uring seccomp, real client
 container-smoke: deps
