@@ -2,6 +2,7 @@
 //! where clients connect, and run until the shards stop.
 
 use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -93,6 +94,7 @@ fn init_tracing(config: &Config) -> LogReload {
 /// applies what can change live: the log filter.
 fn watch_signals(
     draining: Arc<AtomicBool>,
+    mut stop_senders: Vec<UnixStream>,
     timeout: Duration,
     log_reload: LogReload,
 ) -> anyhow::Result<()> {
@@ -111,6 +113,8 @@ fn watch_signals(
                     std::process::exit(1);
                 }
                 tracing::info!(?timeout, "shutdown signal: draining");
+                // Closing our ends wakes every core's stop socket.
+                stop_senders.clear();
                 std::thread::spawn(move || {
                     std::thread::sleep(timeout + Duration::from_secs(1));
                     tracing::warn!("shutdown deadline passed: exiting");
@@ -148,7 +152,7 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
     let mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
     let counters: Vec<Arc<Counters>> = cpus.iter().map(|_| Arc::default()).collect();
     let draining = Arc::new(AtomicBool::new(false));
-    watch_signals(Arc::clone(&draining), config.shutdown_timeout, log_reload)?;
+    let mut stop_senders = Vec::with_capacity(cpus.len());
     let mut listen = config.listen;
     let mut handles = Vec::with_capacity(cpus.len());
     for (id, &cpu) in cpus.iter().enumerate() {
@@ -162,7 +166,11 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
             epoch_ms,
             mesh: mesh.clone(),
             counters: Arc::clone(&counters[id]),
-            draining: Arc::clone(&draining),
+            stop: {
+                let (tx, rx) = UnixStream::pair().context("creating a shutdown socket")?;
+                stop_senders.push(tx);
+                rx
+            },
             bound: bound_tx,
         };
         let handle = shard::spawn(spec).map_err(|e| {
@@ -181,6 +189,12 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
         }
         handles.push(handle);
     }
+    watch_signals(
+        Arc::clone(&draining),
+        stop_senders,
+        config.shutdown_timeout,
+        log_reload,
+    )?;
     let admin = AdminState {
         cores: counters,
         draining,

@@ -8,6 +8,7 @@
 //! counted, and the session is closed with 1008 once it overflowed or a
 //! write has taken longer than `--write-timeout`.
 
+use std::pin::pin;
 use std::rc::Rc;
 
 use async_tungstenite::WebSocketStream;
@@ -160,14 +161,24 @@ impl Session {
             }
             self.ws.flush().await.map_err(End::Io)
         };
-        future::or(write, async {
-            glommio::timer::sleep(timeout).await;
-            Err(close(
-                CloseCode::Policy,
-                "write timeout: client not reading",
-            ))
-        })
-        .await?;
+        // Most writes finish at once; only a write that waits gets a timer.
+        let result = {
+            let mut write = pin!(write);
+            match future::poll_once(&mut write).await {
+                Some(result) => result,
+                None => {
+                    future::or(write, async {
+                        glommio::timer::sleep(timeout).await;
+                        Err(close(
+                            CloseCode::Policy,
+                            "write timeout: client not reading",
+                        ))
+                    })
+                    .await
+                }
+            }
+        };
+        result?;
         if self.handle.overflowed() {
             return Err(close(
                 CloseCode::Policy,

@@ -33,16 +33,20 @@ pub enum QueueError {
 /// The core's way to reach one session.
 #[derive(Debug)]
 pub struct SessionHandle {
+    // Unbounded in glommio's terms, bounded here: glommio's bounded channel
+    // allocates its whole capacity up front, which idle sessions would pay for.
     tx: LocalSender<Outbound>,
+    bound: usize,
     /// Set when the send queue overflowed: the session closes as a slow consumer.
     overflowed: Cell<bool>,
 }
 
 impl SessionHandle {
     pub fn new(queue: usize) -> (Rc<SessionHandle>, LocalReceiver<Outbound>) {
-        let (tx, rx) = local_channel::new_bounded(queue);
+        let (tx, rx) = local_channel::new_unbounded();
         let handle = Rc::new(SessionHandle {
             tx,
+            bound: queue,
             overflowed: Cell::new(false),
         });
         (handle, rx)
@@ -50,14 +54,11 @@ impl SessionHandle {
 
     /// Queues without waiting: the core never blocks on one client.
     pub fn push(&self, out: Outbound) -> Result<(), QueueError> {
-        match self.tx.try_send(out) {
-            Ok(()) => Ok(()),
-            Err(glommio::GlommioError::WouldBlock(_)) => {
-                self.overflowed.set(true);
-                Err(QueueError::Full)
-            }
-            Err(_) => Err(QueueError::Closed),
+        if self.tx.len() >= self.bound {
+            self.overflowed.set(true);
+            return Err(QueueError::Full);
         }
+        self.tx.try_send(out).map_err(|_| QueueError::Closed)
     }
 
     pub fn overflowed(&self) -> bool {
