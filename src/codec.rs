@@ -97,7 +97,7 @@ impl MsgPrefix {
         let head = Msg {
             server: server.to_owned(),
             sid: sid.to_owned(),
-            payload: None,
+            ..Msg::default()
         };
         MsgPrefix(Bytes::from(head.encode_to_vec()))
     }
@@ -188,6 +188,7 @@ mod tests {
             server: "10.0.0.5:8080#1".into(),
             sid: "abc-0-1".into(),
             payload: Some(p),
+            ..Msg::default()
         };
         assert_eq!(msg, want);
         assert_eq!(&out[5..], &want.encode_to_vec()[..]);

@@ -126,6 +126,30 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub drain_window: Duration,
 
+    /// Server ping interval (browsers cannot ping); a client silent for a
+    /// whole interval after a ping is closed. 0 disables.
+    #[arg(long, env = "WS_GATEWAY_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+
+    /// Also send an application-level `{"type":"PING"}` frame with each ping.
+    #[arg(long, env = "WS_GATEWAY_APP_PING")]
+    pub app_ping: bool,
+
+    /// Sessions one user (uid) may have on this gateway; 0 = unlimited.
+    #[arg(long, env = "WS_GATEWAY_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
+    pub max_connections_per_user: u32,
+
+    /// New connections per second this gateway accepts (split evenly over
+    /// its cores); beyond it: 503 with Retry-After. 0 = unlimited.
+    #[arg(long, env = "WS_GATEWAY_CONNECT_RATE", default_value_t = 0.0)]
+    pub connect_rate: f64,
+
+    /// Messages per second one client may send (burst of one second's worth);
+    /// beyond it the session is closed with 1008. 0 = unlimited.
+    #[arg(long, env = "WS_GATEWAY_MAX_INBOUND_RATE", default_value_t = 0.0)]
+    pub max_inbound_rate: f64,
+
     /// Messages queued toward one client before it counts as a slow consumer.
     #[arg(long, env = "WS_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
@@ -278,6 +302,14 @@ impl Config {
                 "reconnect-min",
                 "must be > 0 and <= --reconnect-max",
             ));
+        }
+        for (key, v) in [
+            ("connect-rate", self.connect_rate),
+            ("max-inbound-rate", self.max_inbound_rate),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(invalid(key, "must be a finite number >= 0"));
+            }
         }
         if self.drain_window >= self.shutdown_timeout {
             return Err(invalid(

@@ -86,24 +86,53 @@ impl Collector for GatewayCollector {
             let g = ConstGauge::new(v as i64);
             g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
         }
-        counter(
-            e,
-            "gateway_messages_in",
-            "Client messages received.",
-            self.sum(|c| &c.messages_in),
-        )?;
-        counter(
-            e,
-            "gateway_messages_out",
-            "Messages written to clients.",
-            self.sum(|c| &c.messages_out),
-        )?;
-        counter(
-            e,
-            "gateway_handshakes_accepted",
-            "Upgrades completed.",
-            self.sum(|c| &c.handshakes),
-        )?;
+        type Field = fn(&Counters) -> &Counter;
+        let counters: [(&str, &str, Field); 9] = [
+            ("gateway_messages_in", "Client messages received.", |c| {
+                &c.messages_in
+            }),
+            (
+                "gateway_messages_out",
+                "Messages written to clients.",
+                |c| &c.messages_out,
+            ),
+            ("gateway_handshakes_accepted", "Upgrades completed.", |c| {
+                &c.handshakes
+            }),
+            (
+                "gateway_upstream_reconnects",
+                "Reconnect attempts to ws-api.",
+                |c| &c.upstream_reconnects,
+            ),
+            (
+                "gateway_disconnect_failures",
+                "Disconnect calls ws-api did not get.",
+                |c| &c.disconnect_failures,
+            ),
+            (
+                "gateway_kicks",
+                "Sessions closed at ws-api's request.",
+                |c| &c.kicks,
+            ),
+            (
+                "gateway_fan_outs",
+                "Group and broadcast messages fanned out (per core).",
+                |c| &c.fan_outs,
+            ),
+            (
+                "gateway_keepalive_timeouts",
+                "Sessions closed for not answering pings.",
+                |c| &c.keepalive_timeouts,
+            ),
+            (
+                "gateway_inbound_rate_closes",
+                "Sessions closed for exceeding --max-inbound-rate.",
+                |c| &c.inbound_rate_closes,
+            ),
+        ];
+        for (name, help, field) in counters {
+            counter(e, name, help, self.sum(field))?;
+        }
         labelled(
             e,
             "gateway_handshakes_rejected",
@@ -123,18 +152,6 @@ impl Collector for GatewayCollector {
             Loss::ALL
                 .iter()
                 .map(|l| (l.name(), self.cores.iter().map(|c| c.lost(*l)).sum())),
-        )?;
-        counter(
-            e,
-            "gateway_upstream_reconnects",
-            "Reconnect attempts to ws-api.",
-            self.sum(|c| &c.upstream_reconnects),
-        )?;
-        counter(
-            e,
-            "gateway_disconnect_failures",
-            "Disconnect calls ws-api did not get.",
-            self.sum(|c| &c.disconnect_failures),
         )?;
         let per_core = |f: fn(&Counters) -> u64| {
             self.cores

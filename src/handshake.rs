@@ -47,7 +47,8 @@ impl Refusal {
             Reject::NotFound => 404,
             Reject::Timeout => 408,
             Reject::HeaderTooLarge => 431,
-            Reject::UpstreamUnavailable | Reject::Overloaded => 503,
+            Reject::UserLimit => 429,
+            Reject::UpstreamUnavailable | Reject::Overloaded | Reject::RateLimited => 503,
         };
         Refusal {
             status,
@@ -195,13 +196,14 @@ pub async fn refuse(stream: &mut TcpStream, refusal: &Refusal) {
         401 => "Unauthorized",
         404 => "Not Found",
         408 => "Request Timeout",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
-    let extra = if refusal.status == 400 {
-        "Sec-WebSocket-Version: 13\r\n"
-    } else {
-        ""
+    let extra = match refusal.kind {
+        Reject::BadRequest => "Sec-WebSocket-Version: 13\r\n",
+        Reject::RateLimited => "Retry-After: 1\r\n",
+        _ => "",
     };
     let body = format!("{}\n", refusal.reason);
     let resp = format!(
@@ -213,15 +215,16 @@ pub async fn refuse(stream: &mut TcpStream, refusal: &Refusal) {
     let _ = stream.close().await;
 }
 
-/// Completes the upgrade.
-pub async fn switch(stream: &mut TcpStream, upgrade: &Upgrade) -> std::io::Result<()> {
+/// Completes the upgrade. The sid goes back in `X-Session-Id`, so a client
+/// can quote it (support requests, logs); it grants nothing.
+pub async fn switch(stream: &mut TcpStream, upgrade: &Upgrade, sid: &str) -> std::io::Result<()> {
     let protocol = upgrade
         .protocol
         .as_deref()
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
     let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{protocol}\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nX-Session-Id: {sid}\r\n{protocol}\r\n",
         upgrade.accept_key
     );
     stream.write_all(resp.as_bytes()).await

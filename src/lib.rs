@@ -11,7 +11,9 @@
 //! - [`drain`]: a core's graceful shutdown (1001 to every session, then the stream).
 //! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
 //! - [`session`]: one client's read/write loop after the upgrade.
-//! - [`sessions`]: a core's sid → session table and the bounded send queues.
+//! - [`sessions`]: a core's sid → session table, groups, and the bounded send queues.
+//! - [`keepalive`]: server pings, one timer per core.
+//! - [`admission`], [`ratelimit`]: per-user limit (owner core per uid), token buckets.
 //! - [`router`]: downstream `Msg` → owning core → session.
 //! - [`upstream`]: a core's HTTP/2 connection, `ExchangeMsg` stream and unary calls.
 //! - [`codec`], [`sid`]: pure encodings (client frames, session ids).
@@ -21,15 +23,18 @@
 //! - [`proto`]: types generated from `proto/` at build time.
 
 pub mod admin;
+pub mod admission;
 pub mod codec;
 pub mod compat;
 pub mod config;
 pub mod drain;
 pub mod exposition;
 pub mod handshake;
+pub mod keepalive;
 pub mod listener;
 pub mod metrics;
 pub mod procstat;
+pub mod ratelimit;
 pub mod router;
 pub mod session;
 pub mod sessions;

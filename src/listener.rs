@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, field, info_span, warn};
 use crate::codec::{Format, MsgPrefix};
 use crate::handshake::{self, Refusal};
 use crate::metrics::Reject;
+use crate::ratelimit::TokenBucket;
 use crate::session::Session;
 use crate::sessions::SessionHandle;
 use crate::shard::Core;
@@ -80,6 +81,15 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
         refuse(&core, &mut stream, refusal).await;
         return None;
     }
+    if core
+        .connect_limit
+        .as_ref()
+        .is_some_and(|l| !l.borrow_mut().allow())
+    {
+        let refusal = Refusal::new(Reject::RateLimited, "connection rate limit: retry later");
+        refuse(&core, &mut stream, refusal).await;
+        return None;
+    }
     if core.sessions.len() >= cfg.max_connections_per_core {
         refuse(
             &core,
@@ -89,7 +99,7 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
         .await;
         return None;
     }
-    let (handle, rx) = SessionHandle::new(cfg.send_queue);
+    let (handle, rx) = SessionHandle::new(cfg.send_queue, core.tick.get());
     let Some(slot) = core.sessions.insert(Rc::clone(&handle)) else {
         refuse(
             &core,
@@ -125,7 +135,21 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
             return None;
         }
     };
-    if let Err(e) = handshake::switch(&mut stream, &req).await {
+    if !core.admission.acquire(uid).await {
+        core.sessions.remove(slot);
+        let why = format!(
+            "too many connections for this user (limit {})",
+            cfg.max_connections_per_user
+        );
+        refuse(&core, &mut stream, Refusal::new(Reject::UserLimit, why)).await;
+        if let Err(e) = core.upstream.disconnect(&sid, uid).await {
+            core.counters.disconnect_failures.inc();
+            warn!(error = %e, "Disconnect not delivered to ws-api");
+        }
+        return None;
+    }
+    if let Err(e) = handshake::switch(&mut stream, &req, &sid).await {
+        core.admission.release(uid).await;
         debug!(error = %e, "client left during the upgrade");
         core.sessions.remove(slot);
         if let Err(e) = core.upstream.disconnect(&sid, uid).await {
@@ -145,6 +169,8 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
     core.counters.online.inc();
     debug!(uid, "session started");
     let prefix = MsgPrefix::new(core.upstream.identity(), &sid);
+    let inbound_limit = (cfg.max_inbound_rate > 0.0)
+        .then(|| TokenBucket::new(cfg.max_inbound_rate, cfg.max_inbound_rate.max(1.0)));
     Some(Session {
         format: if req.protobuf {
             Format::Protobuf
@@ -159,6 +185,7 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
         sid,
         uid,
         prefix,
+        inbound_limit,
     })
 }
 

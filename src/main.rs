@@ -150,6 +150,7 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64;
     let mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
+    let admission_mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
     let counters: Vec<Arc<Counters>> = cpus.iter().map(|_| Arc::default()).collect();
     let draining = Arc::new(AtomicBool::new(false));
     let mut stop_senders = Vec::with_capacity(cpus.len());
@@ -165,6 +166,8 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
             upstream,
             epoch_ms,
             mesh: mesh.clone(),
+            admission_mesh: admission_mesh.clone(),
+            cores: cpus.len(),
             counters: Arc::clone(&counters[id]),
             stop: {
                 let (tx, rx) = UnixStream::pair().context("creating a shutdown socket")?;

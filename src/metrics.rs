@@ -18,10 +18,12 @@ pub enum Reject {
     Unauthorized,
     UpstreamUnavailable,
     Overloaded,
+    RateLimited,
+    UserLimit,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 10] = [
         Reject::BadRequest,
         Reject::NotFound,
         Reject::HeaderTooLarge,
@@ -30,6 +32,8 @@ impl Reject {
         Reject::Unauthorized,
         Reject::UpstreamUnavailable,
         Reject::Overloaded,
+        Reject::RateLimited,
+        Reject::UserLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +46,8 @@ impl Reject {
             Reject::Unauthorized => "unauthorized",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::Overloaded => "overloaded",
+            Reject::RateLimited => "rate_limited",
+            Reject::UserLimit => "user_limit",
         }
     }
 }
@@ -143,6 +149,14 @@ pub struct Counters {
     /// Bytes waiting in this core's upstream buffer (a gauge).
     pub upstream_buffered: Counter,
     pub disconnect_failures: Counter,
+    /// Sessions closed because ws-api asked (Kick / Control.Close).
+    pub kicks: Counter,
+    /// Group or broadcast messages fanned out on this core.
+    pub fan_outs: Counter,
+    /// Sessions closed for not answering keepalive pings.
+    pub keepalive_timeouts: Counter,
+    /// Sessions closed for sending faster than --max-inbound-rate.
+    pub inbound_rate_closes: Counter,
     rejects: [Counter; Reject::ALL.len()],
     losses: [Counter; Loss::ALL.len()],
 }

@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, warn};
 use crate::codec::{self, Format, MsgPrefix};
 use crate::metrics::Loss;
 use crate::proto::wsgateway::Protocol;
+use crate::ratelimit::TokenBucket;
 use crate::sessions::{Outbound, SessionHandle};
 use crate::shard::Core;
 
@@ -50,6 +51,8 @@ pub struct Session {
     pub uid: u64,
     pub prefix: MsgPrefix,
     pub format: Format,
+    /// `--max-inbound-rate`, if set.
+    pub inbound_limit: Option<TokenBucket>,
 }
 
 enum Event {
@@ -64,6 +67,7 @@ impl Session {
         let core = &self.core;
         core.sessions.remove(self.slot);
         core.counters.online.sub(1);
+        core.admission.release(self.uid).await;
         if let Err(e) = core.upstream.disconnect(&self.sid, self.uid).await {
             core.counters.disconnect_failures.inc();
             warn!(error = %e, "Disconnect not delivered to ws-api");
@@ -94,6 +98,7 @@ impl Session {
     }
 
     async fn on_client_message(&mut self, msg: Message) -> Result<(), End> {
+        self.handle.heard.set(self.core.tick.get());
         let counters = &self.core.counters;
         let decoded = match &msg {
             Message::Text(text) => codec::decode_json(text),
@@ -106,6 +111,13 @@ impl Session {
         };
         if let Message::Text(_) = msg {
             self.format = Format::Json;
+        }
+        if self.inbound_limit.as_mut().is_some_and(|l| !l.allow()) {
+            counters.inbound_rate_closes.inc();
+            return Err(close(
+                CloseCode::Policy,
+                "inbound message rate limit exceeded",
+            ));
         }
         counters.input_bytes.add(msg.len() as u64);
         counters.messages_in.inc();
@@ -155,6 +167,18 @@ impl Session {
             while let Some(out) = next {
                 match out {
                     Outbound::Frame(p) => self.feed(&p).await?,
+                    Outbound::Shared(f) => {
+                        let msg = match self.format {
+                            Format::Json => Message::Text(f.json.clone()),
+                            Format::Protobuf => Message::Binary(f.protobuf.clone()),
+                        };
+                        self.feed_message(msg).await?
+                    }
+                    Outbound::Ping => self
+                        .ws
+                        .feed(Message::Ping(Bytes::new()))
+                        .await
+                        .map_err(End::Io)?,
                     Outbound::Close(code, reason) => return Err(close(code.into(), &reason)),
                 }
                 next = future::poll_once(self.rx.recv()).await.flatten();
@@ -193,6 +217,10 @@ impl Session {
             Format::Json => Message::text(codec::encode_json(p)),
             Format::Protobuf => Message::Binary(codec::encode_protobuf(p)),
         };
+        self.feed_message(msg).await
+    }
+
+    async fn feed_message(&mut self, msg: Message) -> Result<(), End> {
         let counters = &self.core.counters;
         counters.output_bytes.add(msg.len() as u64);
         counters.messages_out.inc();

@@ -6,10 +6,14 @@
 //! needs to reach a session: its bounded send queue.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use async_tungstenite::tungstenite::Utf8Bytes;
+use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
+use crate::codec;
 use crate::proto::wsgateway::Protocol;
 
 /// What the core asks a session to do.
@@ -17,8 +21,28 @@ use crate::proto::wsgateway::Protocol;
 pub enum Outbound {
     /// Send this message to the client.
     Frame(Protocol),
+    /// Send a message that many sessions get, encoded once for all of them.
+    Shared(Rc<SharedFrame>),
+    /// Send a WebSocket ping (server-driven keepalive).
+    Ping,
     /// Close the connection with this code and reason.
     Close(u16, String),
+}
+
+/// A fan-out message in both client formats; sessions clone the bytes.
+#[derive(Debug)]
+pub struct SharedFrame {
+    pub json: Utf8Bytes,
+    pub protobuf: Bytes,
+}
+
+impl SharedFrame {
+    pub fn new(p: &Protocol) -> Rc<SharedFrame> {
+        Rc::new(SharedFrame {
+            json: Utf8Bytes::from(codec::encode_json(p)),
+            protobuf: codec::encode_protobuf(p),
+        })
+    }
 }
 
 /// Why an outbound message was not queued.
@@ -39,15 +63,21 @@ pub struct SessionHandle {
     bound: usize,
     /// Set when the send queue overflowed: the session closes as a slow consumer.
     overflowed: Cell<bool>,
+    /// The keepalive tick at which the client was last heard from.
+    pub heard: Cell<u64>,
+    /// Groups this session is in, to leave them when it ends.
+    groups: RefCell<Vec<String>>,
 }
 
 impl SessionHandle {
-    pub fn new(queue: usize) -> (Rc<SessionHandle>, LocalReceiver<Outbound>) {
+    pub fn new(queue: usize, tick: u64) -> (Rc<SessionHandle>, LocalReceiver<Outbound>) {
         let (tx, rx) = local_channel::new_unbounded();
         let handle = Rc::new(SessionHandle {
             tx,
             bound: queue,
             overflowed: Cell::new(false),
+            heard: Cell::new(tick),
+            groups: RefCell::new(Vec::new()),
         });
         (handle, rx)
     }
@@ -72,6 +102,8 @@ pub struct Sessions {
     // The RefCell is only for `all()`: sharded-slab iterates through `&mut`.
     slab: RefCell<sharded_slab::Slab<Rc<SessionHandle>>>,
     len: Cell<usize>,
+    /// Group → slots of its members on this core.
+    groups: RefCell<HashMap<String, HashSet<usize>>>,
 }
 
 impl Sessions {
@@ -87,9 +119,58 @@ impl Sessions {
     }
 
     pub fn remove(&self, key: usize) {
-        if self.slab.borrow().take(key).is_some() {
-            self.len.set(self.len.get() - 1);
+        let Some(handle) = self.slab.borrow().take(key) else {
+            return;
+        };
+        self.len.set(self.len.get() - 1);
+        for group in handle.groups.take() {
+            self.leave(key, &group);
         }
+    }
+
+    /// Adds the session in `slot` to `group`; false if there is no such session.
+    pub fn join(&self, slot: usize, group: &str) -> bool {
+        let Some(handle) = self.get(slot) else {
+            return false;
+        };
+        if self
+            .groups
+            .borrow_mut()
+            .entry(group.to_owned())
+            .or_default()
+            .insert(slot)
+        {
+            handle.groups.borrow_mut().push(group.to_owned());
+        }
+        true
+    }
+
+    /// Removes the session in `slot` from `group`.
+    pub fn leave(&self, slot: usize, group: &str) {
+        let mut groups = self.groups.borrow_mut();
+        if let Some(members) = groups.get_mut(group) {
+            members.remove(&slot);
+            if members.is_empty() {
+                groups.remove(group);
+            }
+        }
+        if let Some(handle) = self.get(slot) {
+            handle.groups.borrow_mut().retain(|g| g != group);
+        }
+    }
+
+    /// The sessions of `group` on this core.
+    pub fn group(&self, group: &str) -> Vec<Rc<SessionHandle>> {
+        let slots: Vec<usize> = self
+            .groups
+            .borrow()
+            .get(group)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default();
+        slots
+            .into_iter()
+            .filter_map(|slot| self.get(slot))
+            .collect()
     }
 
     /// Every session, for shutdown.

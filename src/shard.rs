@@ -6,7 +6,7 @@
 //! works), and glommio numbers mesh peers by executor id, which is the
 //! start order, so peer `i` of the mesh is shard `i`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -22,15 +22,17 @@ use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{error, info};
 
+use crate::admission::{Admission, AdmitMsg};
 use crate::config::Config;
 use crate::metrics::Counters;
 use crate::proto::wsapi::Msg;
+use crate::ratelimit::TokenBucket;
 use crate::router::Router;
 use crate::sessions::Sessions;
 use crate::sid::Instance;
 use crate::upstream::grpc::ChannelConfig;
 use crate::upstream::{Upstream, UpstreamConfig};
-use crate::{drain, listener};
+use crate::{drain, keepalive, listener};
 
 /// Everything one core owns, shared by its tasks through `Rc`.
 pub struct Core {
@@ -44,6 +46,11 @@ pub struct Core {
     pub ws_config: WebSocketConfig,
     /// Set once shutdown began: upgrades in flight are refused.
     pub draining: Cell<bool>,
+    /// Keepalive rounds so far (see `keepalive.rs`).
+    pub tick: Cell<u64>,
+    pub admission: Rc<Admission>,
+    /// This core's share of `--connect-rate`.
+    pub connect_limit: Option<RefCell<TokenBucket>>,
 }
 
 /// io_uring submission queue entries per core (see `spawn`).
@@ -58,6 +65,8 @@ pub struct ShardSpec {
     pub upstream: SocketAddr,
     pub epoch_ms: u64,
     pub mesh: FullMesh<Msg>,
+    pub admission_mesh: FullMesh<AdmitMsg>,
+    pub cores: usize,
     pub counters: Arc<Counters>,
     /// Closed (or written to) by `main` on SIGTERM/SIGINT: the core drains.
     /// A socket rather than a polled flag, so an idle core has no timer.
@@ -131,9 +140,19 @@ async fn run(spec: ShardSpec) {
         );
         return;
     }
+    let (admit_tx, admit_rx) = match spec.admission_mesh.clone().join().await {
+        Ok(m) => m,
+        Err(e) => {
+            error!(core = spec.id, error = %e, "could not join the admission mesh");
+            return;
+        }
+    };
     let core = build_core(&spec, addr);
     core.router.set_mesh(senders);
+    core.admission.set_mesh(admit_tx);
     glommio::spawn_local(Rc::clone(&core.router).serve_mesh(receivers)).detach();
+    glommio::spawn_local(Rc::clone(&core.admission).serve(admit_rx)).detach();
+    glommio::spawn_local(keepalive::run(Rc::clone(&core))).detach();
     let upstream = glommio::spawn_local(Rc::clone(&core.upstream).run(Rc::clone(&core.router)));
     info!(
         core = core.id,
@@ -197,5 +216,15 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
         router,
         ws_config,
         draining: Cell::new(false),
+        tick: Cell::new(0),
+        admission: Rc::new(Admission::new(
+            spec.id,
+            spec.cores,
+            config.max_connections_per_user,
+        )),
+        connect_limit: (config.connect_rate > 0.0).then(|| {
+            let share = config.connect_rate / spec.cores as f64;
+            RefCell::new(TokenBucket::new(share, share.max(1.0)))
+        }),
     })
 }

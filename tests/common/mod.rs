@@ -277,3 +277,70 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Connects and returns the session id the gateway assigned (`X-Session-Id`).
+pub async fn connect_with_sid(gw: SocketAddr, token: &str) -> (Client, String) {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let mut req = format!("ws://{gw}/gateway/ws")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("token", token.parse().expect("token header"));
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, resp)) => {
+                let sid = resp.headers()["x-session-id"]
+                    .to_str()
+                    .expect("sid")
+                    .to_owned();
+                return (ws, sid);
+            }
+            Err(WsError::Http(resp)) if resp.status() == 503 && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("connect to {gw} failed: {e}"),
+        }
+    }
+}
+
+/// A tonic client for ws-api's BizMsgService.
+pub async fn biz(
+    api: SocketAddr,
+) -> ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("grpc connect");
+    ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient::new(channel)
+}
+
+/// Reads until a close frame arrives; returns its code and reason.
+pub async fn expect_close(ws: &mut Client) -> (u16, String) {
+    let next = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(c)))) => {
+                    return (u16::from(c.code), c.reason.to_string());
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, next)
+        .await
+        .expect("close before the deadline")
+}
+
+/// Sends a frame and expects its echo as the very next data message: proves
+/// nothing else was queued for this session before it.
+pub async fn nothing_pending(ws: &mut Client, tag: &str) {
+    let text = frame("message", tag.as_bytes());
+    send_text(ws, &text).await;
+    assert_eq!(
+        recv(ws).await.into_text().expect("text").as_str(),
+        text,
+        "something else arrived first"
+    );
+}

@@ -8,9 +8,11 @@
 //!
 //! - [`presence`]: who is online: uid → sessions, (server, sid) → uid.
 //! - [`streams`]: the open `ExchangeMsg` streams, by gateway core identity.
-//! - [`service`]: `ExchangeService` and `BizMsgService` on top of both.
+//! - [`service`]: `ExchangeService` on top of both.
+//! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
 //! - [`Handler`]: what happens to each upstream message (echo, log, discard).
 
+pub mod biz;
 pub mod presence;
 pub mod service;
 pub mod streams;

@@ -9,9 +9,10 @@ use clap::Parser;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use ws_api::Handler;
+use ws_api::biz::Biz;
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
-use ws_api::service::{Backend, Biz, Exchange};
+use ws_api::service::{Backend, Exchange};
 
 /// ws-api: reference gRPC backend for ws-gateway.
 #[derive(Debug, Parser)]

@@ -17,6 +17,7 @@ pub struct SessionKey {
 struct Inner {
     by_uid: HashMap<u64, HashSet<SessionKey>>,
     by_session: HashMap<SessionKey, (u64, Instant)>,
+    groups: HashMap<String, HashSet<SessionKey>>,
 }
 
 /// The presence store.
@@ -37,6 +38,10 @@ impl Presence {
         let Some((uid, _)) = inner.by_session.remove(key) else {
             return;
         };
+        inner.groups.retain(|_, members| {
+            members.remove(key);
+            !members.is_empty()
+        });
         if let Some(set) = inner.by_uid.get_mut(&uid) {
             set.remove(key);
             if set.is_empty() {
@@ -49,6 +54,32 @@ impl Presence {
         if let Some(entry) = self.inner.lock().by_session.get_mut(key) {
             entry.1 = Instant::now();
         }
+    }
+
+    /// Records `key` as a member of `group` (or not); returns whether it changed.
+    pub fn set_member(&self, group: &str, key: &SessionKey, member: bool) -> bool {
+        let mut inner = self.inner.lock();
+        if member {
+            inner
+                .groups
+                .entry(group.to_owned())
+                .or_default()
+                .insert(key.clone())
+        } else {
+            let changed = inner.groups.get_mut(group).is_some_and(|m| m.remove(key));
+            inner.groups.retain(|_, m| !m.is_empty());
+            changed
+        }
+    }
+
+    /// How many sessions are in `group`, as far as this node knows.
+    pub fn group_size(&self, group: &str) -> usize {
+        self.inner.lock().groups.get(group).map_or(0, HashSet::len)
+    }
+
+    /// How many sessions are online.
+    pub fn online(&self) -> usize {
+        self.inner.lock().by_session.len()
     }
 
     /// Every live session of `uid`.

@@ -11,13 +11,11 @@ use tracing::{debug, info};
 
 use crate::Handler;
 use crate::presence::{Presence, SessionKey, uid_for_token};
-use crate::proto::wsapi::biz_msg_service_server::BizMsgService;
 use crate::proto::wsapi::exchange_service_server::ExchangeService;
 use crate::proto::wsapi::{
-    BizMsg, ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
-    KeepAliveRequest, Msg, PushBizMsgReply,
+    ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
+    KeepAliveRequest, Msg,
 };
-use crate::proto::wsgateway::Protocol;
 use crate::streams::{STREAM_QUEUE, Stats, Streams};
 
 /// State shared by both services.
@@ -161,37 +159,5 @@ impl ExchangeService for Exchange {
             sid: req.sid,
         });
         Ok(Response::new(KeepAliveReply {}))
-    }
-}
-
-/// `wsapi.BizMsgService`.
-#[derive(Debug, Clone)]
-pub struct Biz(pub Arc<Backend>);
-
-#[tonic::async_trait]
-impl BizMsgService for Biz {
-    async fn push(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
-        let biz = req.into_inner();
-        let payload = Protocol {
-            r#type: biz.biz_code,
-            payload: biz.biz_payload.into_bytes().into(),
-        };
-        let mut reached = 0;
-        for key in self.0.presence.sessions(biz.uid) {
-            let Some(tx) = self.0.streams.get(&key.server) else {
-                continue;
-            };
-            let msg = Msg {
-                server: key.server,
-                sid: key.sid,
-                payload: Some(payload.clone()),
-            };
-            if tx.send(Ok(msg)).await.is_ok() {
-                reached += 1;
-            }
-        }
-        Ok(Response::new(PushBizMsgReply {
-            success_count: reached,
-        }))
     }
 }

@@ -47,6 +47,15 @@ impl Streams {
         }
     }
 
+    /// Every registered stream, one per gateway core.
+    pub fn all(&self) -> Vec<(String, Downstream)> {
+        self.by_server
+            .read()
+            .iter()
+            .map(|(k, r)| (k.clone(), r.tx.clone()))
+            .collect()
+    }
+
     pub fn get(&self, server: &str) -> Option<Downstream> {
         self.by_server.read().get(server).map(|r| r.tx.clone())
     }

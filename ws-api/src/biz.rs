@@ -1,0 +1,170 @@
+//! `wsapi.BizMsgService`: what business services call to reach users.
+//!
+//! Messages to sessions go down the stream of the gateway core that owns
+//! them (`server`); group pushes and broadcasts go once down every stream
+//! and each gateway core fans out to its own sessions. Counts in replies are
+//! what this node knows: sessions it has presence for, and streams it holds.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::presence::SessionKey;
+use crate::proto::wsapi::biz_msg_service_server::BizMsgService;
+use crate::proto::wsapi::control::Op;
+use crate::proto::wsapi::{
+    BizMsg, Close, Control, GroupMsg, GroupReply, GroupRequest, Join, KickReply, KickRequest,
+    Leave, Msg, PushBizMsgReply,
+};
+use crate::proto::wsgateway::Protocol;
+use crate::service::Backend;
+
+/// `wsapi.BizMsgService`.
+#[derive(Debug, Clone)]
+pub struct Biz(pub Arc<Backend>);
+
+fn protocol(code: String, payload: String) -> Protocol {
+    Protocol {
+        r#type: code,
+        payload: payload.into_bytes().into(),
+    }
+}
+
+impl Biz {
+    /// Sends `msg` down the stream of `key.server`; whether a stream took it.
+    async fn to_session(
+        &self,
+        key: &SessionKey,
+        payload: Option<Protocol>,
+        control: Option<Op>,
+    ) -> bool {
+        let Some(tx) = self.0.streams.get(&key.server) else {
+            return false;
+        };
+        let msg = Msg {
+            server: key.server.clone(),
+            sid: key.sid.clone(),
+            payload,
+            control: control.map(|op| Control { op: Some(op) }),
+            group: String::new(),
+        };
+        tx.send(Ok(msg)).await.is_ok()
+    }
+
+    /// Sends one message down every stream (every gateway core).
+    async fn to_every_core(&self, sid: &str, group: &str, payload: Protocol) -> usize {
+        let mut reached = 0;
+        for (server, tx) in self.0.streams.all() {
+            let msg = Msg {
+                server,
+                sid: sid.to_owned(),
+                payload: Some(payload.clone()),
+                control: None,
+                group: group.to_owned(),
+            };
+            reached += usize::from(tx.send(Ok(msg)).await.is_ok());
+        }
+        reached
+    }
+
+    async fn membership(
+        &self,
+        req: GroupRequest,
+        join: bool,
+    ) -> Result<Response<GroupReply>, Status> {
+        if req.group.is_empty() {
+            return Err(Status::invalid_argument("empty group"));
+        }
+        let mut sessions = 0;
+        for key in self.0.presence.sessions(req.uid) {
+            let op = if join {
+                Op::Join(Join {
+                    group: req.group.clone(),
+                })
+            } else {
+                Op::Leave(Leave {
+                    group: req.group.clone(),
+                })
+            };
+            if self.to_session(&key, None, Some(op)).await {
+                self.0.presence.set_member(&req.group, &key, join);
+                sessions += 1;
+            }
+        }
+        Ok(Response::new(GroupReply { sessions }))
+    }
+}
+
+#[tonic::async_trait]
+impl BizMsgService for Biz {
+    async fn push(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
+        let biz = req.into_inner();
+        let payload = protocol(biz.biz_code, biz.biz_payload);
+        let mut reached = 0;
+        for key in self.0.presence.sessions(biz.uid) {
+            reached += i64::from(self.to_session(&key, Some(payload.clone()), None).await);
+        }
+        Ok(Response::new(PushBizMsgReply {
+            success_count: reached,
+        }))
+    }
+
+    async fn kick(&self, req: Request<KickRequest>) -> Result<Response<KickReply>, Status> {
+        let req = req.into_inner();
+        let targets = if req.sid.is_empty() {
+            self.0.presence.sessions(req.uid)
+        } else {
+            vec![SessionKey {
+                server: req.server,
+                sid: req.sid,
+            }]
+        };
+        let code = if req.code == 0 { 1000 } else { req.code };
+        let mut closed = 0;
+        for key in targets {
+            let op = Op::Close(Close {
+                code,
+                reason: req.reason.clone(),
+            });
+            closed += i64::from(self.to_session(&key, None, Some(op)).await);
+        }
+        Ok(Response::new(KickReply { closed }))
+    }
+
+    async fn join_group(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        self.membership(req.into_inner(), true).await
+    }
+
+    async fn leave_group(
+        &self,
+        req: Request<GroupRequest>,
+    ) -> Result<Response<GroupReply>, Status> {
+        self.membership(req.into_inner(), false).await
+    }
+
+    async fn push_group(
+        &self,
+        req: Request<GroupMsg>,
+    ) -> Result<Response<PushBizMsgReply>, Status> {
+        let msg = req.into_inner();
+        if msg.group.is_empty() {
+            return Err(Status::invalid_argument("empty group"));
+        }
+        let members = self.0.presence.group_size(&msg.group);
+        self.to_every_core("", &msg.group, protocol(msg.biz_code, msg.biz_payload))
+            .await;
+        Ok(Response::new(PushBizMsgReply {
+            success_count: members as i64,
+        }))
+    }
+
+    async fn broadcast(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
+        let biz = req.into_inner();
+        let online = self.0.presence.online();
+        self.to_every_core("*", "", protocol(biz.biz_code, biz.biz_payload))
+            .await;
+        Ok(Response::new(PushBizMsgReply {
+            success_count: online as i64,
+        }))
+    }
+}
