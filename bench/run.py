@@ -153,10 +153,11 @@ def saturation(scale, handler):
     return {"handler": handler, "steps": steps, "best": best}
 
 
-def push_case(scale):
+def push_case(scale, broadcast=False):
     stack = Stack("echo")
+    extra, name = (["--broadcast", "--rounds", "10"], "broadcast") if broadcast else (["--rounds", "3"], "push")
     try:
-        return bench(stack, ["push", "--user", str(scale["push_users"]), "--rounds", "3", "--api", API, "--threads", "1"], "push")
+        return bench(stack, ["push", "--user", str(scale["push_users"]), "--api", API, "--threads", "1", *extra], name)
     finally:
         stack.close()
 
@@ -170,7 +171,8 @@ SCALES = {
 
 
 def fmt_rows(results):
-    c1, c2, idle, sat_rt, sat_ow, push = (results[k] for k in ("case1", "case2", "idle", "saturation_echo", "saturation_discard", "push"))
+    c1, c2, idle, sat_rt, sat_ow, push, bcast = (results[k] for k in (
+        "case1", "case2", "idle", "saturation_echo", "saturation_discard", "push", "broadcast"))
     rows = []
     for label, r in (("1: 10k clients, 1 msg/s, 50 B", c1), ("2: 10k clients, 1 msg/s, 1 KiB", c2)):
         g = r["gateway"]
@@ -194,6 +196,11 @@ def fmt_rows(results):
     rows.append(f"| 5: push fan-out to {push['connections_established']} users | {g['cpu_percent_of_one_core']:.1f} % | "
                 f"{g['rss_peak_mib']:.1f} MiB | {push['received_per_s']:,.0f} deliveries/s, {push['messages_lost']} lost; "
                 f"Push→delivery p50 {push['rtt_us']['p50']} µs, p99 {push['rtt_us']['p99']} µs |")
+    g = bcast["gateway"]
+    per = 1e6 * g["cpu_seconds"] / max(1, bcast["messages_received"])
+    rows.append(f"| 6: broadcast to {bcast['connections_established']} sessions, 10 rounds | {g['cpu_percent_of_one_core']:.1f} % | "
+                f"{g['rss_peak_mib']:.1f} MiB | {bcast['received_per_s']:,.0f} deliveries/s, {bcast['messages_lost']} lost; "
+                f"{per:.2f} µs gateway CPU per delivery; Broadcast→delivery p50 {bcast['rtt_us']['p50']} µs, p99 {bcast['rtt_us']['p99']} µs |")
     return rows
 
 
@@ -212,6 +219,7 @@ def main():
         "saturation_echo": saturation(scale, "echo"),
         "saturation_discard": saturation(scale, "discard"),
         "push": push_case(scale),
+        "broadcast": push_case(scale, broadcast=True),
     }
     elapsed = time.time() - started
     kind = "smoke" if args.smoke else "full"

@@ -53,6 +53,9 @@ enum Command {
         /// Push rounds (one Push per user per round).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// One Broadcast per round instead of a Push per user.
+        #[arg(long)]
+        broadcast: bool,
     },
 }
 
@@ -166,7 +169,8 @@ fn main() -> anyhow::Result<()> {
             common,
             api,
             rounds,
-        } => push::run(&common, &api, rounds)?,
+            broadcast,
+        } => push::run(&common, &api, rounds, broadcast)?,
     };
     print!("{}", report.text());
     if let Some(path) = &report.json_path {

@@ -1,6 +1,6 @@
 //! Push fan-out: connect users 1..=N, then call ws-api `Push` for every
-//! uid, `--rounds` times, and time each delivery from the Push call to the
-//! frame's arrival (the payload carries the send time).
+//! uid (or `Broadcast` once) per round, and time each delivery from the call
+//! to the frame's arrival (the payload carries the send time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,7 @@ use crate::stats::{Percentiles, Report, ThreadStats};
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 64;
 
-pub fn run(common: &Common, api: &str, rounds: usize) -> anyhow::Result<Report> {
+pub fn run(common: &Common, api: &str, rounds: usize, broadcast: bool) -> anyhow::Result<Report> {
     let nofile = raise_nofile();
     let users = common.user.min(nofile.saturating_sub(64) as usize);
     let threads = common.threads.max(1);
@@ -28,13 +28,16 @@ pub fn run(common: &Common, api: &str, rounds: usize) -> anyhow::Result<Report> 
         .worker_threads(threads)
         .enable_all()
         .build()?;
-    rt.block_on(fan_out(common, api, rounds, users, threads, nofile))
+    rt.block_on(fan_out(
+        common, api, rounds, broadcast, users, threads, nofile,
+    ))
 }
 
 async fn fan_out(
     common: &Common,
     api: &str,
     rounds: usize,
+    broadcast: bool,
     users: usize,
     threads: usize,
     nofile: u64,
@@ -74,6 +77,16 @@ async fn fan_out(
     let load_start = Instant::now();
     let mut sent = 0u64;
     for _ in 0..rounds {
+        if broadcast {
+            let msg = BizMsg {
+                biz_code: "bench".into(),
+                biz_payload: epoch.elapsed().as_micros().to_string(),
+                ..Default::default()
+            };
+            client.clone().broadcast(msg).await?;
+            sent += users as u64;
+            continue;
+        }
         let calls = futures_util::stream::iter(1..=users as u64).map(|uid| {
             let mut client = client.clone();
             async move {
@@ -110,7 +123,7 @@ async fn fan_out(
     let wall = epoch.elapsed().as_secs_f64();
     Ok(Report {
         name: common.name.clone(),
-        mode: "push".into(),
+        mode: if broadcast { "broadcast" } else { "push" }.into(),
         host: common.host.clone(),
         users,
         threads,
