@@ -8,13 +8,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{Counter, Counters, Loss, Reject};
+use crate::metrics::{Counter, Counters, Loss, RPC_BUCKETS, Reject, Rpc};
 use crate::procstat;
 
 /// Reads the cores' counters on each scrape.
@@ -53,9 +53,7 @@ fn labelled<L: AsRef<str>>(
         let labels = [(label, value.as_ref())];
         let mut m = family.encode_family(&labels)?;
         match kind {
-            MetricType::Counter => {
-                m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&n, None)?
-            }
+            MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&n, None)?,
             _ => m.encode_gauge(&(n as i64))?,
         }
     }
@@ -183,6 +181,37 @@ impl Collector for GatewayCollector {
             "core",
             per_core(|c| c.online.get()),
         )?;
+        labelled(
+            e,
+            "gateway_send_queue_messages",
+            "Messages waiting in session send queues.",
+            MetricType::Gauge,
+            "core",
+            per_core(|c| c.send_queued.get()),
+        )?;
+        let mut family = e.encode_descriptor(
+            "gateway_upstream_rpc_duration_seconds",
+            "Latency of unary calls to ws-api, by method.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for rpc in Rpc::ALL {
+            let mut counts = [0u64; RPC_BUCKETS.len() + 1];
+            let mut sum = 0.0;
+            for core in &self.cores {
+                let h = &core.rpc[rpc as usize];
+                sum += h.sum_seconds();
+                for (total, n) in counts.iter_mut().zip(h.counts()) {
+                    *total += n;
+                }
+            }
+            let bounds = RPC_BUCKETS.iter().copied().chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
+            let labels = [("method", rpc.name())];
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)?;
+        }
         let p = procstat::read();
         gauge(
             e,

@@ -6,6 +6,7 @@
 //! descriptors) back off instead of spinning.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
@@ -99,7 +100,8 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
         .await;
         return None;
     }
-    let (handle, rx) = SessionHandle::new(cfg.send_queue, core.tick.get());
+    let (handle, rx) =
+        SessionHandle::new(cfg.send_queue, core.tick.get(), Arc::clone(&core.counters));
     let Some(slot) = core.sessions.insert(Rc::clone(&handle)) else {
         refuse(
             &core,

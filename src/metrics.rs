@@ -6,6 +6,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 /// Why an upgrade request got an HTTP error instead of a WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,60 @@ impl Loss {
     }
 }
 
+/// A unary call to ws-api, for its latency histogram.
+#[derive(Debug, Clone, Copy)]
+pub enum Rpc {
+    Connect,
+    Disconnect,
+    KeepAlive,
+}
+
+impl Rpc {
+    pub const ALL: [Rpc; 3] = [Rpc::Connect, Rpc::Disconnect, Rpc::KeepAlive];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rpc::Connect => "Connect",
+            Rpc::Disconnect => "Disconnect",
+            Rpc::KeepAlive => "KeepAlive",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the unary-call latency buckets; one more
+/// bucket catches everything slower.
+pub const RPC_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A latency histogram written by one core only (see [`Counter`]).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; RPC_BUCKETS.len() + 1],
+    sum_us: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = RPC_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(RPC_BUCKETS.len());
+        self.buckets[i].inc();
+        self.sum_us.add(d.as_micros() as u64);
+    }
+
+    /// Per-bucket counts (not cumulative), the last one for +Inf.
+    pub fn counts(&self) -> [u64; RPC_BUCKETS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].get())
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_us.get() as f64 / 1e6
+    }
+}
+
 /// A counter written by one core only and read by the scraper.
 ///
 /// The owning core does a relaxed load and store (plain `mov`s on x86, no
@@ -149,6 +204,10 @@ pub struct Counters {
     /// Bytes waiting in this core's upstream buffer (a gauge).
     pub upstream_buffered: Counter,
     pub disconnect_failures: Counter,
+    /// Messages waiting in this core's session send queues (a gauge).
+    pub send_queued: Counter,
+    /// Latency of unary calls to ws-api, by [`Rpc`].
+    pub rpc: [Histogram; Rpc::ALL.len()],
     /// Sessions closed because ws-api asked (Kick / Control.Close).
     pub kicks: Counter,
     /// Group or broadcast messages fanned out on this core.

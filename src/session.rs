@@ -67,6 +67,7 @@ impl Session {
         let core = &self.core;
         core.sessions.remove(self.slot);
         core.counters.online.sub(1);
+        self.handle.dequeued(self.handle.queued());
         core.admission.release(self.uid).await;
         if let Err(e) = core.upstream.disconnect(&self.sid, self.uid).await {
             core.counters.disconnect_failures.inc();
@@ -88,7 +89,10 @@ impl Session {
                 Event::Client(None) => return End::ClientClosed,
                 Event::Client(Some(Ok(msg))) => self.on_client_message(msg).await,
                 Event::Client(Some(Err(e))) => Err(client_error(e)),
-                Event::Core(Some(out)) => self.write_queued(out).await,
+                Event::Core(Some(out)) => {
+                    self.handle.dequeued(1);
+                    self.write_queued(out).await
+                }
                 Event::Core(None) => Err(close(CloseCode::Error, "session table closed")),
             };
             if let Err(end) = step {
@@ -182,6 +186,9 @@ impl Session {
                     Outbound::Close(code, reason) => return Err(close(code.into(), &reason)),
                 }
                 next = future::poll_once(self.rx.recv()).await.flatten();
+                if next.is_some() {
+                    self.handle.dequeued(1);
+                }
             }
             self.ws.flush().await.map_err(End::Io)
         };

@@ -8,12 +8,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::codec;
+use crate::metrics::Counters;
 use crate::proto::wsgateway::Protocol;
 
 /// What the core asks a session to do.
@@ -61,6 +63,7 @@ pub struct SessionHandle {
     // allocates its whole capacity up front, which idle sessions would pay for.
     tx: LocalSender<Outbound>,
     bound: usize,
+    counters: Arc<Counters>,
     /// Set when the send queue overflowed: the session closes as a slow consumer.
     overflowed: Cell<bool>,
     /// The keepalive tick at which the client was last heard from.
@@ -70,11 +73,16 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(queue: usize, tick: u64) -> (Rc<SessionHandle>, LocalReceiver<Outbound>) {
+    pub fn new(
+        queue: usize,
+        tick: u64,
+        counters: Arc<Counters>,
+    ) -> (Rc<SessionHandle>, LocalReceiver<Outbound>) {
         let (tx, rx) = local_channel::new_unbounded();
         let handle = Rc::new(SessionHandle {
             tx,
             bound: queue,
+            counters,
             overflowed: Cell::new(false),
             heard: Cell::new(tick),
             groups: RefCell::new(Vec::new()),
@@ -88,7 +96,19 @@ impl SessionHandle {
             self.overflowed.set(true);
             return Err(QueueError::Full);
         }
-        self.tx.try_send(out).map_err(|_| QueueError::Closed)
+        self.tx.try_send(out).map_err(|_| QueueError::Closed)?;
+        self.counters.send_queued.inc();
+        Ok(())
+    }
+
+    /// The session took `n` messages off its queue (or dropped them at its end).
+    pub fn dequeued(&self, n: usize) {
+        self.counters.send_queued.sub(n as u64);
+    }
+
+    /// Messages still queued.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
     }
 
     pub fn overflowed(&self) -> bool {

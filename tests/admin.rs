@@ -44,6 +44,19 @@ async fn metrics_move_and_readiness_follows_ws_api() {
         Some(1.0)
     );
     assert!(metric(admin, "process_resident_memory_bytes").unwrap() > 0.0);
+    assert_eq!(metric(admin, "gateway_send_queue_messages"), Some(0.0));
+    let (_, body) = http_get(admin, "/metrics");
+    let connects = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"gateway_upstream_rpc_duration_seconds_count{method="Connect"} "#)
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(
+        connects,
+        Some(1),
+        "one Connect timed in the latency histogram"
+    );
 
     assert!(try_connect(gw.addr, None).await.is_err());
     assert_eq!(
