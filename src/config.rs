@@ -85,6 +85,12 @@ pub struct Config {
     #[arg(long, env = "WS_GATEWAY_PATHS", value_delimiter = ',', default_values_t = ["/gateway/ws".to_string(), "/gateway/connect".to_string()])]
     pub paths: Vec<String>,
 
+    /// Browser origins allowed to connect (exact `scheme://host[:port]`, or `*`
+    /// for any). Requests without an Origin header (native apps) are always
+    /// allowed; others get 403 (cross-site WebSocket hijacking).
+    #[arg(long, env = "WS_GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',', default_values_t = ["*".to_string()])]
+    pub allowed_origins: Vec<String>,
+
     /// Identity sent to ws-api as `x-gateway-ip` / `Msg.server` (suffixed `#core`).
     /// Default: the listen address, or hostname:port when listening on all interfaces.
     #[arg(long, env = "WS_GATEWAY_ADVERTISE")]

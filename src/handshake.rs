@@ -48,6 +48,7 @@ impl Refusal {
             Reject::Timeout => 408,
             Reject::HeaderTooLarge => 431,
             Reject::UserLimit => 429,
+            Reject::Forbidden => 403,
             Reject::UpstreamUnavailable | Reject::Overloaded | Reject::RateLimited => 503,
         };
         Refusal {
@@ -62,12 +63,13 @@ impl Refusal {
 pub async fn read_request(
     stream: &mut TcpStream,
     paths: &[String],
+    origins: &[String],
     timeout: Duration,
 ) -> Result<Upgrade, Option<Refusal>> {
     let read = async {
         let mut buf = BytesMut::with_capacity(1024);
         loop {
-            if let Some(upgrade) = parse(&buf, paths).map_err(Some)? {
+            if let Some(upgrade) = parse(&buf, paths, origins).map_err(Some)? {
                 return Ok(upgrade);
             }
             if buf.len() >= MAX_HEADER_BYTES {
@@ -95,7 +97,7 @@ pub async fn read_request(
 }
 
 /// Parses what has arrived so far: `Ok(None)` while the request is incomplete.
-pub fn parse(buf: &[u8], paths: &[String]) -> Result<Option<Upgrade>, Refusal> {
+pub fn parse(buf: &[u8], paths: &[String], origins: &[String]) -> Result<Option<Upgrade>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -148,6 +150,18 @@ pub fn parse(buf: &[u8], paths: &[String]) -> Result<Option<Upgrade>, Refusal> {
             "unsupported Sec-WebSocket-Version (want 13)",
         ));
     }
+    if let Some(origin) = header("origin") {
+        let origin = String::from_utf8_lossy(origin);
+        if !origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin))
+        {
+            return Err(Refusal::new(
+                Reject::Forbidden,
+                format!("origin {origin} not allowed"),
+            ));
+        }
+    }
     let key = header("sec-websocket-key")
         .filter(|k| !k.is_empty())
         .ok_or_else(|| Refusal::new(Reject::BadRequest, "missing Sec-WebSocket-Key"))?;
@@ -194,6 +208,7 @@ pub async fn refuse(stream: &mut TcpStream, refusal: &Refusal) {
     let reason = match refusal.status {
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
         429 => "Too Many Requests",
@@ -238,6 +253,28 @@ mod tests {
         vec!["/gateway/ws".into(), "/gateway/connect".into()]
     }
 
+    fn any() -> Vec<String> {
+        vec!["*".into()]
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let only = vec!["https://app.example".to_string()];
+        let with = |o: &str| req("/gateway/ws", &format!("Origin: {o}\r\n"));
+        assert!(parse(&with("https://app.example"), &paths(), &only).is_ok());
+        assert_eq!(
+            parse(&with("https://evil.example"), &paths(), &only)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert!(
+            parse(&req("/gateway/ws", ""), &paths(), &only).is_ok(),
+            "no Origin: not a browser"
+        );
+        assert!(parse(&with("https://evil.example"), &paths(), &any()).is_ok());
+    }
+
     const BASE: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
     fn req(target: &str, extra: &str) -> Vec<u8> {
@@ -248,7 +285,7 @@ mod tests {
     fn accepts_rfc_example_with_header_token() {
         let mut r = req("/gateway/ws", "token: abc\r\n");
         r.extend_from_slice(b"\x81\x80");
-        let u = parse(&r, &paths()).unwrap().unwrap();
+        let u = parse(&r, &paths(), &any()).unwrap().unwrap();
         assert_eq!(u.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(u.token.as_deref(), Some(&b"abc"[..]));
         assert_eq!(u.leftover, b"\x81\x80");
@@ -260,6 +297,7 @@ mod tests {
         let u = parse(
             &req("/gateway/connect?token=a%2Bb&format=protobuf", ""),
             &paths(),
+            &any(),
         )
         .unwrap()
         .unwrap();
@@ -268,13 +306,14 @@ mod tests {
         let u = parse(
             &req("/gateway/ws", "Sec-WebSocket-Protocol: token, s3cr3t\r\n"),
             &paths(),
+            &any(),
         )
         .unwrap()
         .unwrap();
         assert_eq!(u.token.as_deref(), Some(&b"s3cr3t"[..]));
         assert_eq!(u.protocol.as_deref(), Some("token"));
         assert!(
-            parse(&req("/gateway/ws", ""), &paths())
+            parse(&req("/gateway/ws", ""), &paths(), &any())
                 .unwrap()
                 .unwrap()
                 .token
@@ -285,12 +324,16 @@ mod tests {
     #[test]
     fn incomplete_is_not_an_error() {
         let r = req("/gateway/ws", "");
-        assert!(parse(&r[..r.len() - 2], &paths()).unwrap().is_none());
+        assert!(
+            parse(&r[..r.len() - 2], &paths(), &any())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn refusals_have_their_status() {
-        let status = |r: &[u8]| parse(r, &paths()).unwrap_err().status;
+        let status = |r: &[u8]| parse(r, &paths(), &any()).unwrap_err().status;
         assert_eq!(status(&req("/other", "")), 404);
         assert_eq!(status(b"POST /gateway/ws HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"GET /gateway/ws HTTP/1.1\r\nHost: x\r\n\r\n"), 400);

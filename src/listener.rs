@@ -59,7 +59,14 @@ async fn connection(core: Rc<Core>, stream: TcpStream) {
 /// Turns a TCP connection into a session, or refuses it with an HTTP status.
 async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
     let cfg = &core.config;
-    let req = match handshake::read_request(&mut stream, &cfg.paths, cfg.handshake_timeout).await {
+    let req = match handshake::read_request(
+        &mut stream,
+        &cfg.paths,
+        &cfg.allowed_origins,
+        cfg.handshake_timeout,
+    )
+    .await
+    {
         Ok(req) => req,
         Err(refusal) => {
             if let Some(r) = refusal {

@@ -21,10 +21,11 @@ pub enum Reject {
     Overloaded,
     RateLimited,
     UserLimit,
+    Forbidden,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::BadRequest,
         Reject::NotFound,
         Reject::HeaderTooLarge,
@@ -35,6 +36,7 @@ impl Reject {
         Reject::Overloaded,
         Reject::RateLimited,
         Reject::UserLimit,
+        Reject::Forbidden,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Reject {
             Reject::Overloaded => "overloaded",
             Reject::RateLimited => "rate_limited",
             Reject::UserLimit => "user_limit",
+            Reject::Forbidden => "origin_forbidden",
         }
     }
 }

@@ -75,3 +75,32 @@ async fn unreachable_ws_api_is_503() {
     assert_eq!(status, 503);
     assert!(body.contains("ws-api unavailable"), "{body}");
 }
+
+#[tokio::test]
+async fn foreign_origin_is_403() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &["--allowed-origins", "https://app.example"]);
+    connect(gw.addr, "1").await;
+    let request = |origin: &str| {
+        let mut req = format!("ws://{}/gateway/ws", gw.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("token", "5".parse().unwrap());
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        req
+    };
+    tokio_tungstenite::connect_async(request("https://app.example"))
+        .await
+        .expect("allowed origin");
+    let (status, body) = refusal(
+        tokio_tungstenite::connect_async(request("https://evil.example"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("origin https://evil.example not allowed"),
+        "{body}"
+    );
+}
