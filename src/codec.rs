@@ -6,6 +6,11 @@
 //! (JSON until the client sends binary, or from the start with
 //! `?format=protobuf`), so one gateway serves browsers and native apps alike.
 //!
+//! In raw mode (`--frame-format raw`) a message passes verbatim as
+//! `Protocol{type: "text"|"binary", payload}`, and a downstream `Protocol`
+//! of type text or binary becomes that frame type again; other types still
+//! use the envelope, so pushes keep working.
+//!
 //! Upstream `Msg`s are encoded here too: `server` and `sid` never change
 //! during a session, so their encoding is computed once ([`MsgPrefix`]) and
 //! each message only appends its `Protocol`.
@@ -86,6 +91,14 @@ pub fn encode_json(p: &Protocol) -> String {
 /// Encodes `Protocol` as a protobuf binary frame.
 pub fn encode_protobuf(p: &Protocol) -> Bytes {
     Bytes::from(p.encode_to_vec())
+}
+
+/// Raw mode: the message itself, typed by its frame kind.
+pub fn raw(binary: bool, payload: Bytes) -> Protocol {
+    Protocol {
+        r#type: if binary { "binary" } else { "text" }.into(),
+        payload,
+    }
 }
 
 /// The encoded `server` and `sid` fields of every `Msg` a session sends.

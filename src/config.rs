@@ -20,6 +20,16 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::Serialize;
 
+/// How client WebSocket messages map to `Protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameFormat {
+    /// Text frames carry the JSON envelope, binary frames a protobuf `Protocol`.
+    Json,
+    /// Each message passes verbatim as `Protocol{type: "text"|"binary"}`.
+    Raw,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -84,6 +94,11 @@ pub struct Config {
     /// WebSocket upgrade paths.
     #[arg(long, env = "WS_GATEWAY_PATHS", value_delimiter = ',', default_values_t = ["/gateway/ws".to_string(), "/gateway/connect".to_string()])]
     pub paths: Vec<String>,
+
+    /// Client message mapping: `json` (the Go gateway's envelope) or `raw`
+    /// (messages pass verbatim as Protocol{type: "text"|"binary"}).
+    #[arg(long, env = "WS_GATEWAY_FRAME_FORMAT", value_enum, default_value_t = FrameFormat::Json)]
+    pub frame_format: FrameFormat,
 
     /// Browser origins allowed to connect (exact `scheme://host[:port]`, or `*`
     /// for any). Requests without an Origin header (native apps) are always

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
@@ -23,6 +23,7 @@ use glommio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
 
 use crate::codec::{self, Format, MsgPrefix};
+use crate::config::FrameFormat;
 use crate::metrics::Loss;
 use crate::proto::wsgateway::Protocol;
 use crate::ratelimit::TokenBucket;
@@ -104,7 +105,10 @@ impl Session {
     async fn on_client_message(&mut self, msg: Message) -> Result<(), End> {
         self.handle.heard.set(self.core.tick.get());
         let counters = &self.core.counters;
+        let raw = self.core.config.frame_format == FrameFormat::Raw;
         let decoded = match &msg {
+            Message::Text(text) if raw => Ok(codec::raw(false, Bytes::from(text.clone()))),
+            Message::Binary(bytes) if raw => Ok(codec::raw(true, bytes.clone())),
             Message::Text(text) => codec::decode_json(text),
             Message::Binary(bytes) => {
                 self.format = Format::Protobuf;
@@ -220,9 +224,13 @@ impl Session {
     }
 
     async fn feed(&mut self, p: &Protocol) -> Result<(), End> {
-        let msg = match self.format {
-            Format::Json => Message::text(codec::encode_json(p)),
-            Format::Protobuf => Message::Binary(codec::encode_protobuf(p)),
+        let raw = self.core.config.frame_format == FrameFormat::Raw;
+        let text = || Utf8Bytes::try_from(p.payload.clone()).ok();
+        let msg = match (raw, p.r#type.as_str(), self.format) {
+            (true, "binary", _) => Message::Binary(p.payload.clone()),
+            (true, "text", _) if let Some(t) = text() => Message::Text(t),
+            (_, _, Format::Json) => Message::text(codec::encode_json(p)),
+            (_, _, Format::Protobuf) => Message::Binary(codec::encode_protobuf(p)),
         };
         self.feed_message(msg).await
     }
