@@ -4,7 +4,7 @@ CARGO ?= cargo
 GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
 
-.PHONY: run test lint build build-release integration deps container-smoke bench bench-smoke clean
+.PHONY: run test lint build build-release integration deps container-smoke bench bench-smoke autobahn clean
 
 ## run: build release, start ws-api and ws-gateway on loopback (Ctrl-C stops both)
 run: build-release
@@ -51,6 +51,10 @@ bench: build-release
 ## bench-smoke: every bench case scaled down to seconds (part of make test)
 bench-smoke: build-release
 	python3 bench/run.py --smoke
+
+## autobahn: RFC 6455 conformance (Autobahn|Testsuite fuzzingclient) against raw mode
+autobahn:
+	bash tools/autobahn.sh
 
 ## container-smoke: FROM-scratch image, podman run pinned with io_uring seccomp, real client
 container-smoke: deps

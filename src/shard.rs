@@ -185,7 +185,8 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
                 connect_timeout: config.rpc_timeout,
                 stream_window: 1 << 20,
                 connection_window: 16 << 20,
-                max_message: 4 << 20,
+                // ws-api's replies echo client messages, plus the Msg envelope.
+                max_message: (4 << 20).max(config.max_message_size + 64 * 1024),
             },
             rpc_timeout: config.rpc_timeout,
             buffer_limit: config.upstream_buffer,

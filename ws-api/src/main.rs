@@ -29,6 +29,9 @@ struct Args {
     /// What to do with each upstream message.
     #[arg(long, env = "WS_API_HANDLER", value_enum, default_value_t = Handler::Echo)]
     handler: Handler,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "WS_API_MAX_MESSAGE_SIZE", default_value_t = 4 << 20)]
+    max_message_size: usize,
     /// Runtime worker threads (default: one per CPU).
     #[arg(long, env = "WS_API_THREADS")]
     threads: Option<usize>,
@@ -61,7 +64,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     Server::builder()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)
-        .add_service(ExchangeServiceServer::new(Exchange(backend.clone())))
+        .add_service(
+            ExchangeServiceServer::new(Exchange(backend.clone()))
+                .max_decoding_message_size(args.max_message_size)
+                .max_encoding_message_size(args.max_message_size),
+        )
         .add_service(BizMsgServiceServer::new(Biz(backend)))
         .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?;

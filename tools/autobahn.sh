@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs the Autobahn|Testsuite fuzzing client (RFC 6455 conformance) against
+# ws-gateway in raw frame mode with ws-api echoing behind it, then checks
+# that every case ended OK, NON-STRICT or INFORMATIONAL (UNIMPLEMENTED only
+# for the permessage-deflate cases 12.* and 13.*: the gateway does not offer
+# compression). Needs Python 2.7 (pyenv) for autobahntestsuite.
+#
+#   make autobahn      (report in target/autobahn/index.html)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=target/autobahn
+VENV=target/autobahn-venv
+GW=127.0.0.1:28080 API=127.0.0.1:28081 ADMIN=127.0.0.1:29090
+PY27=${PY27:-$(pyenv root 2>/dev/null)/versions/2.7.18/bin/python}
+
+if [ ! -x "$VENV/bin/wstest" ]; then
+    "$PY27" -m pip install -q 'virtualenv<20.22'
+    "$PY27" -m virtualenv -q "$VENV"
+    "$VENV/bin/pip" install -q autobahntestsuite
+fi
+cargo build --release -p ws-gateway -p ws-api --bins
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+trap cleanup EXIT
+./target/release/ws-api --listen "$API" --handler echo --max-message-size 67108864 >/dev/null 2>&1 & pids+=($!)
+./target/release/ws-gateway --listen "$GW" --admin-listen "$ADMIN" --upstream "$API" --frame-format raw \
+    --max-message-size 20000000 --max-frame-size 20000000 --upstream-buffer 67108864 --ping-interval 0 \
+    --log warn >/dev/null 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -fsS "http://$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+mkdir -p "$OUT"
+cat > "$OUT/fuzzingclient.json" <<JSON
+{
+  "outdir": "$PWD/$OUT",
+  "servers": [{"agent": "ws-gateway", "url": "ws://$GW/gateway/ws?token=1"}],
+  "cases": ["*"],
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+JSON
+(cd "$OUT" && ../../"$VENV"/bin/wstest -m fuzzingclient -s fuzzingclient.json >wstest.log 2>&1)
+
+python3 - "$OUT/index.json" <<'PY'
+import collections, json, sys
+report = json.load(open(sys.argv[1]))["ws-gateway"]
+by = collections.Counter()
+bad = []
+for case, r in sorted(report.items()):
+    b = r["behavior"]
+    by[b] += 1
+    compression = case.split(".")[0] in ("12", "13")
+    if b in ("OK", "NON-STRICT", "INFORMATIONAL") or (b == "UNIMPLEMENTED" and compression):
+        continue
+    bad.append((case, b, r.get("behaviorClose")))
+print(f"Autobahn|Testsuite fuzzingclient: {len(report)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+for case, b, c in bad:
+    print(f"  case {case}: {b} (close: {c})")
+sys.exit(1 if bad else 0)
+PY
