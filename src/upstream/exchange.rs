@@ -17,6 +17,7 @@ use prost::Message;
 use tracing::{debug, info, warn};
 
 use super::Upstream;
+use super::grpc::client::with_deadline;
 use super::grpc::{Channel, Code, Status, Streaming};
 use crate::metrics::Loss;
 use crate::proto::wsapi::Msg;
@@ -79,7 +80,8 @@ impl Upstream {
             let inbound = Streaming::new(resp, channel.max_message()).await?;
             Ok::<_, Status>((send, inbound))
         };
-        let (send, mut inbound) = match opened.await {
+        // A ws-api that accepts but never answers must not hold the core forever.
+        let (send, mut inbound) = match with_deadline(self.cfg.rpc_timeout, opened).await {
             Ok(s) => s,
             Err(e) => return e,
         };

@@ -1,0 +1,156 @@
+//! Hostile clients and a hung backend: each gets its specific answer and
+//! nobody else notices.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const UPGRADE: &str = "GET /gateway/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\ntoken: 9\r\n\r\n";
+
+fn read_some(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).expect("read");
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn slowloris_handshake_gets_408() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &["--handshake-timeout", "300ms"]);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /gateway/ws HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let resp = String::from_utf8_lossy(&read_some(&mut s)).into_owned();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let admin = gw.admin.unwrap();
+    assert_eq!(
+        metric_with(
+            admin,
+            "gateway_handshakes_rejected_total",
+            "reason",
+            "timeout"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn unmasked_client_frame_is_a_protocol_error() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &[]);
+    let mut s = loop {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(UPGRADE.as_bytes()).unwrap();
+        let resp = read_some(&mut s);
+        if resp.starts_with(b"HTTP/1.1 101") {
+            break s;
+        }
+        assert!(
+            resp.starts_with(b"HTTP/1.1 503"),
+            "{}",
+            String::from_utf8_lossy(&resp)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // A client frame without a mask (RFC 6455 §5.1: the server must fail the connection).
+    s.write_all(b"\x81\x05hello").unwrap();
+    let frame = read_some(&mut s);
+    assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
+    assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_and_others_keep_their_latency() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(
+        api.addr,
+        1,
+        &["--send-queue", "64", "--write-timeout", "1s"],
+    );
+    let admin = gw.admin.unwrap();
+    let mut good = connect(gw.addr, "81").await;
+    let _deaf = connect(gw.addr, "82").await;
+    // ws-api pushes 16 KiB messages to the client that never reads.
+    let api_addr = api.addr;
+    let pusher = tokio::spawn(async move {
+        let mut client = biz(api_addr).await;
+        let payload = "x".repeat(16 * 1024);
+        for _ in 0..5000 {
+            let msg = ws_api::proto::wsapi::BizMsg {
+                biz_code: "flood".into(),
+                biz_payload: payload.clone(),
+                uid: 82,
+                ..Default::default()
+            };
+            if client
+                .push(msg)
+                .await
+                .map(|r| r.into_inner().success_count)
+                .unwrap_or(0)
+                == 0
+            {
+                break;
+            }
+        }
+    });
+    let mut worst = Duration::ZERO;
+    let mut round_trips = 0;
+    while !pusher.is_finished() {
+        let t = Instant::now();
+        nothing_pending(&mut good, "ping").await;
+        worst = worst.max(t.elapsed());
+        round_trips += 1;
+    }
+    pusher.await.unwrap();
+    assert!(
+        round_trips > 10,
+        "the flood ended too soon to measure ({round_trips} round trips)"
+    );
+    eventually("the deaf client is closed", || async {
+        metric(admin, "gateway_websocket_online_totals") == Some(1.0)
+    })
+    .await;
+    assert!(
+        metric_with(
+            admin,
+            "gateway_messages_lost_total",
+            "reason",
+            "send_queue_full"
+        ) >= 1.0
+    );
+    println!("reading client: {round_trips} round trips, worst {worst:?}");
+    assert!(
+        worst < Duration::from_millis(250),
+        "the reading client waited {worst:?}"
+    );
+}
+
+#[tokio::test]
+async fn hung_ws_api_means_503_and_not_ready() {
+    // Accepts connections and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw = gateway(hung.local_addr().unwrap(), 1, &["--rpc-timeout", "300ms"]);
+    let admin = gw.admin.unwrap();
+    let started = Instant::now();
+    match try_connect(gw.addr, Some("1")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(http_get(admin, "/readyz").0, 503);
+    eventually("the core keeps retrying", || async {
+        metric(admin, "gateway_upstream_reconnects_total").unwrap_or(0.0) >= 2.0
+    })
+    .await;
+}
