@@ -21,7 +21,7 @@ run: build-release
 	wait $$gw
 
 ## test: formatting, lints, then every test (unit, integration, bench smoke)
-test: deps lint build integration bench-smoke
+test: deps lint build bench-smoke integration
 
 ## deps: what the tests need beyond cargo: Python websockets (an independent client)
 deps:
