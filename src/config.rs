@@ -100,6 +100,14 @@ pub struct Config {
     #[arg(long, env = "WS_GATEWAY_FRAME_FORMAT", value_enum, default_value_t = FrameFormat::Json)]
     pub frame_format: FrameFormat,
 
+    /// PEM certificate chain for wss:// (with --tls-key); re-read on SIGHUP.
+    #[arg(long, env = "WS_GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for wss:// (with --tls-cert); re-read on SIGHUP.
+    #[arg(long, env = "WS_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Browser origins allowed to connect (exact `scheme://host[:port]`, or `*`
     /// for any). Requests without an Origin header (native apps) are always
     /// allowed; others get 403 (cross-site WebSocket hijacking).

@@ -6,10 +6,10 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::stream::ClientStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use glommio::net::TcpStream;
 
 use crate::metrics::Reject;
 
@@ -42,7 +42,7 @@ pub struct Refusal {
 impl Refusal {
     pub fn new(kind: Reject, reason: impl Into<Cow<'static, str>>) -> Self {
         let status = match kind {
-            Reject::BadRequest => 400,
+            Reject::BadRequest | Reject::Tls => 400,
             Reject::MissingToken | Reject::Unauthorized => 401,
             Reject::NotFound => 404,
             Reject::Timeout => 408,
@@ -61,7 +61,7 @@ impl Refusal {
 
 /// Reads and checks an upgrade request. `Err(None)` when the client went away.
 pub async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     paths: &[String],
     origins: &[String],
     timeout: Duration,
@@ -204,7 +204,7 @@ pub fn parse(buf: &[u8], paths: &[String], origins: &[String]) -> Result<Option<
 }
 
 /// Writes a refusal as a complete HTTP response.
-pub async fn refuse(stream: &mut TcpStream, refusal: &Refusal) {
+pub async fn refuse(stream: &mut ClientStream, refusal: &Refusal) {
     let reason = match refusal.status {
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -232,7 +232,11 @@ pub async fn refuse(stream: &mut TcpStream, refusal: &Refusal) {
 
 /// Completes the upgrade. The sid goes back in `X-Session-Id`, so a client
 /// can quote it (support requests, logs); it grants nothing.
-pub async fn switch(stream: &mut TcpStream, upgrade: &Upgrade, sid: &str) -> std::io::Result<()> {
+pub async fn switch(
+    stream: &mut ClientStream,
+    upgrade: &Upgrade,
+    sid: &str,
+) -> std::io::Result<()> {
     let protocol = upgrade
         .protocol
         .as_deref()

@@ -20,6 +20,7 @@
 //! - [`metrics`]: per-core counters, every loss under a reason.
 //! - [`admin`], [`exposition`], [`procstat`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
 //! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
+//! - [`tls`], [`stream`]: wss:// with rustls (reloadable), plain or TLS client streams.
 //! - [`proto`]: types generated from `proto/` at build time.
 
 pub mod admin;
@@ -40,6 +41,8 @@ pub mod session;
 pub mod sessions;
 pub mod shard;
 pub mod sid;
+pub mod stream;
+pub mod tls;
 pub mod upstream;
 
 /// Generated from `proto/` by `build.rs` (protox + prost, no system protoc).

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::Role;
+use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, field, info_span, warn};
 
@@ -22,6 +23,7 @@ use crate::session::Session;
 use crate::sessions::SessionHandle;
 use crate::shard::Core;
 use crate::sid::Sid;
+use crate::stream::ClientStream;
 use crate::upstream::grpc::Code;
 
 /// Accepts connections forever.
@@ -42,10 +44,28 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     }
 }
 
-async fn connection(core: Rc<Core>, stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
+async fn connection(core: Rc<Core>, tcp: TcpStream) {
+    let peer = tcp.peer_addr().ok();
     let span = info_span!("conn", core = core.id, peer = ?peer, sid = field::Empty);
     async move {
+        let stream = match &core.tls {
+            None => ClientStream::Plain(tcp),
+            Some(tls) => {
+                let accept = async { tls.acceptor().accept(tcp).await.map_err(|e| e.to_string()) };
+                let deadline = async {
+                    glommio::timer::sleep(core.config.handshake_timeout).await;
+                    Err("TLS handshake timed out".to_owned())
+                };
+                match future::or(accept, deadline).await {
+                    Ok(tls) => ClientStream::Tls(Box::new(tls)),
+                    Err(e) => {
+                        core.counters.reject(Reject::Tls);
+                        debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                }
+            }
+        };
         let Some(session) = upgrade(core, stream).await else {
             return;
         };
@@ -57,7 +77,7 @@ async fn connection(core: Rc<Core>, stream: TcpStream) {
 }
 
 /// Turns a TCP connection into a session, or refuses it with an HTTP status.
-async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
+async fn upgrade(core: Rc<Core>, mut stream: ClientStream) -> Option<Session> {
     let cfg = &core.config;
     let req = match handshake::read_request(
         &mut stream,
@@ -198,7 +218,7 @@ async fn upgrade(core: Rc<Core>, mut stream: TcpStream) -> Option<Session> {
     })
 }
 
-async fn refuse(core: &Core, stream: &mut TcpStream, refusal: Refusal) {
+async fn refuse(core: &Core, stream: &mut ClientStream, refusal: Refusal) {
     core.counters.reject(refusal.kind);
     debug!(status = refusal.status, reason = %refusal.reason, "upgrade refused");
     handshake::refuse(stream, &refusal).await;

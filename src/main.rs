@@ -19,6 +19,7 @@ use ws_gateway::admin::{self, AdminState};
 use ws_gateway::config::{self, Config, LoadError, LogFormat};
 use ws_gateway::metrics::Counters;
 use ws_gateway::shard::{self, ShardSpec};
+use ws_gateway::tls::Tls;
 
 /// Messages in flight between two cores before the sender sees "full".
 const MESH_CAPACITY: usize = 4096;
@@ -96,7 +97,7 @@ fn watch_signals(
     draining: Arc<AtomicBool>,
     mut stop_senders: Vec<UnixStream>,
     timeout: Duration,
-    log_reload: LogReload,
+    reload: Reload,
 ) -> anyhow::Result<()> {
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
@@ -105,7 +106,7 @@ fn watch_signals(
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    reload_log_filter(&log_reload);
+                    reload.apply();
                     continue;
                 }
                 if draining.swap(true, Ordering::Relaxed) {
@@ -125,14 +126,30 @@ fn watch_signals(
     Ok(())
 }
 
-fn reload_log_filter(log_reload: &LogReload) {
-    let result = config::load(std::env::args_os())
-        .map_err(|e| e.to_string())
-        .and_then(|c| EnvFilter::try_new(&c.log).map_err(|e| e.to_string()))
-        .and_then(|f| log_reload.reload(f).map_err(|e| e.to_string()));
-    match result {
-        Ok(()) => tracing::info!("SIGHUP: log filter reloaded"),
-        Err(e) => tracing::warn!(error = %e, "SIGHUP: configuration not reloaded"),
+/// What SIGHUP changes live: the log filter and the TLS certificate.
+struct Reload {
+    log: LogReload,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Reload {
+    fn apply(&self) {
+        let result = config::load(std::env::args_os())
+            .map_err(|e| e.to_string())
+            .and_then(|c| EnvFilter::try_new(&c.log).map_err(|e| e.to_string()))
+            .and_then(|f| self.log.reload(f).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => tracing::info!("SIGHUP: log filter reloaded"),
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: log filter not reloaded"),
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one")
+                }
+            }
+        }
     }
 }
 
@@ -151,6 +168,12 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
         .as_millis() as u64;
     let mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
     let admission_mesh = MeshBuilder::full(cpus.len(), MESH_CAPACITY);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Tls::load(cert, key).context("loading --tls-cert/--tls-key")?)
+        }
+        _ => None,
+    };
     let counters: Vec<Arc<Counters>> = cpus.iter().map(|_| Arc::default()).collect();
     let draining = Arc::new(AtomicBool::new(false));
     let mut stop_senders = Vec::with_capacity(cpus.len());
@@ -167,6 +190,7 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
             epoch_ms,
             mesh: mesh.clone(),
             admission_mesh: admission_mesh.clone(),
+            tls: tls.clone(),
             cores: cpus.len(),
             counters: Arc::clone(&counters[id]),
             stop: {
@@ -192,11 +216,15 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
         }
         handles.push(handle);
     }
+    let reload = Reload {
+        log: log_reload,
+        tls: tls.clone(),
+    };
     watch_signals(
         Arc::clone(&draining),
         stop_senders,
         config.shutdown_timeout,
-        log_reload,
+        reload,
     )?;
     let admin = AdminState {
         cores: counters,
@@ -206,8 +234,9 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
     println!("admin listening on http://{admin_addr} (/metrics /healthz /readyz)");
     let path = config.paths.first().map(String::as_str).unwrap_or("/");
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     println!(
-        "ws-gateway listening on ws://{listen}{path} ({} cores on CPUs {cpus:?}, upstream {upstream})",
+        "ws-gateway listening on {scheme}://{listen}{path} ({} cores on CPUs {cpus:?}, upstream {upstream})",
         cpus.len()
     );
     for h in handles {

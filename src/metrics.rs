@@ -22,10 +22,11 @@ pub enum Reject {
     RateLimited,
     UserLimit,
     Forbidden,
+    Tls,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 12] = [
         Reject::BadRequest,
         Reject::NotFound,
         Reject::HeaderTooLarge,
@@ -37,6 +38,7 @@ impl Reject {
         Reject::RateLimited,
         Reject::UserLimit,
         Reject::Forbidden,
+        Reject::Tls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +54,7 @@ impl Reject {
             Reject::RateLimited => "rate_limited",
             Reject::UserLimit => "user_limit",
             Reject::Forbidden => "origin_forbidden",
+            Reject::Tls => "tls_handshake",
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::pin::pin;
 use std::rc::Rc;
 
+use crate::stream::ClientStream;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -19,7 +20,6 @@ use bytes::Bytes;
 use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
 use glommio::channels::local_channel::LocalReceiver;
-use glommio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
 
 use crate::codec::{self, Format, MsgPrefix};
@@ -44,7 +44,7 @@ pub enum End {
 /// An upgraded client connection.
 pub struct Session {
     pub core: Rc<Core>,
-    pub ws: WebSocketStream<TcpStream>,
+    pub ws: WebSocketStream<ClientStream>,
     pub rx: LocalReceiver<Outbound>,
     pub handle: Rc<SessionHandle>,
     pub slot: usize,

@@ -30,6 +30,7 @@ use crate::ratelimit::TokenBucket;
 use crate::router::Router;
 use crate::sessions::Sessions;
 use crate::sid::Instance;
+use crate::tls::Tls;
 use crate::upstream::grpc::ChannelConfig;
 use crate::upstream::{Upstream, UpstreamConfig};
 use crate::{drain, keepalive, listener};
@@ -51,6 +52,8 @@ pub struct Core {
     pub admission: Rc<Admission>,
     /// This core's share of `--connect-rate`.
     pub connect_limit: Option<RefCell<TokenBucket>>,
+    /// wss:// settings, shared by all cores (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// io_uring submission queue entries per core (see `spawn`).
@@ -66,6 +69,7 @@ pub struct ShardSpec {
     pub epoch_ms: u64,
     pub mesh: FullMesh<Msg>,
     pub admission_mesh: FullMesh<AdmitMsg>,
+    pub tls: Option<Arc<Tls>>,
     pub cores: usize,
     pub counters: Arc<Counters>,
     /// Closed (or written to) by `main` on SIGTERM/SIGINT: the core drains.
@@ -227,5 +231,6 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
             let share = config.connect_rate / spec.cores as f64;
             RefCell::new(TokenBucket::new(share, share.max(1.0)))
         }),
+        tls: spec.tls.clone(),
     })
 }

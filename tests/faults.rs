@@ -74,7 +74,7 @@ async fn a_client_that_never_reads_is_closed_and_others_keep_their_latency() {
     let gw = gateway(
         api.addr,
         1,
-        &["--send-queue", "64", "--write-timeout", "1s"],
+        &["--send-queue", "64", "--write-timeout", "2s"],
     );
     let admin = gw.admin.unwrap();
     let mut good = connect(gw.addr, "81").await;
@@ -128,8 +128,10 @@ async fn a_client_that_never_reads_is_closed_and_others_keep_their_latency() {
         ) >= 1.0
     );
     println!("reading client: {round_trips} round trips, worst {worst:?}");
+    // Not a speed claim: had the core waited on the deaf client's blocked
+    // write, the reading client would have waited out the 2 s write timeout.
     assert!(
-        worst < Duration::from_millis(250),
+        worst < Duration::from_secs(1),
         "the reading client waited {worst:?}"
     );
 }

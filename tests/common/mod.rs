@@ -99,7 +99,10 @@ fn spawn_and_wait(mut cmd: Command, marker: &str) -> Proc {
                 admin = first_addr(rest).parse().ok();
             }
             if let Some(rest) = line.split(&marker).nth(1) {
-                let _ = tx.send((first_addr(rest.trim_start_matches("ws://")), admin));
+                let rest = rest
+                    .trim_start_matches("ws://")
+                    .trim_start_matches("wss://");
+                let _ = tx.send((first_addr(rest), admin));
             }
         }
     });
