@@ -174,6 +174,12 @@ pub struct Config {
     #[arg(long, env = "WS_GATEWAY_CONNECT_RATE", default_value_t = 0.0)]
     pub connect_rate: f64,
 
+    /// New connections per second from one client IP (burst: one second's
+    /// worth); beyond: 503 with Retry-After. Enforced per core on its share
+    /// (SO_REUSEPORT spreads an IP's connections over cores). 0 = unlimited.
+    #[arg(long, env = "WS_GATEWAY_PER_IP_CONNECT_RATE", default_value_t = 0.0)]
+    pub per_ip_connect_rate: f64,
+
     /// Messages per second one client may send (burst of one second's worth);
     /// beyond it the session is closed with 1008. 0 = unlimited.
     #[arg(long, env = "WS_GATEWAY_MAX_INBOUND_RATE", default_value_t = 0.0)]

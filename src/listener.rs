@@ -5,6 +5,7 @@
 //! stops the accept loop, and accept failures (such as running out of file
 //! descriptors) back off instead of spinning.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +67,7 @@ async fn connection(core: Rc<Core>, tcp: TcpStream) {
                 }
             }
         };
-        let Some(session) = upgrade(core, stream).await else {
+        let Some(session) = upgrade(core, stream, peer).await else {
             return;
         };
         let end = session.run().await;
@@ -77,7 +78,11 @@ async fn connection(core: Rc<Core>, tcp: TcpStream) {
 }
 
 /// Turns a TCP connection into a session, or refuses it with an HTTP status.
-async fn upgrade(core: Rc<Core>, mut stream: ClientStream) -> Option<Session> {
+async fn upgrade(
+    core: Rc<Core>,
+    mut stream: ClientStream,
+    peer: Option<SocketAddr>,
+) -> Option<Session> {
     let cfg = &core.config;
     let req = match handshake::read_request(
         &mut stream,
@@ -109,10 +114,15 @@ async fn upgrade(core: Rc<Core>, mut stream: ClientStream) -> Option<Session> {
         refuse(&core, &mut stream, refusal).await;
         return None;
     }
-    if core
-        .connect_limit
-        .as_ref()
-        .is_some_and(|l| !l.borrow_mut().allow())
+    let ip_limited = match (&core.per_ip_limit, peer) {
+        (Some(limit), Some(peer)) => !limit.borrow_mut().allow(peer.ip()),
+        _ => false,
+    };
+    if ip_limited
+        || core
+            .connect_limit
+            .as_ref()
+            .is_some_and(|l| !l.borrow_mut().allow())
     {
         let refusal = Refusal::new(Reject::RateLimited, "connection rate limit: retry later");
         refuse(&core, &mut stream, refusal).await;

@@ -1,6 +1,9 @@
-//! A token bucket, for the per-core connection rate and the per-session
-//! inbound message rate. Owned by one core or one session: no sharing.
+//! Token buckets: the per-core connection rate, the per-IP connection rate,
+//! and the per-session inbound message rate. Owned by one core or one
+//! session: no sharing.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -27,6 +30,12 @@ impl TokenBucket {
         self.allow_at(Instant::now())
     }
 
+    /// Whether the bucket would be full again at `now` (its owner is idle).
+    fn refilled_by(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     fn allow_at(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -37,6 +46,39 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// Token buckets by client IP, pruned of idle entries as it grows.
+#[derive(Debug)]
+pub struct PerIp {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<IpAddr, TokenBucket>,
+}
+
+/// Entries kept before idle ones are pruned.
+const PER_IP_PRUNE_AT: usize = 4096;
+
+impl PerIp {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        PerIp {
+            rate,
+            burst,
+            buckets: HashMap::new(),
+        }
+    }
+
+    pub fn allow(&mut self, ip: IpAddr) -> bool {
+        if self.buckets.len() >= PER_IP_PRUNE_AT {
+            let now = Instant::now();
+            self.buckets.retain(|_, b| !b.refilled_by(now));
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(rate, burst))
+            .allow()
     }
 }
 

@@ -26,7 +26,7 @@ use crate::admission::{Admission, AdmitMsg};
 use crate::config::Config;
 use crate::metrics::Counters;
 use crate::proto::wsapi::Msg;
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{PerIp, TokenBucket};
 use crate::router::Router;
 use crate::sessions::Sessions;
 use crate::sid::Instance;
@@ -52,6 +52,8 @@ pub struct Core {
     pub admission: Rc<Admission>,
     /// This core's share of `--connect-rate`.
     pub connect_limit: Option<RefCell<TokenBucket>>,
+    /// This core's share of `--per-ip-connect-rate`.
+    pub per_ip_limit: Option<RefCell<PerIp>>,
     /// wss:// settings, shared by all cores (reloaded on SIGHUP).
     pub tls: Option<Arc<Tls>>,
 }
@@ -230,6 +232,10 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
         connect_limit: (config.connect_rate > 0.0).then(|| {
             let share = config.connect_rate / spec.cores as f64;
             RefCell::new(TokenBucket::new(share, share.max(1.0)))
+        }),
+        per_ip_limit: (config.per_ip_connect_rate > 0.0).then(|| {
+            let share = config.per_ip_connect_rate / spec.cores as f64;
+            RefCell::new(PerIp::new(share, share.max(1.0)))
         }),
         tls: spec.tls.clone(),
     })

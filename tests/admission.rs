@@ -88,3 +88,31 @@ async fn connect_rate_limit_answers_503_with_retry_after() {
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
 }
+
+#[tokio::test]
+async fn per_ip_rate_limit_answers_503() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &["--per-ip-connect-rate", "2"]);
+    let mut refused = 0;
+    for uid in 0..20 {
+        let result = try_connect(gw.addr, Some(&uid.to_string())).await;
+        if matches!(&result, Err(WsError::Http(resp)) if resp.headers().contains_key("retry-after"))
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "20 connections from one IP at once were all admitted at 2/s"
+    );
+    let admin = gw.admin.expect("admin");
+    assert_eq!(
+        metric_with(
+            admin,
+            "gateway_handshakes_rejected_total",
+            "reason",
+            "rate_limited"
+        ),
+        refused as f64
+    );
+}
