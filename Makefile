@@ -4,7 +4,7 @@ CARGO ?= cargo
 GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
 
-.PHONY: run test lint build build-release integration deps container-smoke bench bench-smoke autobahn clean
+.PHONY: run test lint build build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
 ## run: build release, start ws-api and ws-gateway on loopback (Ctrl-C stops both)
 run: build-release
@@ -55,6 +55,15 @@ bench-smoke: build-release
 ## autobahn: RFC 6455 conformance (Autobahn|Testsuite fuzzingclient) against raw mode
 autobahn:
 	bash tools/autobahn.sh
+
+## fuzz: libFuzzer on the client frame decoders and the upgrade parser, FUZZ_SECONDS each
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@# cargo-fuzz passes nightly -Z flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+	cd fuzz && for t in json_frame protobuf_frame http_upgrade; do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## container-smoke: FROM-scratch image, podman run pinned with io_uring seccomp, real client
 container-smoke: deps
