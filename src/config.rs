@@ -198,6 +198,13 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub rpc_timeout: Duration,
 
+    /// HTTP/2 ping interval on each core's connection to ws-api; a ping not
+    /// answered within --rpc-timeout tears the connection down (a hung
+    /// ws-api). 0 disables.
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_KEEPALIVE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub upstream_keepalive: Duration,
+
     /// First delay before reconnecting to ws-api (doubles, with jitter).
     #[arg(long, env = "WS_GATEWAY_RECONNECT_MIN", default_value = "100ms", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]

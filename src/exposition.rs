@@ -85,7 +85,12 @@ impl Collector for GatewayCollector {
             g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
         }
         type Field = fn(&Counters) -> &Counter;
-        let counters: [(&str, &str, Field); 9] = [
+        let counters: [(&str, &str, Field); 10] = [
+            (
+                "gateway_upstream_ping_timeouts",
+                "HTTP/2 pings ws-api left unanswered.",
+                |c| &c.upstream_ping_timeouts,
+            ),
             ("gateway_messages_in", "Client messages received.", |c| {
                 &c.messages_in
             }),

@@ -205,6 +205,8 @@ pub struct Counters {
     pub messages_out: Counter,
     pub handshakes: Counter,
     pub upstream_reconnects: Counter,
+    /// HTTP/2 pings ws-api left unanswered (connection torn down).
+    pub upstream_ping_timeouts: Counter,
     /// 1 while this core's `ExchangeMsg` stream is established (a gauge).
     pub upstream_up: Counter,
     /// Bytes waiting in this core's upstream buffer (a gauge).

@@ -195,6 +195,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
                 max_message: (4 << 20).max(config.max_message_size + 64 * 1024),
             },
             rpc_timeout: config.rpc_timeout,
+            keepalive: config.upstream_keepalive,
             buffer_limit: config.upstream_buffer,
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),

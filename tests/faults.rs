@@ -154,3 +154,123 @@ async fn hung_ws_api_means_503_and_not_ready() {
     })
     .await;
 }
+
+/// Copies `from` to `to` until either ends; once frozen, forwards nothing more.
+async fn pump<R, W>(mut from: R, mut to: W, mut frozen: tokio::sync::watch::Receiver<bool>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            n = from.read(&mut buf) => match n { Ok(0) | Err(_) => return, Ok(n) => n },
+            changed = frozen.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+        };
+        let is_frozen = *frozen.borrow();
+        if is_frozen {
+            return std::future::pending().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A TCP proxy to ws-api that can be frozen: frozen connections stop
+/// forwarding forever, as a hung ws-api would; new ones work after a thaw.
+async fn freezable_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (frozen_tx, frozen_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, frozen_rx.clone()));
+            tokio::spawn(pump(sr, cw, frozen_rx.clone()));
+        }
+    });
+    (addr, frozen_tx)
+}
+
+#[tokio::test]
+async fn ws_api_hung_mid_stream_is_detected_by_http2_pings() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let (proxy, freeze) = freezable_proxy(api.addr).await;
+    let gw = gateway(
+        proxy,
+        1,
+        &["--upstream-keepalive", "200ms", "--rpc-timeout", "300ms"],
+    );
+    let admin = gw.admin.unwrap();
+    let mut ws = connect(gw.addr, "91").await;
+    nothing_pending(&mut ws, "before").await;
+
+    freeze.send(true).unwrap();
+    eventually("the hung stream is torn down", || async {
+        http_get(admin, "/readyz").0 == 503
+    })
+    .await;
+    assert!(metric(admin, "gateway_upstream_ping_timeouts_total").unwrap() >= 1.0);
+
+    freeze.send(false).unwrap();
+    eventually("a new stream is up", || async {
+        http_get(admin, "/readyz").0 == 200
+    })
+    .await;
+    nothing_pending(&mut ws, "after").await;
+}
+
+/// A masked client frame (RFC 6455 §5.2), as a browser would send it.
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![(u8::from(fin) << 7) | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn fragmented_flood_past_the_message_limit_is_1009() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(
+        api.addr,
+        1,
+        &["--max-message-size", "8192", "--max-frame-size", "4096"],
+    );
+    let mut s = loop {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(UPGRADE.as_bytes()).unwrap();
+        if read_some(&mut s).starts_with(b"HTTP/1.1 101") {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Many small fragments of one text message, none over the frame limit,
+    // together past the message limit.
+    let mut flood = client_frame(false, 0x1, &[b'a'; 100]);
+    for _ in 0..200 {
+        flood.extend(client_frame(false, 0x0, &[b'a'; 100]));
+    }
+    let _ = s.write_all(&flood);
+    let frame = read_some(&mut s);
+    assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
+    assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1009);
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::future;
 use glommio::channels::local_channel::LocalReceiver;
-use h2::SendStream;
+use h2::{Ping, PingPong, SendStream};
 use prost::Message;
 use tracing::{debug, info, warn};
 
@@ -58,10 +58,11 @@ impl Upstream {
 
     /// One HTTP/2 connection, from dial to failure.
     async fn connection(&self, wake: &LocalReceiver<()>, router: &Router) -> Status {
-        let (channel, conn) = match Channel::connect(self.cfg.addr, &self.cfg.channel).await {
+        let (channel, mut conn) = match Channel::connect(self.cfg.addr, &self.cfg.channel).await {
             Ok(c) => c,
             Err(e) => return e,
         };
+        let keepalive = self.keepalive(conn.ping_pong());
         self.channel.replace(Some(channel.clone()));
         let driver = async {
             match conn.await {
@@ -69,7 +70,36 @@ impl Upstream {
                 Err(e) => Status::from_h2(&e),
             }
         };
-        future::or(self.stream(&channel, wake, router), driver).await
+        future::or(
+            self.stream(&channel, wake, router),
+            future::or(driver, keepalive),
+        )
+        .await
+    }
+
+    /// Pings ws-api every `keepalive` interval; ends when a ping goes unanswered.
+    async fn keepalive(&self, ping_pong: Option<PingPong>) -> Status {
+        let (Some(mut ping_pong), false) = (ping_pong, self.cfg.keepalive.is_zero()) else {
+            return future::pending().await;
+        };
+        loop {
+            glommio::timer::sleep(self.cfg.keepalive).await;
+            match with_deadline(self.cfg.rpc_timeout, async {
+                ping_pong
+                    .ping(Ping::opaque())
+                    .await
+                    .map_err(|e| Status::from_h2(&e))
+            })
+            .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == Code::DeadlineExceeded => {
+                    self.counters.upstream_ping_timeouts.inc();
+                    return Status::new(Code::Unavailable, "ws-api did not answer an HTTP/2 ping");
+                }
+                Err(e) => return e,
+            }
+        }
     }
 
     async fn stream(&self, channel: &Channel, wake: &LocalReceiver<()>, router: &Router) -> Status {

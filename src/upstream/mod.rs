@@ -39,6 +39,8 @@ pub struct UpstreamConfig {
     pub identity: String,
     pub channel: ChannelConfig,
     pub rpc_timeout: Duration,
+    /// HTTP/2 ping interval (zero: no pings).
+    pub keepalive: Duration,
     pub buffer_limit: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
