@@ -47,20 +47,7 @@ fn slowloris_handshake_gets_408() {
 fn unmasked_client_frame_is_a_protocol_error() {
     let api = ws_api("127.0.0.1:0", "echo");
     let gw = gateway(api.addr, 1, &[]);
-    let mut s = loop {
-        let mut s = TcpStream::connect(gw.addr).unwrap();
-        s.write_all(UPGRADE.as_bytes()).unwrap();
-        let resp = read_some(&mut s);
-        if resp.starts_with(b"HTTP/1.1 101") {
-            break s;
-        }
-        assert!(
-            resp.starts_with(b"HTTP/1.1 503"),
-            "{}",
-            String::from_utf8_lossy(&resp)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut s = raw_upgrade(gw.addr);
     // A client frame without a mask (RFC 6455 §5.1: the server must fail the connection).
     s.write_all(b"\x81\x05hello").unwrap();
     let frame = read_some(&mut s);
@@ -255,14 +242,7 @@ fn fragmented_flood_past_the_message_limit_is_1009() {
         1,
         &["--max-message-size", "8192", "--max-frame-size", "4096"],
     );
-    let mut s = loop {
-        let mut s = TcpStream::connect(gw.addr).unwrap();
-        s.write_all(UPGRADE.as_bytes()).unwrap();
-        if read_some(&mut s).starts_with(b"HTTP/1.1 101") {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut s = raw_upgrade(gw.addr);
     // Many small fragments of one text message, none over the frame limit,
     // together past the message limit.
     let mut flood = client_frame(false, 0x1, &[b'a'; 100]);
@@ -273,4 +253,106 @@ fn fragmented_flood_past_the_message_limit_is_1009() {
     let frame = read_some(&mut s);
     assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
     assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1009);
+}
+
+/// Completes an upgrade over a raw socket (retrying while ws-api is not up yet).
+fn raw_upgrade(gw: std::net::SocketAddr) -> TcpStream {
+    loop {
+        let mut s = TcpStream::connect(gw).unwrap();
+        s.write_all(UPGRADE.as_bytes()).unwrap();
+        if read_some(&mut s).starts_with(b"HTTP/1.1 101") {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn invalid_utf8_in_a_text_frame_is_1007() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &[]);
+    let mut s = raw_upgrade(gw.addr);
+    s.write_all(&client_frame(true, 0x1, &[0xce, 0xba, 0xff, 0xfe]))
+        .unwrap();
+    let frame = read_some(&mut s);
+    assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
+    assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1007);
+}
+
+#[test]
+fn oversized_headers_get_431_and_a_full_core_503() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &["--max-connections-per-core", "1"]);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    let padding = format!("X-Pad: {}\r\n", "p".repeat(9000));
+    s.write_all(UPGRADE.replace("token: 9\r\n", &padding).as_bytes())
+        .unwrap();
+    let resp = String::from_utf8_lossy(&read_some(&mut s)).into_owned();
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+
+    let _first = raw_upgrade(gw.addr);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(UPGRADE.as_bytes()).unwrap();
+    let resp = String::from_utf8_lossy(&read_some(&mut s)).into_owned();
+    assert!(
+        resp.starts_with("HTTP/1.1 503") && resp.contains("too many connections"),
+        "{resp}"
+    );
+    let admin = gw.admin.unwrap();
+    assert_eq!(
+        metric_with(
+            admin,
+            "gateway_handshakes_rejected_total",
+            "reason",
+            "header_too_large"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_with(
+            admin,
+            "gateway_handshakes_rejected_total",
+            "reason",
+            "overloaded"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_client_that_vanishes_without_fin_is_cleaned_up() {
+    use std::os::fd::AsRawFd;
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &["--ping-interval", "200ms"]);
+    let s = raw_upgrade(gw.addr);
+    let admin = gw.admin.unwrap();
+    assert_eq!(metric(admin, "gateway_websocket_online_totals"), Some(1.0));
+    // TCP_REPAIR (root): closing the socket then sends neither FIN nor RST,
+    // as when a client's host disappears.
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a correctly sized int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_REPAIR,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "TCP_REPAIR needs CAP_NET_ADMIN: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(s);
+    let until = std::time::Instant::now() + DEADLINE;
+    while metric(admin, "gateway_websocket_online_totals") != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the vanished client's session is still open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
