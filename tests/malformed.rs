@@ -3,9 +3,8 @@
 mod common;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn error_frame(reason_prefix: &str, text: &str) {
     let v: serde_json::Value = serde_json::from_str(text).expect("error frame is JSON");
@@ -62,18 +61,9 @@ async fn bad_frames_get_errors_and_others_carry_on() {
 
     // Oversize: closed with 1009 and a reason.
     send_text(&mut bad, &"x".repeat(5000)).await;
-    let close = loop {
-        match tokio::time::timeout(DEADLINE, bad.next())
-            .await
-            .expect("close before deadline")
-        {
-            Some(Ok(Message::Close(Some(c)))) => break c,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.code, CloseCode::Size);
-    assert!(close.reason.contains("too big"), "{}", close.reason);
+    let (code, reason) = expect_close(&mut bad).await;
+    assert_eq!(code, 1009);
+    assert!(reason.contains("too big"), "{reason}");
 
     send_text(&mut good, &frame("message", b"unaffected")).await;
     assert_eq!(

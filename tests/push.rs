@@ -6,22 +6,16 @@ mod common;
 
 use common::*;
 use ws_api::proto::wsapi::BizMsg;
-use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
 
 async fn push(api: std::net::SocketAddr, uid: u64, payload: &str) -> i64 {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("grpc connect");
-    let mut client = BizMsgServiceClient::new(channel);
     let msg = BizMsg {
         biz_code: "notice".into(),
-        biz_desc: String::new(),
         biz_payload: payload.into(),
         uid,
+        ..Default::default()
     };
-    client
+    biz(api)
+        .await
         .push(msg)
         .await
         .expect("push")

@@ -6,24 +6,16 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use ws_api::proto::wsapi::BizMsg;
-use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
 
 async fn sessions_of(api: std::net::SocketAddr, uid: u64) -> i64 {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("grpc connect");
     let msg = BizMsg {
         biz_code: "probe".into(),
         uid,
         ..Default::default()
     };
-    BizMsgServiceClient::new(channel)
+    biz(api)
+        .await
         .push(msg)
         .await
         .expect("push")
@@ -51,18 +43,9 @@ async fn sigterm_closes_with_1001_and_disconnects() {
 
     gw.signal(libc::SIGTERM);
     for ws in &mut clients {
-        let close = loop {
-            match tokio::time::timeout(DEADLINE, ws.next())
-                .await
-                .expect("close before deadline")
-            {
-                Some(Ok(Message::Close(Some(c)))) => break c,
-                Some(Ok(_)) => continue,
-                other => panic!("expected close 1001, got {other:?}"),
-            }
-        };
-        assert_eq!(close.code, CloseCode::Away);
-        assert!(close.reason.contains("shutting down"), "{}", close.reason);
+        let (code, reason) = expect_close(ws).await;
+        assert_eq!(code, 1001);
+        assert!(reason.contains("shutting down"), "{reason}");
     }
     let status = gw
         .wait_exit(Duration::from_secs(7))
