@@ -122,22 +122,12 @@ impl Admission {
     }
 
     /// Answers the other cores, for as long as the core runs.
-    pub async fn serve(self: Rc<Self>, mut receivers: Receivers<AdmitMsg>) {
-        let tasks: Vec<_> = receivers
-            .streams()
-            .into_iter()
-            .map(|(_, rx)| {
-                let me = Rc::clone(&self);
-                glommio::spawn_local(async move {
-                    while let Some(msg) = rx.recv().await {
-                        me.handle(msg).await;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await;
-        }
+    pub async fn serve(self: Rc<Self>, receivers: Receivers<AdmitMsg>) {
+        crate::mesh::receive(receivers, move |msg| {
+            let me = Rc::clone(&self);
+            async move { me.handle(msg).await }
+        })
+        .await;
     }
 
     async fn handle(&self, msg: AdmitMsg) {

@@ -15,6 +15,7 @@
 //! - [`keepalive`]: server pings, one timer per core.
 //! - [`admission`], [`ratelimit`]: per-user limit (owner core per uid), token buckets.
 //! - [`router`]: downstream `Msg` → owning core → session.
+//! - [`mesh`]: receiving from the cross-core channel meshes.
 //! - [`upstream`]: a core's HTTP/2 connection, `ExchangeMsg` stream and unary calls.
 //! - [`codec`], [`sid`]: pure encodings (client frames, session ids).
 //! - [`metrics`]: per-core counters, every loss under a reason.
@@ -33,6 +34,7 @@ pub mod exposition;
 pub mod handshake;
 pub mod keepalive;
 pub mod listener;
+pub mod mesh;
 pub mod metrics;
 pub mod procstat;
 pub mod ratelimit;

@@ -143,23 +143,13 @@ impl Router {
     /// Receives what other cores route to this one.
     pub async fn serve_mesh(
         self: Rc<Self>,
-        mut receivers: glommio::channels::channel_mesh::Receivers<Msg>,
+        receivers: glommio::channels::channel_mesh::Receivers<Msg>,
     ) {
-        let tasks: Vec<_> = receivers
-            .streams()
-            .into_iter()
-            .map(|(_, rx)| {
-                let me = Rc::clone(&self);
-                glommio::spawn_local(async move {
-                    while let Some(msg) = rx.recv().await {
-                        me.deliver(msg);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await;
-        }
+        crate::mesh::receive(receivers, move |msg| {
+            let me = Rc::clone(&self);
+            async move { me.deliver(msg) }
+        })
+        .await;
     }
 }
 

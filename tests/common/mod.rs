@@ -347,3 +347,12 @@ pub async fn nothing_pending(ws: &mut Client, tag: &str) {
         "something else arrived first"
     );
 }
+
+/// Waits (from a plain thread) until the metric `name` reads `value`.
+pub fn wait_for_metric(admin: SocketAddr, name: &str, value: f64) {
+    let until = Instant::now() + DEADLINE;
+    while metric(admin, name) != Some(value) {
+        assert!(Instant::now() < until, "{name} never reached {value}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
