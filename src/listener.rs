@@ -67,7 +67,9 @@ async fn connection(core: Rc<Core>, tcp: TcpStream) {
                 }
             }
         };
-        let Some(session) = upgrade(core, stream, peer).await else {
+        // Boxed: the upgrade's state (read buffer, Connect call, TLS accept)
+        // would otherwise stay in every session's task for its whole life.
+        let Some(session) = Box::pin(upgrade(core, stream, peer)).await else {
             return;
         };
         let end = session.run().await;

@@ -209,7 +209,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
         Arc::clone(&counters),
     ));
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(64 * 1024 + config.max_message_size * 4)
         .max_message_size(Some(config.max_message_size))
