@@ -41,14 +41,9 @@ async fn ten_thousand_connect_disconnect_cycles() {
         Some(0.0)
     );
     assert_eq!(metric(admin, "gateway_messages_lost_total"), Some(0.0));
-    let mut client = biz(api.addr).await;
     for uid in [1000u64, 1250, 1499] {
-        let probe = ws_api::proto::wsapi::BizMsg {
-            uid,
-            ..Default::default()
-        };
         assert_eq!(
-            client.push(probe).await.unwrap().into_inner().success_count,
+            push(api.addr, uid, "probe", "").await,
             0,
             "presence of {uid} left behind"
         );

@@ -5,23 +5,6 @@
 mod common;
 
 use common::*;
-use ws_api::proto::wsapi::BizMsg;
-
-async fn push(api: std::net::SocketAddr, uid: u64, payload: &str) -> i64 {
-    let msg = BizMsg {
-        biz_code: "notice".into(),
-        biz_payload: payload.into(),
-        uid,
-        ..Default::default()
-    };
-    biz(api)
-        .await
-        .push(msg)
-        .await
-        .expect("push")
-        .into_inner()
-        .success_count
-}
 
 #[tokio::test]
 async fn push_reaches_exactly_the_users_sessions() {
@@ -35,7 +18,7 @@ async fn push_reaches_exactly_the_users_sessions() {
     }
     let mut other = connect(gw.addr, "6").await;
 
-    assert_eq!(push(api.addr, 5, "hello").await, 8);
+    assert_eq!(push(api.addr, 5, "notice", "hello").await, 8);
     for ws in &mut mine {
         assert_eq!(
             recv(ws).await.into_text().unwrap().as_str(),
@@ -55,12 +38,12 @@ async fn push_reaches_exactly_the_users_sessions() {
         ws.close(None).await.expect("close");
     }
     eventually("ws-api sees 4 sessions of user 5", || async {
-        push(api.addr, 5, "x").await == 4
+        push(api.addr, 5, "notice", "x").await == 4
     })
     .await;
     drop(mine);
     eventually("ws-api sees no session of user 5", || async {
-        push(api.addr, 5, "x").await == 0
+        push(api.addr, 5, "notice", "x").await == 0
     })
     .await;
 }

@@ -6,22 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ws_api::proto::wsapi::BizMsg;
-
-async fn sessions_of(api: std::net::SocketAddr, uid: u64) -> i64 {
-    let msg = BizMsg {
-        biz_code: "probe".into(),
-        uid,
-        ..Default::default()
-    };
-    biz(api)
-        .await
-        .push(msg)
-        .await
-        .expect("push")
-        .into_inner()
-        .success_count
-}
 
 #[tokio::test]
 async fn sigterm_closes_with_1001_and_disconnects() {
@@ -35,7 +19,7 @@ async fn sigterm_closes_with_1001_and_disconnects() {
     for _ in 0..20 {
         clients.push(connect(gw.addr, "11").await);
     }
-    assert_eq!(sessions_of(api.addr, 11).await, 20);
+    assert_eq!(push(api.addr, 11, "probe", "").await, 20);
     for ws in &mut clients {
         // Drain the probe message so the next frame is the close.
         recv(ws).await;
@@ -52,7 +36,7 @@ async fn sigterm_closes_with_1001_and_disconnects() {
         .expect("exited within the deadline");
     assert!(status.success(), "{status:?}");
     assert_eq!(
-        sessions_of(api.addr, 11).await,
+        push(api.addr, 11, "probe", "").await,
         0,
         "every session sent Disconnect"
     );

@@ -356,3 +356,20 @@ pub fn wait_for_metric(admin: SocketAddr, name: &str, value: f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// ws-api `Push` to `uid`; returns how many sessions ws-api reached.
+pub async fn push(api: SocketAddr, uid: u64, code: &str, payload: &str) -> i64 {
+    let msg = ws_api::proto::wsapi::BizMsg {
+        biz_code: code.into(),
+        biz_payload: payload.into(),
+        uid,
+        ..Default::default()
+    };
+    biz(api)
+        .await
+        .push(msg)
+        .await
+        .expect("push")
+        .into_inner()
+        .success_count
+}
