@@ -23,9 +23,11 @@ run: build-release
 ## test: formatting, lints, then every test (unit, integration, bench smoke)
 test: deps lint build bench-smoke integration
 
-## deps: what the tests need beyond cargo: Python websockets (an independent client)
+## deps: what the tests need beyond cargo: Python websockets (an independent client), redis-server
 deps:
 	@python3 -c 'import websockets' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13'
+	@command -v redis-server >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
 lint:
 	$(CARGO) fmt --all -- --check

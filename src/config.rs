@@ -20,6 +20,8 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::Serialize;
 
+use crate::upstream::targets::well_formed;
+
 /// How client WebSocket messages map to `Protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,14 +68,22 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
-    /// ws-api gRPC address (host:port; an http:// prefix is accepted).
+    /// ws-api nodes, comma-separated host:port (an http:// prefix is
+    /// accepted). Each core streams to every node; a name may resolve to
+    /// several nodes and is re-resolved every --upstream-resolve-interval.
     #[arg(
         long,
         env = "WS_GATEWAY_UPSTREAM",
+        value_delimiter = ',',
         default_value = "127.0.0.1:8081",
         alias = "ws_api_endpoint"
     )]
-    pub upstream: String,
+    pub upstream: Vec<String>,
+
+    /// How often DNS names in --upstream are re-resolved (0: only at start).
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_RESOLVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub upstream_resolve_interval: Duration,
 
     /// Admin listener: /metrics, /healthz, /readyz.
     #[arg(
@@ -318,7 +328,12 @@ impl Config {
 
     /// Checks what clap's types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.upstream_addr()?;
+        if self.upstream.is_empty() {
+            return Err(invalid("upstream", "at least one ws-api address is needed"));
+        }
+        if let Some(bad) = self.upstream.iter().find(|e| !well_formed(e)) {
+            return Err(invalid("upstream", format!("{bad:?} is not host:port")));
+        }
         if self.paths.is_empty() || self.paths.iter().any(|p| !p.starts_with('/')) {
             return Err(invalid("paths", "every path must start with '/'"));
         }
@@ -364,25 +379,6 @@ impl Config {
         }
         self.cpu_list()?;
         Ok(())
-    }
-
-    /// The upstream address, resolved once at start.
-    pub fn upstream_addr(&self) -> Result<SocketAddr, ConfigError> {
-        use std::net::ToSocketAddrs;
-        let host = self
-            .upstream
-            .trim_start_matches("http://")
-            .trim_start_matches("grpc://")
-            .trim_end_matches('/');
-        host.to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                invalid(
-                    "upstream",
-                    format!("cannot resolve {host:?} (want host:port)"),
-                )
-            })
     }
 
     /// CPUs to pin executors to, in order: `--cpus`, else the first `--cores`
@@ -479,7 +475,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.listen.port(), 9);
-        assert_eq!(c.upstream_addr().unwrap().port(), 10);
+        assert_eq!(c.upstream, ["127.0.0.1:10"]);
         c.validate().unwrap();
     }
 
@@ -489,5 +485,9 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "send-queue");
         let c = Config::try_parse_from(["ws-gateway", "--upstream", "nowhere"]).unwrap();
         assert_eq!(c.validate().unwrap_err().key, "upstream");
+        let c = Config::try_parse_from(["ws-gateway", "--upstream", "a:1,b:x"]).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "upstream");
+        let c = Config::try_parse_from(["ws-gateway", "--upstream", "a:1,127.0.0.1:2"]).unwrap();
+        c.validate().unwrap();
     }
 }

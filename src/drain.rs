@@ -1,14 +1,13 @@
 //! Graceful shutdown of one core: refuse new clients, close every session
 //! with 1001 (going away) spread over `--drain-window` so clients do not all
 //! reconnect elsewhere at the same instant, let each session flush what was
-//! queued for it and send `Disconnect`, then end the `ExchangeMsg` stream
-//! once the core's upstream buffer is sent.
+//! queued for it and send `Disconnect`, then end the `ExchangeMsg` streams
+//! once the core's upstream buffers are sent.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use glommio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::sessions::Outbound;
@@ -18,12 +17,7 @@ use crate::shard::Core;
 const TICK: Duration = Duration::from_millis(10);
 
 /// Closes this core's sessions and stream, giving up at `deadline`.
-pub async fn drain(
-    core: Rc<Core>,
-    upstream_task: JoinHandle<()>,
-    window: Duration,
-    deadline: Instant,
-) {
+pub async fn drain(core: Rc<Core>, window: Duration, deadline: Instant) {
     core.draining.set(true);
     let sessions = core.sessions.all();
     let total = sessions.len();
@@ -46,12 +40,17 @@ pub async fn drain(
     while !core.sessions.is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(TICK).await;
     }
-    core.upstream.close();
     let left = deadline.saturating_duration_since(Instant::now());
-    let finished = future::or(async { upstream_task.await.is_some() }, async {
-        glommio::timer::sleep(left).await;
-        false
-    })
+    let finished = future::or(
+        async {
+            core.upstream.close().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(left).await;
+            false
+        },
+    )
     .await;
     if core.sessions.is_empty() && finished {
         info!(core = core.id, "drained");

@@ -85,7 +85,7 @@ impl Collector for GatewayCollector {
             g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
         }
         type Field = fn(&Counters) -> &Counter;
-        let counters: [(&str, &str, Field); 10] = [
+        let counters: [(&str, &str, Field); 11] = [
             (
                 "gateway_upstream_ping_timeouts",
                 "HTTP/2 pings ws-api left unanswered.",
@@ -106,6 +106,11 @@ impl Collector for GatewayCollector {
                 "gateway_upstream_reconnects",
                 "Reconnect attempts to ws-api.",
                 |c| &c.upstream_reconnects,
+            ),
+            (
+                "gateway_upstream_failover_messages",
+                "Buffered client messages moved from a lost ws-api node to a live one.",
+                |c| &c.upstream_failovers,
             ),
             (
                 "gateway_disconnect_failures",
@@ -165,10 +170,18 @@ impl Collector for GatewayCollector {
         labelled(
             e,
             "gateway_upstream_up",
-            "1 while the core's ExchangeMsg stream is up.",
+            "ws-api nodes the core's ExchangeMsg stream is up to.",
             MetricType::Gauge,
             "core",
             per_core(|c| c.upstream_up.get()),
+        )?;
+        labelled(
+            e,
+            "gateway_upstream_nodes",
+            "ws-api nodes the core knows.",
+            MetricType::Gauge,
+            "core",
+            per_core(|c| c.upstream_nodes.get()),
         )?;
         labelled(
             e,

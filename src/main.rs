@@ -20,6 +20,7 @@ use ws_gateway::config::{self, Config, LoadError, LogFormat};
 use ws_gateway::metrics::Counters;
 use ws_gateway::shard::{self, ShardSpec};
 use ws_gateway::tls::Tls;
+use ws_gateway::upstream::targets::Targets;
 
 /// Messages in flight between two cores before the sender sees "full".
 const MESH_CAPACITY: usize = 4096;
@@ -156,7 +157,12 @@ impl Reload {
 fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
     raise_nofile_limit();
     let cpus = config.cpu_list()?;
-    let upstream = config.upstream_addr()?;
+    // A name that does not resolve yet is retried by the resolver thread.
+    let targets = Targets::new(&config.upstream);
+    targets
+        .spawn_refresh(config.upstream_resolve_interval)
+        .context("starting the resolver thread")?;
+    let upstream = config.upstream.join(",");
     if config.listen.port() != 0 {
         // SO_REUSEPORT would let a second gateway silently share the port.
         TcpListener::bind(config.listen)
@@ -186,7 +192,7 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
             cpu,
             config: config.clone(),
             listen,
-            upstream,
+            targets: Arc::clone(&targets),
             epoch_ms,
             mesh: mesh.clone(),
             admission_mesh: admission_mesh.clone(),

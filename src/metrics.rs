@@ -207,9 +207,13 @@ pub struct Counters {
     pub upstream_reconnects: Counter,
     /// HTTP/2 pings ws-api left unanswered (connection torn down).
     pub upstream_ping_timeouts: Counter,
-    /// 1 while this core's `ExchangeMsg` stream is established (a gauge).
+    /// ws-api nodes this core's `ExchangeMsg` stream is established to (a gauge).
     pub upstream_up: Counter,
-    /// Bytes waiting in this core's upstream buffer (a gauge).
+    /// ws-api nodes this core knows (a gauge).
+    pub upstream_nodes: Counter,
+    /// Buffered client messages moved from a lost ws-api node to a live one.
+    pub upstream_failovers: Counter,
+    /// Bytes waiting in this core's upstream buffers (a gauge).
     pub upstream_buffered: Counter,
     pub disconnect_failures: Counter,
     /// Messages waiting in this core's session send queues (a gauge).

@@ -149,7 +149,7 @@ impl Session {
         if self
             .core
             .upstream
-            .enqueue(|buf| prefix.encode_grpc(&protocol, buf))
+            .enqueue(self.uid, |buf| prefix.encode_grpc(&protocol, buf))
             .is_err()
         {
             counters.lose(Loss::UpstreamBufferFull, 1);

@@ -1,5 +1,5 @@
 //! One core: a pinned glommio executor that owns its SO_REUSEPORT listener,
-//! its sessions, its upstream stream and its counters.
+//! its sessions, its upstream streams (one per ws-api node) and its counters.
 //!
 //! Shards are started one after another (see `main.rs`): shard 0 binds the
 //! configured address, the others bind the exact address it got (so port 0
@@ -31,8 +31,10 @@ use crate::router::Router;
 use crate::sessions::Sessions;
 use crate::sid::Instance;
 use crate::tls::Tls;
+use crate::upstream::UpstreamConfig;
 use crate::upstream::grpc::ChannelConfig;
-use crate::upstream::{Upstream, UpstreamConfig};
+use crate::upstream::pool::Upstreams;
+use crate::upstream::targets::Targets;
 use crate::{drain, keepalive, listener};
 
 /// Everything one core owns, shared by its tasks through `Rc`.
@@ -42,7 +44,7 @@ pub struct Core {
     pub instance: Instance,
     pub sessions: Rc<Sessions>,
     pub counters: Arc<Counters>,
-    pub upstream: Rc<Upstream>,
+    pub upstream: Rc<Upstreams>,
     pub router: Rc<Router>,
     pub ws_config: WebSocketConfig,
     /// Set once shutdown began: upgrades in flight are refused.
@@ -67,7 +69,8 @@ pub struct ShardSpec {
     pub cpu: usize,
     pub config: Config,
     pub listen: SocketAddr,
-    pub upstream: SocketAddr,
+    /// The ws-api nodes, shared by every core.
+    pub targets: Arc<Targets>,
     pub epoch_ms: u64,
     pub mesh: FullMesh<Msg>,
     pub admission_mesh: FullMesh<AdmitMsg>,
@@ -159,7 +162,8 @@ async fn run(spec: ShardSpec) {
     glommio::spawn_local(Rc::clone(&core.router).serve_mesh(receivers)).detach();
     glommio::spawn_local(Rc::clone(&core.admission).serve(admit_rx)).detach();
     glommio::spawn_local(keepalive::run(Rc::clone(&core))).detach();
-    let upstream = glommio::spawn_local(Rc::clone(&core.upstream).run(Rc::clone(&core.router)));
+    core.upstream
+        .start(&core.router, spec.config.upstream_resolve_interval);
     info!(
         core = core.id,
         cpu = spec.cpu,
@@ -174,7 +178,7 @@ async fn run(spec: ShardSpec) {
     };
     future::or(listener::serve(Rc::clone(&core), listener), stop).await;
     let deadline = Instant::now() + spec.config.shutdown_timeout;
-    drain::drain(core, upstream.detach(), spec.config.drain_window, deadline).await;
+    drain::drain(core, spec.config.drain_window, deadline).await;
 }
 
 fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
@@ -183,9 +187,8 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
     let instance = Instance::new(&base, spec.epoch_ms);
     let counters = Arc::clone(&spec.counters);
     let sessions = Rc::new(Sessions::default());
-    let upstream = Upstream::new(
+    let upstream = Upstreams::new(
         UpstreamConfig {
-            addr: spec.upstream,
             identity: format!("{base}#{}", spec.id),
             channel: ChannelConfig {
                 connect_timeout: config.rpc_timeout,
@@ -200,6 +203,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),
         },
+        Arc::clone(&spec.targets),
         Arc::clone(&counters),
     );
     let router = Rc::new(Router::new(

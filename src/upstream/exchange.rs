@@ -1,10 +1,13 @@
-//! The life of this core's `ExchangeMsg` stream: dial, open the stream with
-//! the core's identity, pump both directions, and on any failure reconnect
-//! with exponential backoff and full jitter, forever.
+//! The life of this core's `ExchangeMsg` stream to one ws-api node: dial,
+//! open the stream with the core's identity, pump both directions, and on
+//! any failure reconnect with exponential backoff and full jitter, until the
+//! core closes it.
 //!
-//! Messages already buffered survive a reconnect; a batch that was being
-//! written when the stream broke is counted as `upstream_broken` (gRPC
-//! streams have no acknowledgements, so its fate is unknown).
+//! When the stream is lost, the caller's `lost` hook runs (the pool moves
+//! the node's buffer to a live node); what stays buffered survives the
+//! reconnect. A batch that was being written when the stream broke is
+//! counted as `upstream_broken` (gRPC streams have no acknowledgements, so
+//! its fate is unknown).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,28 +29,29 @@ use crate::router::Router;
 const EXCHANGE: &str = "/wsapi.ExchangeService/ExchangeMsg";
 
 impl Upstream {
-    /// Keeps the stream up for as long as the core runs.
-    pub async fn run(self: Rc<Self>, router: Rc<Router>) {
+    /// Keeps the stream up until [`Upstream::close`]; `lost` runs after each failed connection.
+    pub async fn run(self: Rc<Self>, router: Rc<Router>, lost: impl Fn()) {
         let Some(wake) = self.wake_rx.borrow_mut().take() else {
             return;
         };
         let mut delay = self.cfg.reconnect_min;
         loop {
             let err = self.connection(&wake, &router).await;
+            let was_up = self.up.get();
+            self.set_up(false);
+            self.channel.replace(None);
             if self.closing.get() {
-                self.counters.upstream_up.set(0);
-                info!(upstream = %self.cfg.addr, "ws-api stream closed");
+                info!(upstream = %self.addr, "ws-api stream closed");
                 return;
             }
-            let was_up = self.up.replace(false);
-            self.counters.upstream_up.set(0);
-            self.channel.replace(None);
             if was_up {
                 delay = self.cfg.reconnect_min;
-                warn!(upstream = %self.cfg.addr, error = %err, "ws-api stream lost; reconnecting");
+                warn!(upstream = %self.addr, error = %err, "ws-api stream lost; reconnecting");
             } else {
-                debug!(upstream = %self.cfg.addr, error = %err, "ws-api unreachable");
+                debug!(upstream = %self.addr, error = %err, "ws-api unreachable");
             }
+            // Also when it never came up: what waited for it may have a live node now.
+            lost();
             // Full jitter keeps every core of every gateway from reconnecting in step.
             let pause = Duration::from_micros(fastrand::u64(0..=delay.as_micros() as u64));
             glommio::timer::sleep(pause).await;
@@ -58,7 +62,7 @@ impl Upstream {
 
     /// One HTTP/2 connection, from dial to failure.
     async fn connection(&self, wake: &LocalReceiver<()>, router: &Router) -> Status {
-        let (channel, mut conn) = match Channel::connect(self.cfg.addr, &self.cfg.channel).await {
+        let (channel, mut conn) = match Channel::connect(self.addr, &self.cfg.channel).await {
             Ok(c) => c,
             Err(e) => return e,
         };
@@ -115,9 +119,8 @@ impl Upstream {
             Ok(s) => s,
             Err(e) => return e,
         };
-        self.up.set(true);
-        self.counters.upstream_up.set(1);
-        info!(upstream = %self.cfg.addr, identity = %self.cfg.identity, "ws-api stream up");
+        self.set_up(true);
+        info!(upstream = %self.addr, identity = %self.cfg.identity, "ws-api stream up");
         future::or(self.write(send, wake), read(&mut inbound, router)).await
     }
 

@@ -1,5 +1,7 @@
-//! This core's link to ws-api: one HTTP/2 connection carrying the core's
-//! `ExchangeMsg` stream and the unary calls of its sessions.
+//! This core's links to ws-api: per node, one HTTP/2 connection carrying
+//! the core's `ExchangeMsg` stream and the unary calls of its sessions
+//! ([`Upstream`]); [`pool`] picks the node for each user, [`targets`] says
+//! which nodes exist.
 //!
 //! Sessions never await the stream: they append framed messages to
 //! [`Upstream::enqueue`]'s buffer, bounded in bytes, and go on. The writer in
@@ -10,6 +12,8 @@
 
 pub mod exchange;
 pub mod grpc;
+pub mod pool;
+pub mod targets;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -31,10 +35,9 @@ const CONNECT: &str = "/wsapi.ExchangeService/Connect";
 const DISCONNECT: &str = "/wsapi.ExchangeService/Disconnect";
 const KEEP_ALIVE: &str = "/wsapi.ExchangeService/KeepAlive";
 
-/// How one core reaches ws-api.
+/// How one core reaches each ws-api node.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    pub addr: SocketAddr,
     /// This core's identity: `x-gateway-ip` and `Msg.server`.
     pub identity: String,
     pub channel: ChannelConfig,
@@ -51,9 +54,12 @@ pub struct UpstreamConfig {
 #[error("upstream buffer full")]
 pub struct BufferFull;
 
-/// One core's upstream.
+/// One core's link to one ws-api node.
 pub struct Upstream {
-    cfg: UpstreamConfig,
+    addr: SocketAddr,
+    /// The node's rendezvous-hashing seed (a hash of its address).
+    seed: u64,
+    cfg: Rc<UpstreamConfig>,
     counters: Arc<Counters>,
     channel: RefCell<Option<Channel>>,
     up: Cell<bool>,
@@ -66,9 +72,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: UpstreamConfig, counters: Arc<Counters>) -> Rc<Upstream> {
+    pub fn new(addr: SocketAddr, cfg: Rc<UpstreamConfig>, counters: Arc<Counters>) -> Rc<Upstream> {
         let (wake, wake_rx) = local_channel::new_bounded(1);
         Rc::new(Upstream {
+            addr,
+            seed: pool::fnv1a(addr.to_string().as_bytes()),
             cfg,
             counters,
             channel: RefCell::new(None),
@@ -81,13 +89,18 @@ impl Upstream {
         })
     }
 
-    pub fn identity(&self) -> &str {
-        &self.cfg.identity
-    }
-
     /// Whether the `ExchangeMsg` stream is established.
     pub fn is_up(&self) -> bool {
         self.up.get()
+    }
+
+    /// Records the stream's state in the core's live-node gauge.
+    fn set_up(&self, up: bool) {
+        match (self.up.replace(up), up) {
+            (false, true) => self.counters.upstream_up.inc(),
+            (true, false) => self.counters.upstream_up.sub(1),
+            _ => {}
+        }
     }
 
     /// Ends the stream once the buffer is sent; the core is shutting down.
@@ -102,21 +115,34 @@ impl Upstream {
         if buf.len() >= self.cfg.buffer_limit {
             return Err(BufferFull);
         }
-        let was_empty = buf.is_empty();
+        let before = buf.len();
         frame(&mut buf);
-        self.counters.upstream_buffered.set(buf.len() as u64);
-        self.buffered_msgs.set(self.buffered_msgs.get() + 1);
-        if was_empty {
+        self.buffered(before, buf.len(), 1);
+        Ok(())
+    }
+
+    /// Appends messages another node had buffered (failover), past the bound:
+    /// they were admitted once already.
+    fn append(&self, bytes: &[u8], msgs: u64) {
+        let mut buf = self.buffer.borrow_mut();
+        let before = buf.len();
+        buf.extend_from_slice(bytes);
+        self.buffered(before, buf.len(), msgs);
+    }
+
+    fn buffered(&self, before: usize, after: usize, msgs: u64) {
+        self.counters.upstream_buffered.add((after - before) as u64);
+        self.buffered_msgs.set(self.buffered_msgs.get() + msgs);
+        if before == 0 {
             // A full wake channel already holds a pending wake-up.
             let _ = self.wake.try_send(());
         }
-        Ok(())
     }
 
     /// Takes everything buffered: the bytes and how many messages they hold.
     fn take_buffer(&self) -> (Bytes, u64) {
         let bytes = self.buffer.borrow_mut().split().freeze();
-        self.counters.upstream_buffered.set(0);
+        self.counters.upstream_buffered.sub(bytes.len() as u64);
         (bytes, self.buffered_msgs.replace(0))
     }
 

@@ -194,13 +194,13 @@ pub fn ws_api(listen: &str, handler: &str) -> Proc {
 
 /// Starts `ws-gateway` on an ephemeral port with `cores` cores.
 pub fn gateway(upstream: SocketAddr, cores: usize, extra: &[&str]) -> Proc {
+    gateway_to(&upstream.to_string(), cores, extra)
+}
+
+/// Starts `ws-gateway` with `--upstream upstreams` (several nodes, comma-separated).
+pub fn gateway_to(upstreams: &str, cores: usize, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws-gateway"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream.to_string(),
-    ])
+    cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstreams])
     .args(["--cores", &cores.min(online_cpus()).to_string()])
     .args(["--reconnect-max", "200ms", "--admin-listen", "127.0.0.1:0"])
     .args(extra)
