@@ -201,10 +201,10 @@ pub fn gateway(upstream: SocketAddr, cores: usize, extra: &[&str]) -> Proc {
 pub fn gateway_to(upstreams: &str, cores: usize, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws-gateway"));
     cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstreams])
-    .args(["--cores", &cores.min(online_cpus()).to_string()])
-    .args(["--reconnect-max", "200ms", "--admin-listen", "127.0.0.1:0"])
-    .args(extra)
-    .env("WS_GATEWAY_LOG", "warn");
+        .args(["--cores", &cores.min(online_cpus()).to_string()])
+        .args(["--reconnect-max", "200ms", "--admin-listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("WS_GATEWAY_LOG", "warn");
     spawn_and_wait(cmd, "ws-gateway listening on ")
 }
 
