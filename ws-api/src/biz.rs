@@ -4,12 +4,15 @@
 //! them (`server`); group pushes and broadcasts go once down every stream
 //! and each gateway core fans out to its own sessions. Counts in replies are
 //! what this node knows: sessions it has presence for, and streams it holds.
+//! With Redis presence (`--redis`) every node sees every session, and a
+//! session counts as reached only if this node holds the stream of the
+//! gateway core that owns it (every core keeps a stream to every node).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::presence::SessionKey;
+use crate::presence::{SessionKey, unavailable};
 use crate::proto::wsapi::biz_msg_service_server::BizMsgService;
 use crate::proto::wsapi::control::Op;
 use crate::proto::wsapi::{
@@ -75,8 +78,15 @@ impl Biz {
         if req.group.is_empty() {
             return Err(Status::invalid_argument("empty group"));
         }
+        let op_name = if join { "JoinGroup" } else { "LeaveGroup" };
+        let keys = self
+            .0
+            .presence
+            .sessions(req.uid)
+            .await
+            .map_err(|e| unavailable(op_name, &e))?;
         let mut sessions = 0;
-        for key in self.0.presence.sessions(req.uid) {
+        for key in keys {
             let op = if join {
                 Op::Join(Join {
                     group: req.group.clone(),
@@ -87,7 +97,11 @@ impl Biz {
                 })
             };
             if self.to_session(&key, None, Some(op)).await {
-                self.0.presence.set_member(&req.group, &key, join);
+                self.0
+                    .presence
+                    .set_member(&req.group, &key, join)
+                    .await
+                    .map_err(|e| unavailable(op_name, &e))?;
                 sessions += 1;
             }
         }
@@ -100,8 +114,14 @@ impl BizMsgService for Biz {
     async fn push(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
         let biz = req.into_inner();
         let payload = protocol(biz.biz_code, biz.biz_payload);
+        let keys = self
+            .0
+            .presence
+            .sessions(biz.uid)
+            .await
+            .map_err(|e| unavailable("Push", &e))?;
         let mut reached = 0;
-        for key in self.0.presence.sessions(biz.uid) {
+        for key in keys {
             reached += i64::from(self.to_session(&key, Some(payload.clone()), None).await);
         }
         Ok(Response::new(PushBizMsgReply {
@@ -112,7 +132,11 @@ impl BizMsgService for Biz {
     async fn kick(&self, req: Request<KickRequest>) -> Result<Response<KickReply>, Status> {
         let req = req.into_inner();
         let targets = if req.sid.is_empty() {
-            self.0.presence.sessions(req.uid)
+            self.0
+                .presence
+                .sessions(req.uid)
+                .await
+                .map_err(|e| unavailable("Kick", &e))?
         } else {
             vec![SessionKey {
                 server: req.server,
@@ -150,7 +174,12 @@ impl BizMsgService for Biz {
         if msg.group.is_empty() {
             return Err(Status::invalid_argument("empty group"));
         }
-        let members = self.0.presence.group_size(&msg.group);
+        let members = self
+            .0
+            .presence
+            .group_size(&msg.group)
+            .await
+            .map_err(|e| unavailable("PushGroup", &e))?;
         self.to_every_core("", &msg.group, protocol(msg.biz_code, msg.biz_payload))
             .await;
         Ok(Response::new(PushBizMsgReply {
@@ -160,7 +189,12 @@ impl BizMsgService for Biz {
 
     async fn broadcast(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
         let biz = req.into_inner();
-        let online = self.0.presence.online();
+        let online = self
+            .0
+            .presence
+            .online()
+            .await
+            .map_err(|e| unavailable("Broadcast", &e))?;
         self.to_every_core("*", "", protocol(biz.biz_code, biz.biz_payload))
             .await;
         Ok(Response::new(PushBizMsgReply {

@@ -6,14 +6,17 @@
 //!
 //! # Layout
 //!
-//! - [`presence`]: who is online: uid → sessions, (server, sid) → uid.
+//! - [`presence`]: who is online: uid → sessions, (server, sid) → uid;
+//!   in memory, or in Redis shared by several ws-api nodes (`--redis`).
 //! - [`streams`]: the open `ExchangeMsg` streams, by gateway core identity.
 //! - [`service`]: `ExchangeService` on top of both.
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
-//! - [`Handler`]: what happens to each upstream message (echo, log, discard).
+//! - [`Handler`]: what happens to each upstream message (echo, log,
+//!   discard, or [`redis_stream`]: XADD to a Redis Stream per type).
 
 pub mod biz;
 pub mod presence;
+pub mod redis_stream;
 pub mod service;
 pub mod streams;
 
@@ -36,4 +39,6 @@ pub enum Handler {
     Log,
     /// Count it and drop it (for one-way benchmarks).
     Discard,
+    /// Append it to the Redis Stream named by its type (needs `--redis`).
+    RedisStream,
 }

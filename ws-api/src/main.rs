@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -10,6 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use ws_api::Handler;
 use ws_api::biz::Biz;
+use ws_api::presence::{Presence, RedisPresence, sweeper};
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
 use ws_api::service::{Backend, Exchange};
@@ -35,10 +37,32 @@ struct Args {
     /// Runtime worker threads (default: one per CPU).
     #[arg(long, env = "WS_API_THREADS")]
     threads: Option<usize>,
+    /// Keep presence in Redis (`redis://host:port[/db]`), shared by every
+    /// ws-api node, instead of in memory.
+    #[arg(long, env = "WS_API_REDIS")]
+    redis: Option<String>,
+    /// Expiry of a user's presence key, refreshed on Connect and KeepAlive.
+    #[arg(long, env = "WS_API_PRESENCE_TTL", default_value = "60m", value_parser = humantime::parse_duration)]
+    presence_ttl: Duration,
+    /// A gateway core whose stream no node has held for this long has its
+    /// presence purged (within about twice this).
+    #[arg(long, env = "WS_API_SERVER_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    server_ttl: Duration,
+    /// `MAXLEN ~` of each Redis Stream written by `--handler redis-stream`.
+    #[arg(long, env = "WS_API_STREAM_MAXLEN", default_value_t = 100_000)]
+    stream_maxlen: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.handler == Handler::RedisStream && args.redis.is_none() {
+        eprintln!("ws-api: --handler redis-stream needs --redis redis://host:port");
+        std::process::exit(2);
+    }
+    if args.server_ttl < Duration::from_millis(100) {
+        eprintln!("ws-api: --server-ttl must be at least 100ms");
+        std::process::exit(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WS_API_LOG")
@@ -58,8 +82,25 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let backend = Backend::new(args.handler);
-    println!("ws-api listening on {addr} (handler {:?})", args.handler);
+    let presence = match &args.redis {
+        None => Presence::default(),
+        Some(url) => Presence::Redis(
+            RedisPresence::connect_to(url, args.presence_ttl, args.server_ttl)
+                .await
+                .with_context(|| format!("cannot reach redis at {url}"))?,
+        ),
+    };
+    let backend = Backend::with_presence(args.handler, presence, args.stream_maxlen);
+    sweeper::spawn(backend.clone());
+    let store = if args.redis.is_some() {
+        "redis"
+    } else {
+        "memory"
+    };
+    println!(
+        "ws-api listening on {addr} (handler {:?}, presence {store})",
+        args.handler
+    );
     std::io::stdout().flush()?;
     Server::builder()
         .initial_stream_window_size(1 << 20)

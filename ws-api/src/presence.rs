@@ -1,10 +1,25 @@
-//! In-memory presence: which sessions each user has, and which user each
-//! session belongs to. One lock per map is plenty for a reference backend.
+//! Presence: which sessions each user has, which user each session belongs
+//! to, and group membership. Two backends behind one async API:
+//!
+//! - [`Memory`]: the embedded store (default): one node, nothing shared.
+//! - [`RedisPresence`] (`--redis`): shared by every ws-api node, so any node
+//!   can push to any session; [`sweeper`] keeps it free of dead gateway cores.
+//!
+//! Only the Redis backend can fail; its errors reach RPCs as
+//! `Status::unavailable` through [`unavailable`].
 
-use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+pub mod memory;
+pub mod redis_store;
+pub mod sweeper;
 
-use parking_lot::Mutex;
+use tonic::Status;
+use tracing::warn;
+
+pub use memory::Memory;
+pub use redis_store::RedisPresence;
+
+/// What a presence operation can fail with (only the Redis backend fails).
+pub type PresenceError = redis::RedisError;
 
 /// A session as ws-api knows it: the gateway core's identity and the sid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -13,84 +28,128 @@ pub struct SessionKey {
     pub sid: String,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    by_uid: HashMap<u64, HashSet<SessionKey>>,
-    by_session: HashMap<SessionKey, (u64, Instant)>,
-    groups: HashMap<String, HashSet<SessionKey>>,
+impl SessionKey {
+    /// `<server> <sid>`: the field / member naming a session in Redis.
+    pub fn field(&self) -> String {
+        format!("{} {}", self.server, self.sid)
+    }
+
+    /// Parses [`SessionKey::field`] back. The sid is what follows the last
+    /// space (sids never contain one; a server identity might).
+    pub fn parse_field(field: &str) -> Option<SessionKey> {
+        let (server, sid) = field.rsplit_once(' ')?;
+        (!server.is_empty() && !sid.is_empty()).then(|| SessionKey {
+            server: server.to_owned(),
+            sid: sid.to_owned(),
+        })
+    }
 }
 
-/// The presence store.
-#[derive(Debug, Default)]
-pub struct Presence {
-    inner: Mutex<Inner>,
+/// Parses a `ws:server:<server>` member, `<uid> <sid>`.
+pub fn parse_member(member: &str) -> Option<(u64, &str)> {
+    let (uid, sid) = member.split_once(' ')?;
+    let uid = uid.parse().ok()?;
+    (!sid.is_empty() && !sid.contains(' ')).then_some((uid, sid))
+}
+
+/// The presence store, one of two backends.
+#[derive(Debug)]
+pub enum Presence {
+    Memory(Memory),
+    Redis(RedisPresence),
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence::Memory(Memory::default())
+    }
 }
 
 impl Presence {
-    pub fn connect(&self, uid: u64, key: SessionKey) {
-        let mut inner = self.inner.lock();
-        inner.by_uid.entry(uid).or_default().insert(key.clone());
-        inner.by_session.insert(key, (uid, Instant::now()));
-    }
-
-    pub fn disconnect(&self, key: &SessionKey) {
-        let mut inner = self.inner.lock();
-        let Some((uid, _)) = inner.by_session.remove(key) else {
-            return;
-        };
-        inner.groups.retain(|_, members| {
-            members.remove(key);
-            !members.is_empty()
-        });
-        if let Some(set) = inner.by_uid.get_mut(&uid) {
-            set.remove(key);
-            if set.is_empty() {
-                inner.by_uid.remove(&uid);
+    pub async fn connect(&self, uid: u64, key: SessionKey) -> Result<(), PresenceError> {
+        match self {
+            Presence::Memory(m) => {
+                m.connect(uid, key);
+                Ok(())
             }
+            Presence::Redis(r) => r.connect(uid, &key).await,
         }
     }
 
-    pub fn keep_alive(&self, key: &SessionKey) {
-        if let Some(entry) = self.inner.lock().by_session.get_mut(key) {
-            entry.1 = Instant::now();
+    /// Forgets a session; `uid_hint` is the uid the gateway quotes, used when
+    /// the store no longer knows the session's uid.
+    pub async fn disconnect(&self, key: &SessionKey, uid_hint: u64) -> Result<(), PresenceError> {
+        match self {
+            Presence::Memory(m) => {
+                m.disconnect(key);
+                Ok(())
+            }
+            Presence::Redis(r) => r.disconnect(key, uid_hint).await,
+        }
+    }
+
+    pub async fn keep_alive(&self, key: &SessionKey) -> Result<(), PresenceError> {
+        match self {
+            Presence::Memory(m) => {
+                m.keep_alive(key);
+                Ok(())
+            }
+            Presence::Redis(r) => r.keep_alive(key).await,
         }
     }
 
     /// Records `key` as a member of `group` (or not); returns whether it changed.
-    pub fn set_member(&self, group: &str, key: &SessionKey, member: bool) -> bool {
-        let mut inner = self.inner.lock();
-        if member {
-            inner
-                .groups
-                .entry(group.to_owned())
-                .or_default()
-                .insert(key.clone())
-        } else {
-            let changed = inner.groups.get_mut(group).is_some_and(|m| m.remove(key));
-            inner.groups.retain(|_, m| !m.is_empty());
-            changed
+    pub async fn set_member(
+        &self,
+        group: &str,
+        key: &SessionKey,
+        member: bool,
+    ) -> Result<bool, PresenceError> {
+        match self {
+            Presence::Memory(m) => Ok(m.set_member(group, key, member)),
+            Presence::Redis(r) => r.set_member(group, key, member).await,
         }
     }
 
-    /// How many sessions are in `group`, as far as this node knows.
-    pub fn group_size(&self, group: &str) -> usize {
-        self.inner.lock().groups.get(group).map_or(0, HashSet::len)
+    /// How many sessions are in `group`.
+    pub async fn group_size(&self, group: &str) -> Result<usize, PresenceError> {
+        match self {
+            Presence::Memory(m) => Ok(m.group_size(group)),
+            Presence::Redis(r) => r.group_size(group).await,
+        }
     }
 
     /// How many sessions are online.
-    pub fn online(&self) -> usize {
-        self.inner.lock().by_session.len()
+    pub async fn online(&self) -> Result<usize, PresenceError> {
+        match self {
+            Presence::Memory(m) => Ok(m.online()),
+            Presence::Redis(r) => r.online().await,
+        }
     }
 
     /// Every live session of `uid`.
-    pub fn sessions(&self, uid: u64) -> Vec<SessionKey> {
-        self.inner
-            .lock()
-            .by_uid
-            .get(&uid)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+    pub async fn sessions(&self, uid: u64) -> Result<Vec<SessionKey>, PresenceError> {
+        match self {
+            Presence::Memory(m) => Ok(m.sessions(uid)),
+            Presence::Redis(r) => r.sessions(uid).await,
+        }
     }
+
+    /// The uid of a live session, if the store knows it.
+    pub async fn uid_of(&self, key: &SessionKey) -> Result<Option<u64>, PresenceError> {
+        match self {
+            Presence::Memory(m) => Ok(m.uid_of(key)),
+            Presence::Redis(r) => r.uid_of(key).await,
+        }
+    }
+}
+
+/// Maps a presence failure in RPC `op` to UNAVAILABLE, logging it at warn.
+pub fn unavailable(op: &str, err: &PresenceError) -> Status {
+    warn!(op, error = %err, "presence store failed");
+    Status::unavailable(format!(
+        "presence store (redis) unavailable during {op}: {err}"
+    ))
 }
 
 /// The uid a token stands for: a decimal token is the uid itself, any other
@@ -122,18 +181,32 @@ mod tests {
     }
 
     #[test]
-    fn presence_tracks_sessions() {
-        let p = Presence::default();
-        let k = |sid: &str| SessionKey {
-            server: "gw#0".into(),
-            sid: sid.into(),
+    fn session_fields_round_trip() {
+        let k = SessionKey {
+            server: "127.0.0.1:8080#1".into(),
+            sid: "9f3a-1-42".into(),
         };
-        p.connect(7, k("a"));
-        p.connect(7, k("b"));
-        assert_eq!(p.sessions(7).len(), 2);
-        p.disconnect(&k("a"));
-        assert_eq!(p.sessions(7), vec![k("b")]);
-        p.disconnect(&k("b"));
-        assert!(p.sessions(7).is_empty());
+        assert_eq!(k.field(), "127.0.0.1:8080#1 9f3a-1-42");
+        assert_eq!(SessionKey::parse_field(&k.field()), Some(k));
+        let odd = SessionKey::parse_field("gw with space s1");
+        assert_eq!(
+            odd.map(|k| (k.server, k.sid)),
+            Some(("gw with space".into(), "s1".into()))
+        );
+        for bad in ["", "nospace", " sid", "server ", " "] {
+            assert_eq!(SessionKey::parse_field(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_members_parse() {
+        assert_eq!(parse_member("42 abc-0-1"), Some((42, "abc-0-1")));
+        assert_eq!(
+            parse_member("18446744073709551615 s"),
+            Some((u64::MAX, "s"))
+        );
+        for bad in ["", "42", "x s", "42 ", "-1 s", "42 a b"] {
+            assert_eq!(parse_member(bad), None, "{bad:?}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! `ExchangeService` and `BizMsgService` over the presence store and the
-//! stream registry.
+//! `ExchangeService` over the presence store and the stream registry, and
+//! [`Backend`], the state both services share.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -7,15 +7,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::Handler;
-use crate::presence::{Presence, SessionKey, uid_for_token};
+use crate::presence::{Presence, SessionKey, uid_for_token, unavailable};
 use crate::proto::wsapi::exchange_service_server::ExchangeService;
 use crate::proto::wsapi::{
     ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
     KeepAliveRequest, Msg,
 };
+use crate::redis_stream::Appender;
 use crate::streams::{STREAM_QUEUE, Stats, Streams};
 
 /// State shared by both services.
@@ -25,29 +26,55 @@ pub struct Backend {
     pub streams: Streams,
     pub stats: Stats,
     pub handler: Handler,
+    /// `MAXLEN ~` of the `redis-stream` handler's streams.
+    pub stream_maxlen: usize,
 }
 
 impl Backend {
+    /// A backend with in-memory presence.
     pub fn new(handler: Handler) -> Arc<Backend> {
+        Backend::with_presence(handler, Presence::default(), 0)
+    }
+
+    pub fn with_presence(
+        handler: Handler,
+        presence: Presence,
+        stream_maxlen: usize,
+    ) -> Arc<Backend> {
         Arc::new(Backend {
-            presence: Presence::default(),
+            presence,
             streams: Streams::default(),
             stats: Stats::default(),
             handler,
+            stream_maxlen,
         })
     }
 
-    /// Reads one gateway core's stream until it ends.
+    /// Registers a stream under `server` and, with Redis presence, marks
+    /// that gateway core alive at once (the sweeper must not purge sessions
+    /// it connects before the next refresh).
+    async fn register(&self, server: &str, tx: &mpsc::Sender<Result<Msg, Status>>) -> u64 {
+        let id = self.streams.register(server, tx.clone());
+        if let Presence::Redis(redis) = &self.presence
+            && let Err(err) = redis.mark_alive(&[server.to_owned()]).await
+        {
+            warn!(%server, error = %err, "cannot mark gateway core alive in redis");
+        }
+        id
+    }
+
+    /// Reads one gateway core's stream until it ends. `registered` is the
+    /// identity it was registered under from its metadata, if any.
     async fn pump(
         self: Arc<Self>,
-        identity: Option<String>,
+        mut registered: Option<(String, u64)>,
         mut inbound: Streaming<Msg>,
         tx: mpsc::Sender<Result<Msg, Status>>,
     ) {
-        let mut registered = identity.map(|s| {
-            let id = self.streams.register(&s, tx.clone());
-            (s, id)
-        });
+        let appender = match self.handler {
+            Handler::RedisStream => Appender::spawn(&self),
+            _ => None,
+        };
         loop {
             let msg = match inbound.message().await {
                 Ok(Some(msg)) => msg,
@@ -58,7 +85,7 @@ impl Backend {
                 }
             };
             if registered.is_none() && !msg.server.is_empty() {
-                let id = self.streams.register(&msg.server, tx.clone());
+                let id = self.register(&msg.server, &tx).await;
                 registered = Some((msg.server.clone(), id));
             }
             self.stats.upstream.fetch_add(1, Relaxed);
@@ -78,6 +105,12 @@ impl Backend {
                     info!(server = %msg.server, sid = %msg.sid, r#type = ty, len, "upstream message");
                 }
                 Handler::Discard => {}
+                Handler::RedisStream => {
+                    let Some(appender) = &appender else { break };
+                    if !appender.append(msg).await {
+                        break;
+                    }
+                }
             }
         }
         if let Some((server, id)) = registered {
@@ -109,7 +142,14 @@ impl ExchangeService for Exchange {
             "exchange stream opened"
         );
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(Arc::clone(&self.0).pump(identity, req.into_inner(), tx));
+        // Registered before the response headers go out: once the gateway
+        // sees them, pushes through this node reach it.
+        let mut registered = None;
+        if let Some(server) = identity {
+            let id = self.0.register(&server, &tx).await;
+            registered = Some((server, id));
+        }
+        tokio::spawn(Arc::clone(&self.0).pump(registered, req.into_inner(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -126,13 +166,15 @@ impl ExchangeService for Exchange {
         }
         let uid = uid_for_token(&req.token);
         debug!(server = %req.server, sid = %req.sid, uid, "connect");
-        self.0.presence.connect(
-            uid,
-            SessionKey {
-                server: req.server,
-                sid: req.sid,
-            },
-        );
+        let key = SessionKey {
+            server: req.server,
+            sid: req.sid,
+        };
+        self.0
+            .presence
+            .connect(uid, key)
+            .await
+            .map_err(|e| unavailable("Connect", &e))?;
         Ok(Response::new(ConnectReply { uid }))
     }
 
@@ -142,10 +184,15 @@ impl ExchangeService for Exchange {
     ) -> Result<Response<DisconnectReply>, Status> {
         let req = req.into_inner();
         debug!(server = %req.server, sid = %req.sid, uid = req.uid, "disconnect");
-        self.0.presence.disconnect(&SessionKey {
+        let key = SessionKey {
             server: req.server,
             sid: req.sid,
-        });
+        };
+        self.0
+            .presence
+            .disconnect(&key, req.uid)
+            .await
+            .map_err(|e| unavailable("Disconnect", &e))?;
         Ok(Response::new(DisconnectReply {}))
     }
 
@@ -154,10 +201,15 @@ impl ExchangeService for Exchange {
         req: Request<KeepAliveRequest>,
     ) -> Result<Response<KeepAliveReply>, Status> {
         let req = req.into_inner();
-        self.0.presence.keep_alive(&SessionKey {
+        let key = SessionKey {
             server: req.server,
             sid: req.sid,
-        });
+        };
+        self.0
+            .presence
+            .keep_alive(&key)
+            .await
+            .map_err(|e| unavailable("KeepAlive", &e))?;
         Ok(Response::new(KeepAliveReply {}))
     }
 }

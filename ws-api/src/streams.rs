@@ -66,4 +66,10 @@ impl Streams {
 pub struct Stats {
     pub upstream: AtomicU64,
     pub downstream: AtomicU64,
+    /// Messages the `redis-stream` handler appended.
+    pub xadd: AtomicU64,
+    /// Messages the `redis-stream` handler failed to append.
+    pub xadd_errors: AtomicU64,
+    /// Messages appended with uid 0 because presence did not know the session.
+    pub unknown_uid: AtomicU64,
 }

@@ -1,0 +1,113 @@
+//! The embedded presence store: every map in this process, behind one
+//! parking_lot lock. The default, and what one ws-api node needs; nothing in
+//! it outlives the process or is shared with other nodes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::SessionKey;
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_uid: HashMap<u64, HashSet<SessionKey>>,
+    by_session: HashMap<SessionKey, (u64, Instant)>,
+    groups: HashMap<String, HashSet<SessionKey>>,
+}
+
+/// In-memory presence.
+#[derive(Debug, Default)]
+pub struct Memory {
+    inner: Mutex<Inner>,
+}
+
+impl Memory {
+    pub fn connect(&self, uid: u64, key: SessionKey) {
+        let mut inner = self.inner.lock();
+        inner.by_uid.entry(uid).or_default().insert(key.clone());
+        inner.by_session.insert(key, (uid, Instant::now()));
+    }
+
+    pub fn disconnect(&self, key: &SessionKey) {
+        let mut inner = self.inner.lock();
+        let Some((uid, _)) = inner.by_session.remove(key) else {
+            return;
+        };
+        inner.groups.retain(|_, members| {
+            members.remove(key);
+            !members.is_empty()
+        });
+        if let Some(set) = inner.by_uid.get_mut(&uid) {
+            set.remove(key);
+            if set.is_empty() {
+                inner.by_uid.remove(&uid);
+            }
+        }
+    }
+
+    pub fn keep_alive(&self, key: &SessionKey) {
+        if let Some(entry) = self.inner.lock().by_session.get_mut(key) {
+            entry.1 = Instant::now();
+        }
+    }
+
+    pub fn set_member(&self, group: &str, key: &SessionKey, member: bool) -> bool {
+        let mut inner = self.inner.lock();
+        if member {
+            inner
+                .groups
+                .entry(group.to_owned())
+                .or_default()
+                .insert(key.clone())
+        } else {
+            let changed = inner.groups.get_mut(group).is_some_and(|m| m.remove(key));
+            inner.groups.retain(|_, m| !m.is_empty());
+            changed
+        }
+    }
+
+    pub fn group_size(&self, group: &str) -> usize {
+        self.inner.lock().groups.get(group).map_or(0, HashSet::len)
+    }
+
+    pub fn online(&self) -> usize {
+        self.inner.lock().by_session.len()
+    }
+
+    pub fn sessions(&self, uid: u64) -> Vec<SessionKey> {
+        self.inner
+            .lock()
+            .by_uid
+            .get(&uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn uid_of(&self, key: &SessionKey) -> Option<u64> {
+        self.inner.lock().by_session.get(key).map(|(uid, _)| *uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_tracks_sessions() {
+        let p = Memory::default();
+        let k = |sid: &str| SessionKey {
+            server: "gw#0".into(),
+            sid: sid.into(),
+        };
+        p.connect(7, k("a"));
+        p.connect(7, k("b"));
+        assert_eq!(p.sessions(7).len(), 2);
+        assert_eq!(p.uid_of(&k("a")), Some(7));
+        p.disconnect(&k("a"));
+        assert_eq!(p.sessions(7), vec![k("b")]);
+        assert_eq!(p.uid_of(&k("a")), None);
+        p.disconnect(&k("b"));
+        assert!(p.sessions(7).is_empty());
+    }
+}

@@ -1,0 +1,148 @@
+//! `--handler redis-stream`: appends every upstream message to a Redis
+//! Stream named by its Protocol type, as the Go original did:
+//!
+//! `XADD <type> MAXLEN ~ <--stream-maxlen> * server <server> sid <sid> uid <uid> payload <bytes>`
+//!
+//! A message with no payload or an empty type goes to the stream
+//! [`DEFAULT_STREAM`] (`default`). The uid comes from presence
+//! ([`Presence::uid_of`], cached in process); 0 when unknown, counted in
+//! `Stats::unknown_uid`.
+//!
+//! Each `ExchangeMsg` stream gets one appender task fed through a bounded
+//! queue; the task takes whatever has queued up (up to [`BATCH`]) and sends
+//! it as one pipeline, so a busy stream costs one round trip per batch, and
+//! a slow Redis slows that gateway core's stream instead of growing memory.
+//! A failed pipeline counts all its messages in `Stats::xadd_errors`; the
+//! first failure and every 1000th after it are logged at warn.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::presence::{Presence, SessionKey};
+use crate::proto::wsapi::Msg;
+use crate::service::Backend;
+
+/// The stream of messages with an empty type.
+pub const DEFAULT_STREAM: &str = "default";
+/// Most messages in one pipeline.
+pub const BATCH: usize = 512;
+/// Messages queued per gateway core stream before the reader waits.
+const QUEUE: usize = 8 * 1024;
+
+/// Feeds one gateway core stream's messages to its appender task.
+#[derive(Debug)]
+pub struct Appender {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Appender {
+    /// Starts an appender; `None` unless presence is in Redis.
+    pub fn spawn(backend: &Arc<Backend>) -> Option<Appender> {
+        if !matches!(backend.presence, Presence::Redis(_)) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(Arc::clone(backend), rx));
+        Some(Appender { tx })
+    }
+
+    /// Queues `msg`; false if the appender is gone.
+    pub async fn append(&self, msg: Msg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+}
+
+/// The stream a message goes to.
+pub fn stream_name(msg: &Msg) -> &str {
+    match msg.payload.as_ref().map(|p| p.r#type.as_str()) {
+        Some(ty) if !ty.is_empty() => ty,
+        _ => DEFAULT_STREAM,
+    }
+}
+
+fn failed(backend: &Backend, n: usize, err: &redis::RedisError) {
+    let before = backend.stats.xadd_errors.fetch_add(n as u64, Relaxed);
+    if before == 0 || before / 1000 != (before + n as u64) / 1000 {
+        warn!(error = %err, errors = before + n as u64, "redis-stream append failed");
+    }
+}
+
+async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
+    let Presence::Redis(redis) = &backend.presence else {
+        return;
+    };
+    let mut conn = redis.conn();
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for msg in batch.drain(..) {
+            let key = SessionKey {
+                server: msg.server,
+                sid: msg.sid,
+            };
+            let uid = match redis.uid_of(&key).await {
+                Ok(Some(uid)) => uid,
+                Ok(None) => {
+                    backend.stats.unknown_uid.fetch_add(1, Relaxed);
+                    0
+                }
+                Err(err) => {
+                    failed(&backend, 0, &err);
+                    backend.stats.unknown_uid.fetch_add(1, Relaxed);
+                    0
+                }
+            };
+            let msg = Msg {
+                server: key.server,
+                sid: key.sid,
+                ..msg
+            };
+            let payload = msg.payload.as_ref().map_or(&[][..], |p| &p.payload[..]);
+            pipe.cmd("XADD")
+                .arg(stream_name(&msg))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(backend.stream_maxlen)
+                .arg("*")
+                .arg("server")
+                .arg(&msg.server)
+                .arg("sid")
+                .arg(&msg.sid)
+                .arg("uid")
+                .arg(uid)
+                .arg("payload")
+                .arg(payload)
+                .ignore();
+        }
+        let n = pipe.len();
+        match pipe.exec_async(&mut conn).await {
+            Ok(()) => {
+                backend.stats.xadd.fetch_add(n as u64, Relaxed);
+            }
+            Err(err) => failed(&backend, n, &err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::wsgateway::Protocol;
+
+    #[test]
+    fn streams_are_named_by_type() {
+        let msg = |ty: Option<&str>| Msg {
+            payload: ty.map(|t| Protocol {
+                r#type: t.into(),
+                payload: Default::default(),
+            }),
+            ..Msg::default()
+        };
+        assert_eq!(stream_name(&msg(Some("chat"))), "chat");
+        assert_eq!(stream_name(&msg(Some(""))), DEFAULT_STREAM);
+        assert_eq!(stream_name(&msg(None)), DEFAULT_STREAM);
+    }
+}
