@@ -36,6 +36,10 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("no free loopback port")
             .port();
+        RedisServer::start_on(port).await
+    }
+
+    async fn start_on(port: u16) -> (RedisServer, MultiplexedConnection) {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -390,6 +394,51 @@ async fn redis_stream_handler_appends_by_type() {
             .collect();
         assert_eq!(fields, want, "stream {stream}");
     }
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_survived() {
+    let (redis, _) = RedisServer::start().await;
+    let port: u16 = redis
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let node = Node::start(&["--redis", &redis.url]).await;
+    drop(redis);
+    let connect = |sid: &'static str| {
+        let mut client = node.exchange();
+        async move {
+            let req = ConnectRequest {
+                server: "gw#0".into(),
+                sid: sid.into(),
+                token: b"42".to_vec().into(),
+            };
+            client.connect(req).await
+        }
+    };
+    // While Redis is down, RPCs fail fast with UNAVAILABLE (each starts a
+    // reconnect) instead of hanging through a backoff.
+    for _ in 0..3 {
+        let start = Instant::now();
+        let err = connect("s0").await.expect_err("connect without redis");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("redis"), "{err:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+
+    let (_redis, mut conn) = RedisServer::start_on(port).await;
+    let took = wait_until("a connect after the restart", || async {
+        connect("s1").await.is_ok()
+    })
+    .await;
+    eprintln!("presence back {took:?} after redis came back");
+    assert_eq!(hkeys(&mut conn, "ws:user:42").await, ["gw#0 s1"]);
 }
 
 #[test]

@@ -94,7 +94,10 @@ impl RedisPresence {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_max_delay(Duration::from_secs(2));
+            // While Redis is down, fail RPCs fast (each failure starts a new
+            // reconnect) instead of holding them through a long backoff.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
         let mut conn = ConnectionManager::new_with_config(client, config).await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(RedisPresence {
