@@ -3,6 +3,8 @@
 //! an independent WebSocket client (tokio-tungstenite) and gRPC client (tonic).
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -187,8 +189,14 @@ pub fn metric_with(admin: SocketAddr, name: &str, label: &str, value: &str) -> f
 
 /// Starts `ws-api` on `listen` (use port 0 for an ephemeral port).
 pub fn ws_api(listen: &str, handler: &str) -> Proc {
+    ws_api_with(listen, handler, &[])
+}
+
+/// Starts `ws-api` with `extra` flags (e.g. `--redis URL`).
+pub fn ws_api_with(listen: &str, handler: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(workspace_bin("ws-api"));
-    cmd.args(["--listen", listen, "--handler", handler, "--threads", "1"]);
+    cmd.args(["--listen", listen, "--handler", handler, "--threads", "1"])
+        .args(extra);
     spawn_and_wait(cmd, "ws-api listening on ")
 }
 

@@ -1,0 +1,72 @@
+//! A real `redis-server` on an ephemeral loopback port, killed on drop, and a
+//! synchronous client to look at what ws-api stored.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::DEADLINE;
+
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` without persistence and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("free port");
+            probe.local_addr().expect("addr").port()
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): `make deps` installs it (apt redis-server)"
+                )
+            });
+        let server = RedisServer { child, port };
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let pong = server
+                .client()
+                .get_connection()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < until, "redis-server never answered PING");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis url")
+    }
+
+    /// Runs one command and returns its reply.
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let mut conn = self.client().get_connection().expect("redis connection");
+        cmd.query(&mut conn).expect("redis command")
+    }
+
+    /// Keys matching `pattern` (KEYS is fine on a test server).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.query(redis::cmd("KEYS").arg(pattern))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

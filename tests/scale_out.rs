@@ -1,0 +1,252 @@
+//! Scale-out on Redis: two gateways of two cores and two ws-api nodes (on
+//! 127.0.0.2 and 127.0.0.3) sharing presence in a real `redis-server`.
+//! Every gateway core streams to both nodes, so a Push on either node reaches
+//! users on either gateway; a dead node's users move to the other; a dead
+//! gateway's presence is purged; `--handler redis-stream` appends upstream
+//! messages to Redis Streams.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::redis_server::RedisServer;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Cluster {
+    redis: RedisServer,
+    apis: Vec<Proc>,
+    gateways: Vec<Proc>,
+}
+
+/// Cores each gateway runs (2 where the machine has them).
+fn cores() -> usize {
+    online_cpus().min(2)
+}
+
+impl Cluster {
+    fn start(handler: &str) -> Cluster {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let node = |ip: &str| {
+            ws_api_with(
+                &format!("{ip}:0"),
+                handler,
+                &["--redis", &url, "--server-ttl", "1s"],
+            )
+        };
+        let apis = vec![node("127.0.0.2"), node("127.0.0.3")];
+        let upstreams = format!("{},{}", apis[0].addr, apis[1].addr);
+        let gateways: Vec<Proc> = (0..2).map(|_| gateway_to(&upstreams, 2, &[])).collect();
+        for gw in &gateways {
+            let admin = gw.admin.expect("admin address");
+            wait_for_metric(admin, "gateway_upstream_up", 2.0 * cores() as f64);
+        }
+        Cluster {
+            redis,
+            apis,
+            gateways,
+        }
+    }
+}
+
+#[tokio::test]
+async fn push_on_either_node_reaches_users_on_either_gateway() {
+    let c = Cluster::start("echo");
+    // Users 1..=6 on gateway 0, 7..=12 on gateway 1, and user 1 on both.
+    let mut users = Vec::new();
+    for uid in 1..=12u64 {
+        let gw = &c.gateways[usize::from(uid > 6)];
+        users.push((uid, connect(gw.addr, &uid.to_string()).await));
+    }
+    users.push((1, connect(c.gateways[1].addr, "1").await));
+
+    for (n, api) in c.apis.iter().enumerate() {
+        for uid in 1..=12u64 {
+            let text = format!("from node {n} to {uid}");
+            let want = if uid == 1 { 2 } else { 1 };
+            assert_eq!(push(api.addr, uid, "news", &text).await, want, "uid {uid}");
+        }
+        for (uid, ws) in &mut users {
+            let text = format!("from node {n} to {uid}");
+            assert_eq!(
+                recv(ws).await.into_text().unwrap().as_str(),
+                frame("news", text.as_bytes())
+            );
+        }
+    }
+    // Each session is one field of its user's hash in Redis.
+    let fields: i64 = c.redis.query(redis::cmd("HLEN").arg("ws:user:1"));
+    assert_eq!(fields, 2);
+}
+
+/// Sends tagged frames until `stop`, then an `end` frame; counts the echoes
+/// that came back before the echo of `end`. Returns (sent, echoed, client).
+async fn chatter(ws: Client, stop: Arc<AtomicBool>) -> (u64, u64, Client) {
+    let (mut tx, mut rx) = ws.split();
+    let reader = tokio::spawn(async move {
+        let end = frame("message", b"end");
+        let mut echoed = 0;
+        loop {
+            let next = tokio::time::timeout(DEADLINE, rx.next()).await;
+            match next.expect("traffic never resumed") {
+                Some(Ok(Message::Text(t))) if t.as_str() == end => return (echoed, rx),
+                Some(Ok(Message::Text(_))) => echoed += 1,
+                Some(Ok(_)) => {}
+                other => panic!("session ended: {other:?}"),
+            }
+        }
+    });
+    let mut sent = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let text = frame("message", format!("m{sent}").as_bytes());
+        tx.send(Message::text(text)).await.expect("send");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tx.send(Message::text(frame("message", b"end")))
+        .await
+        .expect("send end");
+    let (echoed, rx) = reader.await.expect("reader");
+    (sent, echoed, tx.reunite(rx).expect("same stream"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_moves_its_users_to_the_other() {
+    let mut c = Cluster::start("echo");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for uid in 1..=20u64 {
+        let gw = &c.gateways[(uid % 2) as usize];
+        let ws = connect(gw.addr, &uid.to_string()).await;
+        tasks.push(tokio::spawn(chatter(ws, Arc::clone(&stop))));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Killed mid-traffic: what was in flight to it is lost or counted.
+    c.apis[0].kill();
+    for gw in &c.gateways {
+        wait_for_metric(gw.admin.unwrap(), "gateway_upstream_up", cores() as f64);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut sent, mut echoed, mut clients) = (0, 0, Vec::new());
+    for t in tasks {
+        let (s, e, ws) = t.await.expect("client task");
+        sent += s;
+        echoed += e;
+        clients.push(ws);
+    }
+    let (mut counted, mut moved) = (0.0, 0.0);
+    for gw in &c.gateways {
+        let admin = gw.admin.unwrap();
+        for reason in ["upstream_broken", "upstream_buffer_full"] {
+            counted += metric_with(admin, "gateway_messages_lost_total", "reason", reason);
+        }
+        moved += metric(admin, "gateway_upstream_failover_messages_total").unwrap_or(0.0);
+    }
+    let counted = counted as u64;
+    println!(
+        "node killed mid-traffic: sent {sent}, echoed {echoed}, counted lost {counted}, \
+         moved to the live node {moved}, in flight at the kill (ws-api read them, \
+         no gRPC acknowledgement) {}",
+        sent.saturating_sub(echoed + counted)
+    );
+    assert!(
+        echoed + counted <= sent,
+        "duplicates: {echoed} + {counted} > {sent}"
+    );
+    assert!(echoed > 0);
+
+    // Presence lives in Redis, so the surviving node reaches everyone.
+    let survivor = c.apis[1].addr;
+    for uid in 1..=20u64 {
+        assert_eq!(push(survivor, uid, "news", "still here").await, 1);
+    }
+    for ws in &mut clients {
+        assert_eq!(
+            recv(ws).await.into_text().unwrap().as_str(),
+            frame("news", b"still here")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_gateway_leaves_no_presence() {
+    let mut c = Cluster::start("echo");
+    let doomed = c.gateways[1].addr;
+    let mut kept = connect(c.gateways[0].addr, "1").await;
+    let mut gone = Vec::new();
+    for uid in 2..=5 {
+        gone.push(connect(doomed, &uid.to_string()).await);
+    }
+    let pattern = format!("ws:server:{doomed}#*");
+    assert!(!c.redis.keys(&pattern).is_empty(), "no presence to purge");
+
+    c.gateways[1].kill();
+    let until = std::time::Instant::now() + DEADLINE;
+    while !c.redis.keys(&pattern).is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "presence of {doomed} outlived its TTL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for uid in 2..=5u64 {
+        assert_eq!(push(c.apis[0].addr, uid, "news", "anyone?").await, 0);
+        assert!(c.redis.keys(&format!("ws:user:{uid}")).is_empty());
+    }
+    assert_eq!(push(c.apis[1].addr, 1, "news", "you").await, 1);
+    assert_eq!(
+        recv(&mut kept).await.into_text().unwrap().as_str(),
+        frame("news", b"you")
+    );
+}
+
+#[tokio::test]
+async fn redis_stream_handler_appends_upstream_messages() {
+    let c = Cluster::start("redis-stream");
+    let mut sent = 0;
+    for (n, gw) in c.gateways.iter().enumerate() {
+        let uid = 40 + n as u64;
+        let mut ws = connect(gw.addr, &uid.to_string()).await;
+        for i in 0..5 {
+            send_text(&mut ws, &frame("chat", format!("{uid}-{i}").as_bytes())).await;
+            sent += 1;
+        }
+    }
+    let until = std::time::Instant::now() + DEADLINE;
+    loop {
+        let len: usize = c.redis.query(redis::cmd("XLEN").arg("chat"));
+        if len == sent {
+            break;
+        }
+        assert!(len < sent, "more entries than messages: {len}");
+        assert!(
+            std::time::Instant::now() < until,
+            "{len} of {sent} in the stream"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let entries: Vec<Entry> = c
+        .redis
+        .query(redis::cmd("XRANGE").arg("chat").arg("-").arg("+"));
+    for (_, fields) in &entries {
+        let get = |k: &str| {
+            let v = fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
+            String::from_utf8(v.unwrap_or_else(|| panic!("no field {k}"))).unwrap()
+        };
+        let payload = get("payload");
+        let uid = get("uid");
+        assert!(
+            payload.starts_with(&format!("{uid}-")),
+            "{payload} from uid {uid}: {entries:?}"
+        );
+        assert!(get("server").contains('#'));
+        assert!(!get("sid").is_empty());
+    }
+}
