@@ -87,7 +87,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(url) => Presence::Redis(
             RedisPresence::connect_to(url, args.presence_ttl, args.server_ttl)
                 .await
-                .with_context(|| format!("cannot reach redis at {url}"))?,
+                .with_context(|| format!("cannot reach redis at {}", redact(url)))?,
         ),
     };
     let backend = Backend::with_presence(args.handler, presence, args.stream_maxlen);
@@ -114,4 +114,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?;
     Ok(())
+}
+
+/// `url` without a password (`redis://user:secret@host` → `redis://…@host`).
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        _ => url.to_owned(),
+    }
 }

@@ -8,6 +8,7 @@
 //! Only the Redis backend can fail; its errors reach RPCs as
 //! `Status::unavailable` through [`unavailable`].
 
+pub mod keys;
 pub mod memory;
 pub mod redis_store;
 pub mod sweeper;

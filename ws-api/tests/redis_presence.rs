@@ -19,7 +19,9 @@ use tonic::{Request, Streaming};
 use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
 use ws_api::proto::wsapi::control::Op;
 use ws_api::proto::wsapi::exchange_service_client::ExchangeServiceClient;
-use ws_api::proto::wsapi::{BizMsg, ConnectRequest, DisconnectRequest, GroupRequest, Msg};
+use ws_api::proto::wsapi::{
+    BizMsg, ConnectRequest, DisconnectRequest, GroupMsg, GroupRequest, Msg,
+};
 use ws_api::proto::wsgateway::Protocol;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -261,6 +263,20 @@ async fn push_through_another_node_reaches_the_session() {
     assert!(matches!(control, Some(Op::Join(j)) if j.group == "room"));
     assert_eq!(smembers(&mut conn, "ws:group:room").await, ["gw#0 s1"]);
     assert_eq!(smembers(&mut conn, "ws:groups:gw#0 s1").await, ["room"]);
+    // Counts come from the shared presence, whichever node is asked.
+    let to_room = GroupMsg {
+        group: "room".into(),
+        biz_code: "news".into(),
+        biz_payload: String::new(),
+    };
+    let members = a.biz().push_group(to_room).await.expect("push group");
+    assert_eq!(members.into_inner().success_count, 1);
+    let everyone = BizMsg {
+        biz_code: "all".into(),
+        ..Default::default()
+    };
+    let online = a.biz().broadcast(everyone).await.expect("broadcast");
+    assert_eq!(online.into_inner().success_count, 1);
 
     let bye = DisconnectRequest {
         server: "gw#0".into(),

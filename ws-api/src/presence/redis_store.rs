@@ -23,38 +23,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, RedisResult};
 
 use super::SessionKey;
+use super::keys;
 
 /// How long one Redis command may take before the RPC gives up.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Entries in the (server, sid) → uid cache before it is cleared.
 const UID_CACHE_MAX: usize = 100_000;
-
-/// The Redis key names.
-pub mod keys {
-    use super::SessionKey;
-
-    pub fn user(uid: u64) -> String {
-        format!("ws:user:{uid}")
-    }
-    pub fn server(server: &str) -> String {
-        format!("ws:server:{server}")
-    }
-    pub fn alive(server: &str) -> String {
-        format!("ws:alive:{server}")
-    }
-    pub fn session(key: &SessionKey) -> String {
-        format!("ws:session:{} {}", key.server, key.sid)
-    }
-    pub fn group(group: &str) -> String {
-        format!("ws:group:{group}")
-    }
-    pub fn groups(key: &SessionKey) -> String {
-        format!("ws:groups:{} {}", key.server, key.sid)
-    }
-    /// What `SCAN MATCH` finds every server set with.
-    pub const SERVER_PATTERN: &str = "ws:server:*";
-    pub const SERVER_PREFIX: &str = "ws:server:";
-}
 
 /// Redis presence.
 pub struct RedisPresence {
@@ -216,6 +190,9 @@ impl RedisPresence {
 
     pub async fn online(&self) -> RedisResult<usize> {
         let servers = self.scan(keys::SERVER_PATTERN).await?;
+        if servers.is_empty() {
+            return Ok(0);
+        }
         let mut pipe = redis::pipe();
         for key in &servers {
             pipe.cmd("SCARD").arg(key);

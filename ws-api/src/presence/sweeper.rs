@@ -20,7 +20,8 @@ use redis::RedisResult;
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
-use super::redis_store::{keys, remove_session};
+use super::keys;
+use super::redis_store::remove_session;
 use super::{Presence, RedisPresence, SessionKey, parse_member};
 use crate::service::Backend;
 
