@@ -1,11 +1,13 @@
-//! A real `redis-server` on an ephemeral loopback port, killed on drop, and a
-//! synchronous client to look at what ws-api stored.
+//! A real `redis-server` on a loopback port, killed on drop, and a
+//! synchronous client to look at what ws-api stored. Shared by the
+//! gateway's tests (through `tests/common`) and ws-api's (included by path).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::DEADLINE;
+/// How long redis-server may take to answer its first PING.
+const START_DEADLINE: Duration = Duration::from_secs(15);
 
 pub struct RedisServer {
     child: Child,
@@ -13,12 +15,17 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts `redis-server` without persistence and waits until it answers PING.
+    /// Starts `redis-server` on a free port.
     pub fn start() -> RedisServer {
-        let port = {
-            let probe = TcpListener::bind("127.0.0.1:0").expect("free port");
-            probe.local_addr().expect("addr").port()
-        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|probe| probe.local_addr())
+            .expect("free port")
+            .port();
+        RedisServer::start_on(port)
+    }
+
+    /// Starts `redis-server` on `port`, without persistence, and waits until it answers PING.
+    pub fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -29,12 +36,15 @@ impl RedisServer {
                     "cannot start redis-server ({e}): `make deps` installs it (apt redis-server)"
                 )
             });
-        let server = RedisServer { child, port };
-        let until = Instant::now() + DEADLINE;
+        let mut server = RedisServer { child, port };
+        let until = Instant::now() + START_DEADLINE;
         loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server on port {port} exited at start: {status}");
+            }
             let pong = server
                 .client()
-                .get_connection()
+                .get_connection_with_timeout(Duration::from_secs(1))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             if pong.is_ok() {
                 return server;

@@ -6,8 +6,8 @@
 //! Needs `redis-server` on PATH (the Makefile installs it); each test starts
 //! its own on a free loopback port.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -26,59 +26,23 @@ use ws_api::proto::wsgateway::Protocol;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A private redis-server, killed on drop.
-struct RedisServer {
-    child: Child,
-    url: String,
-}
+#[path = "../../tests/common/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+use redis_server::RedisServer;
 
-impl RedisServer {
-    async fn start() -> (RedisServer, MultiplexedConnection) {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("no free loopback port")
-            .port();
-        RedisServer::start_on(port).await
-    }
-
-    async fn start_on(port: u16) -> (RedisServer, MultiplexedConnection) {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it (apt-get install redis-server; `make` does)")
-            });
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        let client = redis::Client::open(server.url.as_str()).expect("redis url");
-        let start = Instant::now();
-        loop {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return (server, conn);
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "redis-server did not answer PING"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A redis-server on `port` (a free one if `None`) and an async connection to it.
+async fn start_redis(port: Option<u16>) -> (RedisServer, MultiplexedConnection) {
+    let server = match port {
+        Some(port) => RedisServer::start_on(port),
+        None => RedisServer::start(),
+    };
+    let conn = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    (server, conn)
 }
 
 /// A ws-api process, killed on drop (`kill_on_drop`).
@@ -221,8 +185,8 @@ async fn smembers(conn: &mut MultiplexedConnection, key: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn push_through_another_node_reaches_the_session() {
-    let (redis, mut conn) = RedisServer::start().await;
-    let args = ["--redis", &redis.url, "--server-ttl", "1s"];
+    let (redis, mut conn) = start_redis(None).await;
+    let args = ["--redis", &redis.url(), "--server-ttl", "1s"];
     let (a, b) = (Node::start(&args).await, Node::start(&args).await);
     let _core_a = a.gateway("gw#0").await;
     let mut core_b = b.gateway("gw#0").await;
@@ -301,8 +265,8 @@ async fn push_through_another_node_reaches_the_session() {
 
 #[tokio::test]
 async fn presence_of_a_core_without_streams_is_swept() {
-    let (redis, mut conn) = RedisServer::start().await;
-    let args = ["--redis", &redis.url, "--server-ttl", "1s"];
+    let (redis, mut conn) = start_redis(None).await;
+    let args = ["--redis", &redis.url(), "--server-ttl", "1s"];
     let (a, b) = (Node::start(&args).await, Node::start(&args).await);
     let dying = (a.gateway("gw#1").await, b.gateway("gw#1").await);
     let _living = (a.gateway("gw#2").await, b.gateway("gw#2").await);
@@ -344,8 +308,8 @@ async fn presence_of_a_core_without_streams_is_swept() {
 
 #[tokio::test]
 async fn redis_stream_handler_appends_by_type() {
-    let (redis, mut conn) = RedisServer::start().await;
-    let node = Node::start(&["--redis", &redis.url, "--handler", "redis-stream"]).await;
+    let (redis, mut conn) = start_redis(None).await;
+    let node = Node::start(&["--redis", &redis.url(), "--handler", "redis-stream"]).await;
     let core = node.gateway("gw#0").await;
     node.connect("gw#0", "s1", "42").await;
     let up = |sid: &str, ty: &str, body: &[u8]| Msg {
@@ -414,14 +378,9 @@ async fn redis_stream_handler_appends_by_type() {
 
 #[tokio::test]
 async fn a_redis_restart_is_survived() {
-    let (redis, _) = RedisServer::start().await;
-    let port: u16 = redis
-        .url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let node = Node::start(&["--redis", &redis.url]).await;
+    let (redis, _) = start_redis(None).await;
+    let port = redis.port;
+    let node = Node::start(&["--redis", &redis.url()]).await;
     drop(redis);
     let connect = |sid: &'static str| {
         let mut client = node.exchange();
@@ -448,7 +407,7 @@ async fn a_redis_restart_is_survived() {
         );
     }
 
-    let (_redis, mut conn) = RedisServer::start_on(port).await;
+    let (_redis, mut conn) = start_redis(Some(port)).await;
     let took = wait_until("a connect after the restart", || async {
         connect("s1").await.is_ok()
     })
