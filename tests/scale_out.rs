@@ -1,9 +1,9 @@
 //! Scale-out on Redis: two gateways of two cores and two ws-api nodes (on
 //! 127.0.0.2 and 127.0.0.3) sharing presence in a real `redis-server`.
 //! Every gateway core streams to both nodes, so a Push on either node reaches
-//! users on either gateway; a dead node's users move to the other; a dead
-//! gateway's presence is purged; `--handler redis-stream` appends upstream
-//! messages to Redis Streams.
+//! users on either gateway, and a Broadcast reaches every session once; a
+//! dead node's users move to the other; a dead gateway's presence is purged;
+//! `--handler redis-stream` appends upstream messages to Redis Streams.
 
 mod common;
 
@@ -77,6 +77,26 @@ async fn push_on_either_node_reaches_users_on_either_gateway() {
                 frame("news", text.as_bytes())
             );
         }
+    }
+    // A broadcast on one node goes once down each of its streams (one per
+    // gateway core) and reaches every session exactly once.
+    let all = ws_api::proto::wsapi::BizMsg {
+        biz_code: "all".into(),
+        biz_payload: "everyone".into(),
+        ..Default::default()
+    };
+    let reply = biz(c.apis[1].addr)
+        .await
+        .broadcast(all)
+        .await
+        .expect("broadcast");
+    assert_eq!(reply.into_inner().success_count, users.len() as i64);
+    for (_, ws) in &mut users {
+        assert_eq!(
+            recv(ws).await.into_text().unwrap().as_str(),
+            frame("all", b"everyone")
+        );
+        nothing_pending(ws, "after broadcast").await;
     }
     // Each session is one field of its user's hash in Redis.
     let fields: i64 = c.redis.query(redis::cmd("HLEN").arg("ws:user:1"));
