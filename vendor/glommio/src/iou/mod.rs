@@ -92,6 +92,9 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// Completions are posted at the task's next kernel entry instead of
+        /// interrupting it (Linux 5.19). ws-gateway patch.
+        const COOP_TASKRUN = 1 << 8;
     }
 }
 
