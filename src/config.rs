@@ -203,6 +203,14 @@ pub struct Config {
     #[arg(long, env = "WS_GATEWAY_UPSTREAM_BUFFER", default_value_t = 4 << 20)]
     pub upstream_buffer: usize,
 
+    /// Under load, each core writes to ws-api at most once per this interval
+    /// (or sooner once 64 KiB are waiting), so one write and one wake-up of
+    /// ws-api carry many messages. The first message after a quiet interval
+    /// goes at once. 0 writes whenever anything is buffered.
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_FLUSH_INTERVAL", default_value = "200us", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub upstream_flush_interval: Duration,
+
     /// Timeout of unary calls to ws-api (Connect, Disconnect, KeepAlive).
     #[arg(long, env = "WS_GATEWAY_RPC_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]

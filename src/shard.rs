@@ -200,6 +200,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
             rpc_timeout: config.rpc_timeout,
             keepalive: config.upstream_keepalive,
             buffer_limit: config.upstream_buffer,
+            flush_interval: config.upstream_flush_interval,
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),
         },

@@ -10,7 +10,7 @@
 //! its fate is unknown).
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
@@ -126,6 +126,7 @@ impl Upstream {
 
     /// Sends whatever sessions buffered, as large writes, respecting flow control.
     async fn write(&self, mut send: SendStream<Bytes>, wake: &LocalReceiver<()>) -> Status {
+        let mut last_write: Option<Instant> = None;
         loop {
             if self.buffer.borrow().is_empty() {
                 if self.closing.get() {
@@ -137,6 +138,8 @@ impl Upstream {
                     return Status::new(Code::Internal, "upstream wake channel closed");
                 }
             }
+            self.gather(last_write).await;
+            last_write = Some(Instant::now());
             let (bytes, msgs) = self.take_buffer();
             if bytes.is_empty() {
                 continue;
@@ -147,7 +150,25 @@ impl Upstream {
             }
         }
     }
+
+    /// Lets messages gather until `--upstream-flush-interval` has passed since
+    /// the last write. Each write to ws-api on loopback costs the core the
+    /// receiver's TCP processing and a cross-CPU wake-up (a fifth of the core
+    /// at 40k msg/s when every message went alone); batching bounds that by
+    /// time instead of by message count, and adds no delay after a quiet spell.
+    async fn gather(&self, last_write: Option<Instant>) {
+        let Some(due) = last_write.map(|at| at + self.cfg.flush_interval) else {
+            return;
+        };
+        let now = Instant::now();
+        if due > now && self.buffer.borrow().len() < FLUSH_BYTES && !self.closing.get() {
+            glommio::timer::sleep(due - now).await;
+        }
+    }
 }
+
+/// Buffered bytes that are worth a write without waiting for the interval.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 /// Hands messages from ws-api to the router until the stream fails.
 async fn read(inbound: &mut Streaming, router: &Router) -> Status {

@@ -5,9 +5,11 @@
 //!
 //! Sessions never await the stream: they append framed messages to
 //! [`Upstream::enqueue`]'s buffer, bounded in bytes, and go on. The writer in
-//! [`exchange`] sends the whole buffer as one DATA write, so a busy core sends
-//! few large frames rather than a flood of small ones (which h2 servers answer
-//! with GOAWAY ENHANCE_YOUR_CALM). While ws-api is unreachable the buffer
+//! [`exchange`] sends the whole buffer as one DATA write, at most once per
+//! `--upstream-flush-interval` while messages keep coming, so a busy core
+//! sends few large frames rather than a flood of small ones (which h2 servers
+//! answer with GOAWAY ENHANCE_YOUR_CALM, and each of which costs a wake-up of
+//! ws-api). While ws-api is unreachable the buffer
 //! holds what it can; past its bound, messages are refused and counted.
 
 pub mod exchange;
@@ -45,6 +47,8 @@ pub struct UpstreamConfig {
     /// HTTP/2 ping interval (zero: no pings).
     pub keepalive: Duration,
     pub buffer_limit: usize,
+    /// Least time between two writes while messages keep coming.
+    pub flush_interval: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
 }
