@@ -103,7 +103,8 @@ def seed_case(scale, data, name):
     stack = Stack("echo")
     try:
         r = bench(stack, ["message", "--user", str(scale["users"]), "--file", f"{ROOT}/testdata/{data}",
-                          "--interval", "1s", "--duration", scale["duration"], "--threads", "1"], name)
+                          "--interval", "1s", "--duration", scale["duration"], "--warmup", scale["warmup"],
+                          "--threads", "1"], name)
     finally:
         stack.close()
     return r
@@ -163,11 +164,16 @@ def push_case(scale, broadcast=False):
 
 
 SCALES = {
-    "full": {"users": 10000, "duration": "60s", "idle_users": 19000, "idle_hold": "20s", "sat_users": 200,
+    "full": {"users": 10000, "duration": "60s", "warmup": "5s", "idle_users": 19000, "idle_hold": "20s", "sat_users": 200,
              "sat_duration": "8s", "rates": [20000, 40000, 80000, 120000, 160000, 240000, 320000], "push_users": 10000},
-    "smoke": {"users": 200, "duration": "2s", "idle_users": 500, "idle_hold": "1s", "sat_users": 50,
+    "smoke": {"users": 200, "duration": "2s", "warmup": "0s", "idle_users": 500, "idle_hold": "1s", "sat_users": 50,
               "sat_duration": "1s", "rates": [2000, 8000], "push_users": 200},
 }
+
+
+def warm(r):
+    w = r.get("rtt_warmup_seconds", 0)
+    return f" (after {w:g} s warm-up)" if w else ""
 
 
 def fmt_rows(results):
@@ -177,7 +183,7 @@ def fmt_rows(results):
     for label, r in (("1: 10k clients, 1 msg/s, 50 B", c1), ("2: 10k clients, 1 msg/s, 1 KiB", c2)):
         g = r["gateway"]
         rows.append(f"| {label} ({r['users']} clients, {r['load_seconds']:.0f} s) | {g['cpu_percent_of_one_core']:.2f} % | "
-                    f"{g['rss_peak_mib']:.1f} MiB | {r['messages_lost']} lost of {r['messages_sent']}; rtt p50 {r['rtt_us']['p50']} µs, "
+                    f"{g['rss_peak_mib']:.1f} MiB | {r['messages_lost']} lost of {r['messages_sent']}; rtt{warm(r)} p50 {r['rtt_us']['p50']} µs, "
                     f"p99 {r['rtt_us']['p99']} µs, p99.9 {r['rtt_us']['p99.9'] if 'p99.9' in r['rtt_us'] else r['rtt_us']['p999']} µs |")
     rows.append(f"| 3: idle, {idle['connections_established']} connections held | — | {idle['gateway']['rss_settled_mib']:.1f} MiB | "
                 f"{idle['rss_per_connection_kib']:.2f} KiB RSS per connection; connect {idle['connect_rate_per_s']:.0f}/s, "

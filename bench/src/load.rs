@@ -228,6 +228,10 @@ pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
         received_per_s: total.received as f64 / load,
         late_sends: total.late_sends,
         rtt_us: Percentiles::of(&total.rtt),
+        rtt_warmup_seconds: match &mode {
+            Mode::Messages(m, _) => m.warmup.as_secs_f64(),
+            Mode::Hold(_) => 0.0,
+        },
         bench_cpu_seconds: cpu,
         bench_cpu_percent_of_threads: cpu_percent,
         bench_saturated: cpu_percent > 90.0 || total.late_sends * 100 > total.sent.max(1),
@@ -342,13 +346,14 @@ async fn send_load(
     let mut outstanding: VecDeque<Instant> = VecDeque::new();
     let mut sent = 0u64;
     let echo = !m.no_echo;
+    let measure_from = load_start + m.warmup;
     let more = |sent: u64, next: Instant| match end {
         Some(end) => next < end,
         None => sent < m.times,
     };
     while more(sent, next) {
         tokio::select! {
-            msg = ws.next() => if !on_reply(msg, &mut outstanding, stats) { return; },
+            msg = ws.next() => if !on_reply(msg, &mut outstanding, measure_from, stats) { return; },
             _ = tokio::time::sleep_until(next.into()) => {
                 let now = Instant::now();
                 if now.duration_since(next) > period {
@@ -371,7 +376,7 @@ async fn send_load(
     tokio::pin!(grace);
     while !outstanding.is_empty() {
         tokio::select! {
-            msg = ws.next() => if !on_reply(msg, &mut outstanding, stats) { return; },
+            msg = ws.next() => if !on_reply(msg, &mut outstanding, measure_from, stats) { return; },
             _ = &mut grace => break,
         }
     }
@@ -382,13 +387,14 @@ async fn send_load(
 fn on_reply(
     msg: Option<Result<Message, WsError>>,
     outstanding: &mut VecDeque<Instant>,
+    measure_from: Instant,
     stats: &RefCell<ThreadStats>,
 ) -> bool {
     match msg {
         Some(Ok(Message::Text(_) | Message::Binary(_))) => {
             let mut s = stats.borrow_mut();
             s.received += 1;
-            if let Some(t) = outstanding.pop_front() {
+            if let Some(t) = outstanding.pop_front().filter(|t| *t >= measure_from) {
                 let _ = s.rtt.record(t.elapsed().as_micros().max(1) as u64);
             }
             true

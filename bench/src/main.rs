@@ -120,6 +120,11 @@ pub struct MessageArgs {
     /// The backend does not echo (ws-api --handler discard): count sends only.
     #[arg(long = "no-echo")]
     pub no_echo: bool,
+    /// Replies to messages sent in this first part of the load count as
+    /// received but stay out of the latency figures (the burst right after
+    /// every connection came up says more about the bench than the gateway).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
     /// After the last send, how long to wait for outstanding replies.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub grace: Duration,

@@ -145,6 +145,7 @@ async fn fan_out(
         received_per_s: got as f64 / load,
         late_sends: 0,
         rtt_us: Percentiles::of(&total.rtt),
+        rtt_warmup_seconds: 0.0,
         bench_cpu_seconds: cpu,
         bench_cpu_percent_of_threads: 100.0 * cpu / (wall * threads as f64),
         bench_saturated: cpu / (wall * threads as f64) > 0.9,

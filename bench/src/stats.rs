@@ -115,6 +115,8 @@ pub struct Report {
     pub received_per_s: f64,
     pub late_sends: u64,
     pub rtt_us: Percentiles,
+    /// Sends in this first part of the load are left out of `rtt_us`.
+    pub rtt_warmup_seconds: f64,
     pub bench_cpu_seconds: f64,
     pub bench_cpu_percent_of_threads: f64,
     /// The bench itself may have limited the result (CPU-bound or behind schedule).
@@ -163,8 +165,21 @@ impl Report {
             let r = &self.rtt_us;
             let _ = writeln!(
                 s,
-                "rtt µs: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.1}",
-                r.p50, r.p90, r.p99, r.p999, r.max, r.mean
+                "rtt µs: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.1}{}",
+                r.p50,
+                r.p90,
+                r.p99,
+                r.p999,
+                r.max,
+                r.mean,
+                if self.rtt_warmup_seconds > 0.0 {
+                    format!(
+                        " (sends in the first {} s left out)",
+                        self.rtt_warmup_seconds
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         let _ = writeln!(
