@@ -153,9 +153,9 @@ impl Upstream {
 
     /// Lets messages gather until `--upstream-flush-interval` has passed since
     /// the last write. Each write to ws-api on loopback costs the core the
-    /// receiver's TCP processing and a cross-CPU wake-up (a fifth of the core
-    /// at 40k msg/s when every message went alone); batching bounds that by
-    /// time instead of by message count, and adds no delay after a quiet spell.
+    /// receiver's TCP processing and a cross-CPU wake-up of ws-api; batching
+    /// bounds that by time instead of by message count (README, Benchmarks),
+    /// and adds no delay after a quiet spell.
     async fn gather(&self, last_write: Option<Instant>) {
         let Some(due) = last_write.map(|at| at + self.cfg.flush_interval) else {
             return;
