@@ -362,6 +362,11 @@ impl Config {
                 "must not exceed --max-message-size",
             ));
         }
+        // Every message waits up to this long under load: keep it a batching
+        // window, not a delay line.
+        if self.upstream_flush_interval > Duration::from_millis(100) {
+            return Err(invalid("upstream-flush-interval", "must be at most 100ms"));
+        }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return Err(invalid(
                 "reconnect-min",
@@ -497,5 +502,7 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "upstream");
         let c = Config::try_parse_from(["ws-gateway", "--upstream", "a:1,127.0.0.1:2"]).unwrap();
         c.validate().unwrap();
+        let c = Config::try_parse_from(["ws-gateway", "--upstream-flush-interval", "1s"]).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "upstream-flush-interval");
     }
 }
