@@ -37,7 +37,8 @@ pub struct Upstreams {
     targets: Arc<Targets>,
     /// Sorted by address.
     nodes: RefCell<Vec<Rc<Upstream>>>,
-    tasks: RefCell<Vec<JoinHandle<()>>>,
+    /// The stream task of each node in `nodes`, awaited on close.
+    tasks: RefCell<Vec<(SocketAddr, JoinHandle<()>)>>,
     watcher: RefCell<Option<Task<()>>>,
     closing: Cell<bool>,
 }
@@ -87,6 +88,10 @@ impl Upstreams {
             *nodes = keep;
             gone
         };
+        // A retired node's task ends by itself once closed; nothing awaits it.
+        self.tasks
+            .borrow_mut()
+            .retain(|(addr, _)| want.contains(addr));
         for node in gone {
             info!(upstream = %node.addr, "ws-api node removed");
             self.take_over(&node);
@@ -100,7 +105,7 @@ impl Upstreams {
             let (pool, lost) = (Rc::clone(self), Rc::clone(&node));
             let task =
                 spawn_local(Rc::clone(&node).run(Rc::clone(router), move || pool.take_over(&lost)));
-            self.tasks.borrow_mut().push(task.detach());
+            self.tasks.borrow_mut().push((addr, task.detach()));
             let mut nodes = self.nodes.borrow_mut();
             let at = nodes.partition_point(|n| n.addr < addr);
             nodes.insert(at, node);
@@ -170,7 +175,7 @@ impl Upstreams {
             node.close();
         }
         let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
-        for task in tasks {
+        for (_, task) in tasks {
             task.await;
         }
     }
