@@ -27,6 +27,28 @@ use crate::sid::Sid;
 use crate::stream::ClientStream;
 use crate::upstream::grpc::Code;
 
+/// Binds this core's listening socket. SO_REUSEPORT lets every core bind
+/// the same address (the kernel spreads connections over them);
+/// SO_REUSEADDR lets a restarted gateway bind at once although its port
+/// still holds TIME_WAIT sockets of the connections it closed (a WebSocket
+/// server closes TCP first). Neither lets a second gateway share a port a
+/// live one listens on: `main` probes for that before the cores bind.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::IntoRawFd;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket that we own
+    // and hand over whole; nothing else closes it.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// The accept queue of each core's listener (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// Accepts connections forever.
 pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(5);

@@ -164,9 +164,17 @@ fn run(config: Config, log_reload: LogReload) -> anyhow::Result<()> {
         .context("starting the resolver thread")?;
     let upstream = config.upstream.join(",");
     if config.listen.port() != 0 {
-        // SO_REUSEPORT would let a second gateway silently share the port.
-        TcpListener::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // The cores' SO_REUSEPORT would let a second gateway silently share
+        // the port. This probe sets SO_REUSEADDR (Rust's std does) but not
+        // SO_REUSEPORT: TIME_WAIT sockets of a previous run do not stop it,
+        // a live listener on the port does.
+        TcpListener::bind(config.listen).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "cannot listen on {}: {e}; another process (a ws-gateway still running?) listens on it",
+                config.listen
+            ),
+            _ => anyhow::anyhow!("cannot listen on {}: {e}", config.listen),
+        })?;
     }
     let epoch_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

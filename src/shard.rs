@@ -18,7 +18,6 @@ use futures_lite::{AsyncReadExt, future};
 
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use glommio::channels::channel_mesh::FullMesh;
-use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{error, info};
 
@@ -117,7 +116,7 @@ pub fn spawn(spec: ShardSpec) -> glommio::Result<ExecutorJoinHandle<()>, ()> {
 }
 
 async fn run(spec: ShardSpec) {
-    let listener = match TcpListener::bind(spec.listen) {
+    let listener = match listener::bind(spec.listen) {
         Ok(l) => l,
         Err(e) => {
             let _ = spec
