@@ -3,6 +3,7 @@
 //! an independent WebSocket client (tokio-tungstenite) and gRPC client (tonic).
 #![allow(dead_code)]
 
+pub mod peers;
 pub mod redis_server;
 
 use std::io::{BufRead, BufReader};
@@ -72,15 +73,20 @@ impl Drop for Proc {
 /// A binary of this workspace, built by `cargo build --workspace` (the
 /// Makefile does so before running tests).
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
+    let path = profile_dir().join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace` (make test does)",
         path.display()
     );
     path
+}
+
+/// `target/<profile>`, where cargo puts this workspace's binaries.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.to_owned()
 }
 
 /// Spawns `cmd`, waits for its stdout line containing `marker`, and reads
@@ -207,13 +213,36 @@ pub fn gateway(upstream: SocketAddr, cores: usize, extra: &[&str]) -> Proc {
 
 /// Starts `ws-gateway` with `--upstream upstreams` (several nodes, comma-separated).
 pub fn gateway_to(upstreams: &str, cores: usize, extra: &[&str]) -> Proc {
+    spawn_and_wait(
+        gateway_command(upstreams, cores, "127.0.0.1:0", "127.0.0.1:0", extra),
+        "ws-gateway listening on ",
+    )
+}
+
+/// Starts `ws-gateway` on the given client and admin addresses.
+pub fn gateway_on(upstream: SocketAddr, listen: SocketAddr, admin: SocketAddr) -> Proc {
+    let (listen, admin) = (listen.to_string(), admin.to_string());
+    spawn_and_wait(
+        gateway_command(&upstream.to_string(), 2, &listen, &admin, &[]),
+        "ws-gateway listening on ",
+    )
+}
+
+/// The gateway's command line as the tests run it (logs at warn).
+pub fn gateway_command(
+    upstreams: &str,
+    cores: usize,
+    listen: &str,
+    admin: &str,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws-gateway"));
-    cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstreams])
+    cmd.args(["--listen", listen, "--upstream", upstreams])
         .args(["--cores", &cores.min(online_cpus()).to_string()])
-        .args(["--reconnect-max", "200ms", "--admin-listen", "127.0.0.1:0"])
+        .args(["--reconnect-max", "200ms", "--admin-listen", admin])
         .args(extra)
         .env("WS_GATEWAY_LOG", "warn");
-    spawn_and_wait(cmd, "ws-gateway listening on ")
+    cmd
 }
 
 pub fn online_cpus() -> usize {
