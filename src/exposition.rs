@@ -85,11 +85,16 @@ impl Collector for GatewayCollector {
             g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
         }
         type Field = fn(&Counters) -> &Counter;
-        let counters: [(&str, &str, Field); 11] = [
+        let counters: [(&str, &str, Field); 12] = [
             (
                 "gateway_upstream_ping_timeouts",
                 "HTTP/2 pings ws-api left unanswered.",
                 |c| &c.upstream_ping_timeouts,
+            ),
+            (
+                "gateway_upstream_ping_slowdowns",
+                "Times ws-api refused our HTTP/2 pings as too frequent (GOAWAY ENHANCE_YOUR_CALM); each doubles that node's ping interval.",
+                |c| &c.upstream_ping_slowdowns,
             ),
             ("gateway_messages_in", "Client messages received.", |c| {
                 &c.messages_in

@@ -207,6 +207,8 @@ pub struct Counters {
     pub upstream_reconnects: Counter,
     /// HTTP/2 pings ws-api left unanswered (connection torn down).
     pub upstream_ping_timeouts: Counter,
+    /// GOAWAY ENHANCE_YOUR_CALM from ws-api: pings too frequent for its policy.
+    pub upstream_ping_slowdowns: Counter,
     /// ws-api nodes this core's `ExchangeMsg` stream is established to (a gauge).
     pub upstream_up: Counter,
     /// ws-api nodes this core knows (a gauge).

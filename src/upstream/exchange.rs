@@ -3,11 +3,20 @@
 //! any failure reconnect with exponential backoff and full jitter, until the
 //! core closes it.
 //!
+//! The stream is up once the HTTP/2 connection is established and the
+//! request HEADERS are written. Response HEADERS are read whenever they
+//! come: tonic sends them at once, grpc-go and gRPC C-core only with the
+//! first message, and a ws-api that never pushes never sends them. Liveness
+//! comes from HTTP/2 PINGs, not from waiting for those headers.
+//!
 //! When the stream is lost, the caller's `lost` hook runs (the pool moves
 //! the node's buffer to a live node); what stays buffered survives the
 //! reconnect. A batch that was being written when the stream broke is
 //! counted as `upstream_broken` (gRPC streams have no acknowledgements, so
 //! its fate is unknown).
+//!
+//! A node that stays down is logged at warn once per change of reason and
+//! then every [`REMIND_EVERY`], not once per attempt.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -35,21 +44,26 @@ impl Upstream {
             return;
         };
         let mut delay = self.cfg.reconnect_min;
+        let mut down: Option<Down> = None;
         loop {
             let err = self.connection(&wake, &router).await;
-            let was_up = self.up.get();
+            let up_for = self.up_since.take().map(|at| at.elapsed());
             self.set_up(false);
             self.channel.replace(None);
             if self.closing.get() {
                 info!(upstream = %self.addr, "ws-api stream closed");
                 return;
             }
-            if was_up {
-                delay = self.cfg.reconnect_min;
-                warn!(upstream = %self.addr, error = %err, "ws-api stream lost; reconnecting");
-            } else {
-                debug!(upstream = %self.addr, error = %err, "ws-api unreachable");
+            if err.is_too_many_pings() {
+                self.slow_down_pings();
             }
+            // A stream refused right after it opened is an outage going on,
+            // not a recovery: no reset of the backoff, no new log line.
+            if up_for.is_some_and(|t| t >= STABLE_AFTER) {
+                delay = self.cfg.reconnect_min;
+                down = None;
+            }
+            self.log_down(&mut down, err, up_for.is_some());
             // Also when it never came up: what waited for it may have a live node now.
             lost();
             // Full jitter keeps every core of every gateway from reconnecting in step.
@@ -58,6 +72,53 @@ impl Upstream {
             delay = (delay * 2).min(self.cfg.reconnect_max);
             self.counters.upstream_reconnects.inc();
         }
+    }
+
+    /// Warns when the node goes down or its reason changes, then reminds
+    /// every [`REMIND_EVERY`] while it stays down; other attempts go to debug.
+    fn log_down(&self, down: &mut Option<Down>, err: Status, was_up: bool) {
+        let now = Instant::now();
+        let Some(d) = down else {
+            if was_up {
+                warn!(upstream = %self.addr, identity = %self.cfg.identity, error = %err, "ws-api stream lost; reconnecting");
+            } else {
+                warn!(upstream = %self.addr, identity = %self.cfg.identity, error = %err, "ws-api unreachable; retrying");
+            }
+            *down = Some(Down {
+                since: now,
+                reminded: now,
+                attempts: 1,
+                reason: err,
+            });
+            return;
+        };
+        d.attempts += 1;
+        if d.reason != err {
+            warn!(upstream = %self.addr, identity = %self.cfg.identity, error = %err, down_for = ?d.since.elapsed(), "ws-api still down, for another reason");
+            d.reason = err;
+            d.reminded = now;
+        } else if now - d.reminded >= REMIND_EVERY {
+            warn!(upstream = %self.addr, identity = %self.cfg.identity, error = %err, down_for = ?d.since.elapsed(), attempts = d.attempts, "ws-api still down");
+            d.reminded = now;
+        } else {
+            debug!(upstream = %self.addr, error = %err, "ws-api still down");
+        }
+    }
+
+    /// gRPC servers answer pings they find too frequent with GOAWAY
+    /// ENHANCE_YOUR_CALM (grpc-go and C-core allow one per 5 minutes while
+    /// they send nothing); as gRPC's keepalive design (A8) asks of clients,
+    /// ping this node half as often from now on.
+    fn slow_down_pings(&self) {
+        let every = self.keepalive.get() * 2;
+        self.keepalive.set(every);
+        self.counters.upstream_ping_slowdowns.inc();
+        warn!(
+            upstream = %self.addr, keepalive = ?every,
+            "ws-api refused our HTTP/2 pings as too frequent; pinging less often (let ws-api \
+             permit --upstream-keepalive: grpc-go keepalive.EnforcementPolicy.MinTime, \
+             C-core grpc.http2.min_ping_interval_without_data_ms)"
+        );
     }
 
     /// One HTTP/2 connection, from dial to failure.
@@ -81,13 +142,13 @@ impl Upstream {
         .await
     }
 
-    /// Pings ws-api every `keepalive` interval; ends when a ping goes unanswered.
+    /// Pings ws-api every keepalive interval; ends when a ping goes unanswered.
     async fn keepalive(&self, ping_pong: Option<PingPong>) -> Status {
-        let (Some(mut ping_pong), false) = (ping_pong, self.cfg.keepalive.is_zero()) else {
+        let (Some(mut ping_pong), false) = (ping_pong, self.keepalive.get().is_zero()) else {
             return future::pending().await;
         };
         loop {
-            glommio::timer::sleep(self.cfg.keepalive).await;
+            glommio::timer::sleep(self.keepalive.get()).await;
             match with_deadline(self.cfg.rpc_timeout, async {
                 ping_pong
                     .ping(Ping::opaque())
@@ -107,21 +168,23 @@ impl Upstream {
     }
 
     async fn stream(&self, channel: &Channel, wake: &LocalReceiver<()>, router: &Router) -> Status {
-        let opened = async {
-            let (send, resp) = channel
-                .streaming(EXCHANGE, &[("x-gateway-ip", &self.cfg.identity)])
-                .await?;
-            let inbound = Streaming::new(resp, channel.max_message()).await?;
-            Ok::<_, Status>((send, inbound))
-        };
-        // A ws-api that accepts but never answers must not hold the core forever.
-        let (send, mut inbound) = match with_deadline(self.cfg.rpc_timeout, opened).await {
+        let metadata = [("x-gateway-ip", self.cfg.identity.as_str())];
+        // Waits only for a stream slot on a fresh connection: bounded all the same.
+        let opened = with_deadline(self.cfg.rpc_timeout, channel.streaming(EXCHANGE, &metadata));
+        let (send, response) = match opened.await {
             Ok(s) => s,
             Err(e) => return e,
         };
+        self.up_since.set(Some(Instant::now()));
         self.set_up(true);
         info!(upstream = %self.addr, identity = %self.cfg.identity, "ws-api stream up");
-        future::or(self.write(send, wake), read(&mut inbound, router)).await
+        let inbound = async {
+            match Streaming::new(response, channel.max_message()).await {
+                Ok(mut inbound) => read(&mut inbound, router).await,
+                Err(e) => e,
+            }
+        };
+        future::or(self.write(send, wake), inbound).await
     }
 
     /// Sends whatever sessions buffered, as large writes, respecting flow control.
@@ -169,6 +232,20 @@ impl Upstream {
 
 /// Buffered bytes that are worth a write without waiting for the interval.
 const FLUSH_BYTES: usize = 64 * 1024;
+
+/// A stream that lived this long was a recovery: backoff and logging start afresh.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a node that stays down is logged again at warn.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
+
+/// What this core last logged about a node that is down.
+struct Down {
+    since: Instant,
+    reminded: Instant,
+    attempts: u64,
+    reason: Status,
+}
 
 /// Hands messages from ws-api to the router until the stream fails.
 async fn read(inbound: &mut Streaming, router: &Router) -> Status {

@@ -67,6 +67,10 @@ pub struct Upstream {
     counters: Arc<Counters>,
     channel: RefCell<Option<Channel>>,
     up: Cell<bool>,
+    /// When the current stream came up (None while down).
+    up_since: Cell<Option<Instant>>,
+    /// HTTP/2 ping interval; doubles when the node says we ping too often.
+    keepalive: Cell<Duration>,
     /// Set on shutdown: send what is buffered, end the stream, do not reconnect.
     closing: Cell<bool>,
     buffer: RefCell<BytesMut>,
@@ -78,6 +82,7 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(addr: SocketAddr, cfg: Rc<UpstreamConfig>, counters: Arc<Counters>) -> Rc<Upstream> {
         let (wake, wake_rx) = local_channel::new_bounded(1);
+        let keepalive = cfg.keepalive;
         Rc::new(Upstream {
             addr,
             seed: pool::fnv1a(addr.to_string().as_bytes()),
@@ -85,6 +90,8 @@ impl Upstream {
             counters,
             channel: RefCell::new(None),
             up: Cell::new(false),
+            up_since: Cell::new(None),
+            keepalive: Cell::new(keepalive),
             closing: Cell::new(false),
             buffer: RefCell::new(BytesMut::new()),
             buffered_msgs: Cell::new(0),

@@ -3,6 +3,9 @@
 
 use http::HeaderMap;
 
+/// How [`Status::from_h2`] words a peer's GOAWAY ENHANCE_YOUR_CALM.
+const GOAWAY_CALM: &str = "ws-api sent GOAWAY ENHANCE_YOUR_CALM";
+
 /// gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -88,6 +91,13 @@ impl Status {
         Some(Status { code, message })
     }
 
+    /// The server's GOAWAY ENHANCE_YOUR_CALM: grpc-go and gRPC C-core send
+    /// it (debug data `too_many_pings`) to a client that pings more often
+    /// than their keepalive policy permits.
+    pub fn is_too_many_pings(&self) -> bool {
+        self.code == Code::ResourceExhausted && self.message.starts_with(GOAWAY_CALM)
+    }
+
     /// An h2 error seen by a call: resets and GOAWAYs become their gRPC codes.
     pub fn from_h2(err: &h2::Error) -> Status {
         let code = match err.reason() {
@@ -98,6 +108,9 @@ impl Status {
             _ if err.is_io() || err.is_go_away() => Code::Unavailable,
             _ => Code::Internal,
         };
+        if err.is_go_away() && err.is_remote() && code == Code::ResourceExhausted {
+            return Status::new(code, format!("{GOAWAY_CALM}: {err}"));
+        }
         Status::new(code, format!("h2: {err}"))
     }
 }
