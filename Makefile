@@ -3,31 +3,32 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
+ADMIN_LISTEN ?= 127.0.0.1:9090
 
 .PHONY: run test lint build build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
-## run: build release, start ws-api and ws-gateway on loopback (Ctrl-C stops both)
+## run: build release, start ws-api and ws-gateway on loopback, print where to connect once ready (Ctrl-C stops both)
 run: build-release
-	@set -m; \
-	./target/release/ws-api --listen $(API_LISTEN) --handler echo & api=$$!; \
-	trap 'kill $$api $$gw 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
-	./target/release/ws-gateway --listen $(GW_LISTEN) --upstream $(API_LISTEN) & gw=$$!; \
-	sleep 1; \
-	echo; \
-	echo "Connect to ws://$(GW_LISTEN)/gateway/ws with a 'token' header (a number is the uid), e.g.:"; \
-	echo "  websocat -H 'token: 42' ws://$(GW_LISTEN)/gateway/ws   then type: {\"type\":\"message\",\"payload\":\"aGVsbG8=\"}"; \
-	echo "Browsers: new WebSocket('ws://$(GW_LISTEN)/gateway/ws?token=42'). ws-api (echo) sends every message back."; \
-	echo "Ctrl-C stops both."; \
-	wait $$gw
+	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) bash tools/run.sh
 
 ## test: formatting, lints, then every test (unit, integration, bench smoke)
 test: deps lint build bench-smoke integration
 
-## deps: what the tests need beyond cargo: Python websockets (an independent client), redis-server
-deps:
-	@python3 -c 'import websockets' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13'
+## deps: what the tests need beyond cargo, installed here so a fresh machine needs nothing by hand:
+## a Python venv (websockets: an independent client; grpcio: a gRPC C-core ws-api), redis-server,
+## and Go with grpc-go from Debian (a grpc-go ws-api)
+VENV := target/venv
+deps: $(VENV)/.installed
 	@command -v redis-server >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
+	@bash tests/peers/grpc-go/install.sh
+
+$(VENV)/.installed:
+	@python3 -m venv $(VENV) 2>/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+		 python3 -m venv $(VENV))
+	$(VENV)/bin/pip install --quiet 'websockets>=13' 'grpcio>=1.60' 'grpcio-tools>=1.60'
+	@touch $@
 
 lint:
 	$(CARGO) fmt --all -- --check

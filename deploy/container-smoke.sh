@@ -51,7 +51,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 curl -fsS "http://$ADMIN/readyz"
-python3 tools/ws_client.py "ws://$GW/gateway/ws" 42
+target/venv/bin/python3 tools/ws_client.py "ws://$GW/gateway/ws" 42
 echo "container: $(podman --runtime runc --cgroup-manager=cgroupfs inspect -f '{{.HostConfig.CpusetCpus}} {{.Config.User}}' ws-gateway-smoke) (cpuset, user)"
 podman --runtime runc --cgroup-manager=cgroupfs stop -t 15 ws-gateway-smoke >/dev/null
 echo "container smoke: OK"

@@ -15,11 +15,11 @@ fn python_websockets_client_gets_its_echo() {
     let url = format!("ws://{}/gateway/ws", gw.addr);
     let until = std::time::Instant::now() + DEADLINE;
     let out = loop {
-        let out = Command::new("python3")
+        let out = Command::new(peers::python())
             .arg(&script)
             .args([&url, "77"])
             .output()
-            .expect("python3 runs (make test installs websockets)");
+            .expect("the venv's python runs (make deps installs websockets in target/venv)");
         // 503 until the gateway's streams to ws-api are up.
         if out.status.success()
             || std::time::Instant::now() > until

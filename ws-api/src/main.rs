@@ -51,6 +51,11 @@ struct Args {
     /// `MAXLEN ~` of each Redis Stream written by `--handler redis-stream`.
     #[arg(long, env = "WS_API_STREAM_MAXLEN", default_value_t = 100_000)]
     stream_maxlen: usize,
+    /// Send `ExchangeMsg` response headers only with the first downstream
+    /// message, like grpc-go and gRPC C-core servers (tonic sends them at
+    /// once). For tests of the gateway against both behaviours.
+    #[arg(long, env = "WS_API_LAZY_HEADERS")]
+    lazy_headers: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,9 +111,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(
-            ExchangeServiceServer::new(Exchange(backend.clone()))
-                .max_decoding_message_size(args.max_message_size)
-                .max_encoding_message_size(args.max_message_size),
+            ExchangeServiceServer::new(Exchange {
+                backend: backend.clone(),
+                lazy_headers: args.lazy_headers,
+            })
+            .max_decoding_message_size(args.max_message_size)
+            .max_encoding_message_size(args.max_message_size),
         )
         .add_service(BizMsgServiceServer::new(Biz(backend)))
         .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))

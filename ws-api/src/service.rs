@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::pin::Pin;
 use tokio::sync::mpsc;
+
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -122,11 +125,17 @@ impl Backend {
 
 /// `wsapi.ExchangeService`.
 #[derive(Debug, Clone)]
-pub struct Exchange(pub Arc<Backend>);
+pub struct Exchange {
+    pub backend: Arc<Backend>,
+    /// Send `ExchangeMsg`'s response headers only with the first downstream
+    /// message, as grpc-go and gRPC C-core servers do (tonic sends them at
+    /// once); the gateway must not wait for them.
+    pub lazy_headers: bool,
+}
 
 #[tonic::async_trait]
 impl ExchangeService for Exchange {
-    type ExchangeMsgStream = ReceiverStream<Result<Msg, Status>>;
+    type ExchangeMsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
 
     async fn exchange_msg(
         &self,
@@ -141,16 +150,25 @@ impl ExchangeService for Exchange {
             identity = identity.as_deref().unwrap_or("?"),
             "exchange stream opened"
         );
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (tx, mut rx) = mpsc::channel(STREAM_QUEUE);
         // Registered before the response headers go out: once the gateway
         // sees them, pushes through this node reach it.
         let mut registered = None;
         if let Some(server) = identity {
-            let id = self.0.register(&server, &tx).await;
+            let id = self.backend.register(&server, &tx).await;
             registered = Some((server, id));
         }
-        tokio::spawn(Arc::clone(&self.0).pump(registered, req.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(Arc::clone(&self.backend).pump(registered, req.into_inner(), tx));
+        if !self.lazy_headers {
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
+        // tonic writes the headers when this returns: hold it until there is
+        // a message to send (or the stream ended without one).
+        let first = rx.recv().await;
+        let rest = ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(
+            tokio_stream::iter(first).chain(rest),
+        )))
     }
 
     async fn connect(
@@ -170,7 +188,7 @@ impl ExchangeService for Exchange {
             server: req.server,
             sid: req.sid,
         };
-        self.0
+        self.backend
             .presence
             .connect(uid, key)
             .await
@@ -188,7 +206,7 @@ impl ExchangeService for Exchange {
             server: req.server,
             sid: req.sid,
         };
-        self.0
+        self.backend
             .presence
             .disconnect(&key, req.uid)
             .await
@@ -205,7 +223,7 @@ impl ExchangeService for Exchange {
             server: req.server,
             sid: req.sid,
         };
-        self.0
+        self.backend
             .presence
             .keep_alive(&key)
             .await

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that tests/peers/grpc-go/build.sh needs, only
+# if something is missing.
+set -euo pipefail
+
+packages=(golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc
+          golang-google-grpc-dev golang-google-protobuf-dev)
+gocode=/usr/share/gocode
+
+if command -v go >/dev/null 2>&1 &&
+    command -v protoc >/dev/null 2>&1 &&
+    protoc-gen-go --version >/dev/null 2>&1 &&
+    command -v protoc-gen-go-grpc >/dev/null 2>&1 &&
+    [[ -f $gocode/src/google.golang.org/grpc/version.go ]] &&
+    [[ -d $gocode/src/google.golang.org/protobuf/proto ]]; then
+    exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    sudo=(sudo)
+fi
+echo "grpc-go peer: installing ${packages[*]}" >&2
+"${sudo[@]}" apt-get update -qq
+# protoc-gen-go conflicts with protoc-gen-go-1-3 and golang-goprotobuf-dev;
+# apt removes those if present.
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >&2
