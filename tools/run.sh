@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make run`: starts ws-api (echo) and ws-gateway on loopback, prints where
+# to connect once the gateway answers /readyz, and stops both on Ctrl-C. If
+# either process fails to start, says which and exits non-zero.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+GW_LISTEN=${GW_LISTEN:-127.0.0.1:8080}
+API_LISTEN=${API_LISTEN:-127.0.0.1:8081}
+ADMIN_LISTEN=${ADMIN_LISTEN:-127.0.0.1:9090}
+READY_WITHIN=${READY_WITHIN:-10}
+bin=target/release
+
+./$bin/ws-api --listen "$API_LISTEN" --handler echo & api=$!
+./$bin/ws-gateway --listen "$GW_LISTEN" --upstream "$API_LISTEN" --admin-listen "$ADMIN_LISTEN" & gw=$!
+trap 'kill $api $gw 2>/dev/null; wait 2>/dev/null' EXIT
+trap 'exit 0' INT TERM
+
+# GET /readyz with bash's /dev/tcp: 0 once it answers 200.
+ready() {
+    { exec 3<>"/dev/tcp/${ADMIN_LISTEN%:*}/${ADMIN_LISTEN##*:}"; } 2>/dev/null || return 1
+    printf 'GET /readyz HTTP/1.1\r\nHost: run\r\nConnection: close\r\n\r\n' >&3
+    local status
+    read -r _ status _ <&3
+    exec 3<&-
+    [ "$status" = 200 ]
+}
+
+alive() {
+    kill -0 "$api" 2>/dev/null || { echo "make run: ws-api did not start (its error is above)" >&2; return 1; }
+    kill -0 "$gw" 2>/dev/null || { echo "make run: ws-gateway did not start (its error is above)" >&2; return 1; }
+}
+
+deadline=$((SECONDS + READY_WITHIN))
+while alive || exit 1; ! ready; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "make run: ws-gateway not ready within ${READY_WITHIN}s (http://$ADMIN_LISTEN/readyz)" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+# One that failed a moment after the gateway became ready (a port in use, say).
+alive || exit 1
+
+cat <<BANNER
+
+Connect to ws://$GW_LISTEN/gateway/ws with a 'token' header (a number is the uid), e.g.:
+  websocat -H 'token: 42' ws://$GW_LISTEN/gateway/ws   then type: {"type":"message","payload":"aGVsbG8="}
+Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42'). ws-api (echo) sends every message back.
+Metrics and probes: http://$ADMIN_LISTEN/metrics /readyz. Ctrl-C stops both.
+BANNER
+
+wait -n "$api" "$gw"
+if kill -0 "$api" 2>/dev/null; then who=ws-gateway; else who=ws-api; fi
+echo "make run: $who exited; stopping" >&2
+exit 1
