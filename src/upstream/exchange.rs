@@ -3,7 +3,8 @@
 //! any failure reconnect with exponential backoff and full jitter, until the
 //! core closes it.
 //!
-//! The stream is up once the HTTP/2 connection is established and the
+//! The stream is up once the HTTP/2 connection is established (ws-api
+//! answered a PING, which it can only do after its own preface) and the
 //! request HEADERS are written. Response HEADERS are read whenever they
 //! come: tonic sends them at once, grpc-go and gRPC C-core only with the
 //! first message, and a ws-api that never pushes never sends them. Liveness
@@ -127,7 +128,9 @@ impl Upstream {
             Ok(c) => c,
             Err(e) => return e,
         };
-        let keepalive = self.keepalive(conn.ping_pong());
+        let Some(mut ping_pong) = conn.ping_pong() else {
+            return Status::new(Code::Internal, "h2 connection without ping_pong");
+        };
         self.channel.replace(Some(channel.clone()));
         let driver = async {
             match conn.await {
@@ -135,35 +138,53 @@ impl Upstream {
                 Err(e) => Status::from_h2(&e),
             }
         };
-        future::or(
-            self.stream(&channel, wake, router),
-            future::or(driver, keepalive),
-        )
-        .await
+        let work = async {
+            // h2's handshake only sends our preface. A server answers a PING
+            // after its own, so the answer proves an HTTP/2 peer that is
+            // alive: only then is the connection established.
+            if let Err(e) = self.ping(&mut ping_pong).await {
+                return e;
+            }
+            future::or(
+                self.stream(&channel, wake, router),
+                self.keepalive(ping_pong),
+            )
+            .await
+        };
+        future::or(work, driver).await
     }
 
     /// Pings ws-api every keepalive interval; ends when a ping goes unanswered.
-    async fn keepalive(&self, ping_pong: Option<PingPong>) -> Status {
-        let (Some(mut ping_pong), false) = (ping_pong, self.keepalive.get().is_zero()) else {
+    async fn keepalive(&self, mut ping_pong: PingPong) -> Status {
+        if self.keepalive.get().is_zero() {
             return future::pending().await;
-        };
+        }
         loop {
             glommio::timer::sleep(self.keepalive.get()).await;
-            match with_deadline(self.cfg.rpc_timeout, async {
-                ping_pong
-                    .ping(Ping::opaque())
-                    .await
-                    .map_err(|e| Status::from_h2(&e))
-            })
-            .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code == Code::DeadlineExceeded => {
-                    self.counters.upstream_ping_timeouts.inc();
-                    return Status::new(Code::Unavailable, "ws-api did not answer an HTTP/2 ping");
-                }
-                Err(e) => return e,
+            if let Err(e) = self.ping(&mut ping_pong).await {
+                return e;
             }
+        }
+    }
+
+    /// One HTTP/2 ping, answered within `--rpc-timeout`.
+    async fn ping(&self, ping_pong: &mut PingPong) -> Result<(), Status> {
+        let pong = async {
+            ping_pong
+                .ping(Ping::opaque())
+                .await
+                .map_err(|e| Status::from_h2(&e))
+        };
+        match with_deadline(self.cfg.rpc_timeout, pong).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == Code::DeadlineExceeded => {
+                self.counters.upstream_ping_timeouts.inc();
+                Err(Status::new(
+                    Code::Unavailable,
+                    "ws-api did not answer an HTTP/2 ping",
+                ))
+            }
+            Err(e) => Err(e),
         }
     }
 
