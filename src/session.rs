@@ -1,12 +1,15 @@
 //! One client's life after the upgrade: read frames and queue them for
 //! ws-api, write what the core queued for the client, close with a reason.
 //!
-//! A session is one task that waits on either side at once. It never awaits
-//! ws-api: upstream messages go into the core's bounded buffer, and a full
-//! buffer answers the client with an error frame. Downstream, a client that
-//! does not read is a slow consumer: its queue is bounded, overflow is
-//! counted, and the session is closed with 1008 once it overflowed or a
-//! write has taken longer than `--write-timeout`.
+//! A session is one task that waits on either side at once, polling them
+//! in turn. It never awaits ws-api: upstream messages go into the core's
+//! bounded buffer, and a full buffer answers the client with an error
+//! frame. Downstream, once the send queue passes three quarters of
+//! `--send-queue` the session stops reading the client until it has written
+//! the queue down; a client that does not read (a write to it waits) is a
+//! slow consumer: a message that finds its queue full is counted, and the
+//! session is closed with 1008, as it is once a write has taken longer than
+//! `--write-timeout`.
 
 use std::pin::pin;
 use std::rc::Rc;
@@ -83,14 +86,27 @@ impl Session {
         // The per-message steps are boxed: an idle session's task then holds
         // only this loop's wait (about 0.6 KiB instead of about 2.5 KiB),
         // for one small allocation per message.
+        // Which side is polled first alternates, so frames a client sent in
+        // one burst cannot starve the writes of their own replies.
+        let mut client_first = true;
+        let high_water = self.core.config.send_queue * 3 / 4;
         loop {
             let event = {
                 let (ws, rx) = (&mut self.ws, &self.rx);
-                future::or(async { Event::Client(ws.next().await) }, async {
-                    Event::Core(rx.recv().await)
-                })
-                .await
+                let client = async { Event::Client(ws.next().await) };
+                let core = async { Event::Core(rx.recv().await) };
+                if self.handle.queued() >= high_water {
+                    // Back-pressure: stop reading a client whose replies pile
+                    // up until they are written (TCP then slows the sender),
+                    // rather than closing a client that reads.
+                    core.await
+                } else if client_first {
+                    future::or(client, core).await
+                } else {
+                    future::or(core, client).await
+                }
             };
+            client_first = !client_first;
             let step = match event {
                 Event::Client(None) => return End::ClientClosed,
                 Event::Client(Some(Ok(msg))) => Box::pin(self.on_client_message(msg)).await,
@@ -174,6 +190,7 @@ impl Session {
     /// Writes `first` and everything else already queued, then flushes once.
     async fn write_queued(&mut self, first: Outbound) -> Result<(), End> {
         let timeout = self.core.config.write_timeout;
+        let handle = Rc::clone(&self.handle);
         let write = async {
             let mut next = Some(first);
             while let Some(out) = next {
@@ -214,7 +231,10 @@ impl Session {
                             "write timeout: client not reading",
                         ))
                     });
-                    future::or(write, timer).await
+                    handle.set_stalled(true);
+                    let result = future::or(write, timer).await;
+                    handle.set_stalled(false);
+                    result
                 }
             }
         };

@@ -56,6 +56,9 @@ pub enum QueueError {
     Closed,
 }
 
+/// How far past `--send-queue` a session that is not stalled may be queued.
+const BURST_SLACK: usize = 16;
+
 /// The core's way to reach one session.
 #[derive(Debug)]
 pub struct SessionHandle {
@@ -66,6 +69,8 @@ pub struct SessionHandle {
     counters: Arc<Counters>,
     /// Set when the send queue overflowed: the session closes as a slow consumer.
     overflowed: Cell<bool>,
+    /// Set while a write to the client waits (its socket is full).
+    stalled: Cell<bool>,
     /// The keepalive tick at which the client was last heard from.
     pub heard: Cell<u64>,
     /// Groups this session is in, to leave them when it ends.
@@ -84,6 +89,7 @@ impl SessionHandle {
             bound: queue,
             counters,
             overflowed: Cell::new(false),
+            stalled: Cell::new(false),
             heard: Cell::new(tick),
             groups: RefCell::new(Vec::new()),
         });
@@ -91,8 +97,14 @@ impl SessionHandle {
     }
 
     /// Queues without waiting: the core never blocks on one client.
+    ///
+    /// The bound holds against a client that does not read (a write to it
+    /// is waiting). A session that writes freely may find more queued when
+    /// its turn comes (ws-api answered a burst of its frames in one batch)
+    /// and is not closed for it, up to [`BURST_SLACK`] times the bound.
     pub fn push(&self, out: Outbound) -> Result<(), QueueError> {
-        if self.tx.len() >= self.bound {
+        let queued = self.tx.len();
+        if queued >= self.bound && (self.stalled.get() || queued >= self.bound * BURST_SLACK) {
             self.overflowed.set(true);
             return Err(QueueError::Full);
         }
@@ -113,6 +125,11 @@ impl SessionHandle {
 
     pub fn overflowed(&self) -> bool {
         self.overflowed.get()
+    }
+
+    /// The session's write to its client is waiting (or no longer is).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.set(stalled);
     }
 }
 
