@@ -1,21 +1,30 @@
 //! The admin listener (`--admin-listen`, default 127.0.0.1:9090), on its own
 //! thread so that scrapes never take time from a core: `/metrics`,
 //! `/healthz` (the process is up), `/readyz` (every core has its stream to
-//! ws-api, and the gateway is not draining).
+//! ws-api, descriptors are left for new clients, and the gateway is not
+//! draining). A current-thread tokio runtime serves each connection as a
+//! task under one deadline, so no socket can hold the endpoint.
 //!
 //! It reads the cores' counters directly (each is written by its core alone,
 //! see `metrics.rs`), so a scrape sends nothing to the cores.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tracing::debug;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
 
-use crate::exposition;
 use crate::metrics::Counters;
+use crate::{exposition, procstat};
+
+/// Descriptors kept free before readiness turns 503: new clients need one
+/// each, and a reconnect to ws-api needs a few.
+const FD_HEADROOM: u64 = 8;
 
 /// What the admin endpoint reports on.
 #[derive(Debug, Clone)]
@@ -29,6 +38,13 @@ impl AdminState {
     pub fn readiness(&self) -> Result<(), String> {
         if self.draining.load(Ordering::Relaxed) {
             return Err("draining: shutting down".into());
+        }
+        let p = procstat::read();
+        if p.max_fds > 0 && p.open_fds + FD_HEADROOM >= p.max_fds {
+            return Err(format!(
+                "out of file descriptors: {} of {} open, new clients cannot be accepted",
+                p.open_fds, p.max_fds
+            ));
         }
         let down: Vec<String> = self
             .cores
@@ -45,67 +61,106 @@ impl AdminState {
     }
 }
 
-/// Binds the admin listener and serves it on a thread of its own.
+/// Connections served at once; more are closed at once (probes and scrapes
+/// need a handful, and an idle socket costs a task, not a thread).
+const MAX_CONNECTIONS: usize = 256;
+
+/// Whole-request deadline: reading the request, answering, writing.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Binds the admin listener and serves it on a thread of its own, one task
+/// per connection: a slow or idle socket holds only its own task, never a
+/// probe behind it.
 pub fn spawn(addr: SocketAddr, state: AdminState) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
     std::thread::Builder::new()
         .name("admin".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = serve(stream, &state) {
-                    debug!(error = %e, "admin request failed");
-                }
-            }
-        })?;
+        .spawn(move || runtime.block_on(serve_all(listener, Arc::new(state))))?;
     Ok(bound)
 }
 
-fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+async fn serve_all(listener: std::net::TcpListener, state: Arc<AdminState>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return warn!(error = %e, "admin listener unusable"),
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: do not spin.
+                debug!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("admin connection refused: {MAX_CONNECTIONS} already open");
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(REQUEST_DEADLINE, serve(stream, &state)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "admin request failed"),
+                Err(_) => debug!("admin request timed out"),
+            }
+        });
+    }
+}
+
+async fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
     let path = loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
+        if stream.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => break req.path.unwrap_or("/").to_owned(),
             Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
-            _ => return respond(&mut stream, 400, "text/plain", "bad request\n"),
+            _ => return respond(&mut stream, 400, "text/plain", "bad request\n").await,
         }
     };
     match path.split('?').next().unwrap_or("/") {
-        "/metrics" => respond(
-            &mut stream,
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            &exposition::render(&state.cores),
-        ),
-        "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n"),
+        "/metrics" => {
+            let body = exposition::render(&state.cores);
+            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            respond(&mut stream, 200, kind, &body).await
+        }
+        "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
         "/readyz" => match state.readiness() {
-            Ok(()) => respond(&mut stream, 200, "text/plain", "ready\n"),
-            Err(why) => respond(&mut stream, 503, "text/plain", &format!("{why}\n")),
+            Ok(()) => respond(&mut stream, 200, "text/plain", "ready\n").await,
+            Err(why) => respond(&mut stream, 503, "text/plain", &format!("{why}\n")).await,
         },
-        _ => respond(&mut stream, 404, "text/plain", "not found\n"),
+        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
     }
 }
 
-fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        _ => "Service Unavailable",
-    };
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> io::Result<()> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
 }

@@ -91,7 +91,7 @@ pub fn profile_dir() -> PathBuf {
 
 /// Spawns `cmd`, waits for its stdout line containing `marker`, and reads
 /// the socket address that follows it.
-fn spawn_and_wait(mut cmd: Command, marker: &str) -> Proc {
+pub fn spawn_and_wait(mut cmd: Command, marker: &str) -> Proc {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
