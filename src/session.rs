@@ -13,6 +13,7 @@
 
 use std::pin::pin;
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::stream::ClientStream;
 use async_tungstenite::WebSocketStream;
@@ -20,7 +21,7 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use bytes::Bytes;
-use futures_lite::{StreamExt, future};
+use futures_lite::{AsyncReadExt, StreamExt, future};
 use futures_util::SinkExt;
 use glommio::channels::local_channel::LocalReceiver;
 use tracing::{Instrument, debug, warn};
@@ -277,7 +278,11 @@ impl Session {
         self.ws.flush().await.map_err(End::Io)
     }
 
-    /// Sends the close frame for `end` (when there is one to send).
+    /// Sends the close frame for `end` (when there is one to send), then
+    /// waits up to [`CLOSE_LINGER`] for the client's Close (RFC 6455
+    /// §7.1.1) before the socket is closed: closing it with unread data
+    /// sends RST, which can overtake our Close frame, and browsers then see
+    /// 1006 and `wasClean === false` instead of our code.
     async fn finish(&mut self, end: End) -> End {
         if let End::Closed(code, reason) = &end {
             let frame = CloseFrame {
@@ -285,13 +290,51 @@ impl Session {
                 reason: reason.clone().into(),
             };
             let timeout = self.core.config.write_timeout;
-            let _ = future::or(async { self.ws.close(Some(frame)).await }, async {
+            let sent = future::or(async { self.ws.close(Some(frame)).await.is_ok() }, async {
                 glommio::timer::sleep(timeout).await;
-                Ok(())
+                false
             })
             .await;
+            // After a protocol error or an oversized frame the client's bytes
+            // cannot be parsed as frames any more: discard them raw.
+            let framing_lost = matches!(
+                CloseCode::from(*code),
+                CloseCode::Protocol | CloseCode::Size
+            );
+            let linger = async {
+                if framing_lost {
+                    discard(self.ws.get_mut()).await;
+                } else {
+                    // tungstenite ends the stream once the client's Close is in.
+                    while let Some(Ok(_)) = self.ws.next().await {}
+                }
+            };
+            if sent {
+                future::or(linger, glommio::timer::sleep(CLOSE_LINGER)).await;
+            }
         }
         end
+    }
+}
+
+/// How long a session the gateway closes waits for the client's Close.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client still sends, until it closes or has
+/// been quiet for a moment (its Close, if any, is among what was dropped).
+async fn discard(stream: &mut ClientStream) {
+    const QUIET: Duration = Duration::from_millis(100);
+    let mut buf = [0u8; 2048];
+    loop {
+        let read = async { stream.read(&mut buf).await.ok() };
+        let quiet = async {
+            glommio::timer::sleep(QUIET).await;
+            None
+        };
+        match future::or(read, quiet).await {
+            Some(n) if n > 0 => continue,
+            _ => return,
+        }
     }
 }
 
