@@ -85,7 +85,7 @@ impl Collector for GatewayCollector {
             g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
         }
         type Field = fn(&Counters) -> &Counter;
-        let counters: [(&str, &str, Field); 12] = [
+        let counters: [(&str, &str, Field); 13] = [
             (
                 "gateway_upstream_ping_timeouts",
                 "HTTP/2 pings ws-api left unanswered.",
@@ -141,6 +141,11 @@ impl Collector for GatewayCollector {
                 "gateway_inbound_rate_closes",
                 "Sessions closed for exceeding --max-inbound-rate.",
                 |c| &c.inbound_rate_closes,
+            ),
+            (
+                "gateway_bad_frame_closes",
+                "Sessions closed with 1008 for more bad frames than error frames answer (10, then 1/s).",
+                |c| &c.bad_frame_closes,
             ),
         ];
         for (name, help, field) in counters {

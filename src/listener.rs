@@ -249,6 +249,7 @@ async fn upgrade(
         uid,
         prefix,
         inbound_limit,
+        bad_frames: None,
     })
 }
 

@@ -230,6 +230,8 @@ pub struct Counters {
     pub keepalive_timeouts: Counter,
     /// Sessions closed for sending faster than --max-inbound-rate.
     pub inbound_rate_closes: Counter,
+    /// Sessions closed for sending bad frames faster than error frames answer them.
+    pub bad_frame_closes: Counter,
     rejects: [Counter; Reject::ALL.len()],
     losses: [Counter; Loss::ALL.len()],
 }

@@ -58,7 +58,15 @@ pub struct Session {
     pub format: Format,
     /// `--max-inbound-rate`, if set.
     pub inbound_limit: Option<TokenBucket>,
+    /// Error frames this session may still be sent; made at its first bad frame.
+    pub bad_frames: Option<Box<TokenBucket>>,
 }
+
+/// Error frames answer bad client frames at most this often per second,
+/// after a burst of [`BAD_FRAME_BURST`]; past it the session is closed:
+/// a 6-byte frame must not buy a 100-byte answer without limit.
+const BAD_FRAME_RATE: f64 = 1.0;
+const BAD_FRAME_BURST: f64 = 10.0;
 
 enum Event {
     Client(Option<Result<Message, WsError>>),
@@ -156,6 +164,13 @@ impl Session {
             Err(e) => {
                 counters.lose(Loss::BadFrame, 1);
                 debug!(error = %e, "bad client frame");
+                let budget = self.bad_frames.get_or_insert_with(|| {
+                    Box::new(TokenBucket::new(BAD_FRAME_RATE, BAD_FRAME_BURST))
+                });
+                if !budget.allow() {
+                    counters.bad_frame_closes.inc();
+                    return Err(close(CloseCode::Policy, "too many bad frames"));
+                }
                 return Box::pin(self.send_error(&format!("bad frame: {e}"))).await;
             }
         };

@@ -71,3 +71,48 @@ async fn bad_frames_get_errors_and_others_carry_on() {
         frame("message", b"unaffected")
     );
 }
+
+/// Empty frames (6 bytes each) answered by ~100-byte error frames: ten get
+/// an answer, the flood after them closes the session with 1008, counted.
+#[tokio::test]
+async fn a_flood_of_bad_frames_is_answered_ten_times_then_closed() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &[]);
+    let admin = gw.admin.expect("admin");
+    let mut ws = connect(gw.addr, "3").await;
+    for _ in 0..100 {
+        if ws.feed(Message::text("")).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    let mut errors = 0;
+    let (code, reason) = loop {
+        match recv_or_close(&mut ws).await {
+            Ok(text) => {
+                error_frame("bad frame:", &text);
+                errors += 1;
+            }
+            Err(close) => break close,
+        }
+    };
+    assert_eq!((code, reason.as_str()), (1008, "too many bad frames"));
+    assert!((10..=12).contains(&errors), "{errors} error frames");
+    assert_eq!(metric(admin, "gateway_bad_frame_closes_total"), Some(1.0));
+}
+
+/// The next text message, or the close frame's (code, reason).
+async fn recv_or_close(ws: &mut Client) -> Result<String, (u16, String)> {
+    use futures_util::StreamExt;
+    loop {
+        let next = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("deadline");
+        match next {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Close(Some(c)))) => return Err((c.code.into(), c.reason.to_string())),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+}
