@@ -32,6 +32,17 @@ pub enum FrameFormat {
     Raw,
 }
 
+/// When a refused upgrade is answered in-band (101, then a Close frame)
+/// rather than with an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefuseInBand {
+    /// For requests with an `Origin` header: browsers.
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -123,6 +134,19 @@ pub struct Config {
     /// allowed; others get 403 (cross-site WebSocket hijacking).
     #[arg(long, env = "WS_GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',', default_values_t = ["*".to_string()])]
     pub allowed_origins: Vec<String>,
+
+    /// Application subprotocols the gateway may select (e.g. `graphql-ws`):
+    /// the first one the client offers is answered, also beside the
+    /// `token` marker.
+    #[arg(long, env = "WS_GATEWAY_SUBPROTOCOLS", value_delimiter = ',')]
+    pub subprotocols: Vec<String>,
+
+    /// Answer refusals (token, Origin, limits, ws-api down) in-band: complete
+    /// the upgrade, then close with 4401, 4403, 4429 or 4503 and a reason
+    /// that page code can read (browsers hide HTTP statuses behind close
+    /// 1006). `auto`: for requests with an Origin header.
+    #[arg(long, env = "WS_GATEWAY_REFUSE_IN_BAND", value_enum, default_value_t = RefuseInBand::Auto)]
+    pub refuse_in_band: RefuseInBand,
 
     /// Identity sent to ws-api as `x-gateway-ip` / `Msg.server` (suffixed `#core`).
     /// Default: the listen address, or hostname:port when listening on all interfaces.
@@ -344,6 +368,26 @@ impl Config {
         }
         if self.paths.is_empty() || self.paths.iter().any(|p| !p.starts_with('/')) {
             return Err(invalid("paths", "every path must start with '/'"));
+        }
+        if let Some(bad) = self
+            .allowed_origins
+            .iter()
+            .find(|o| *o != "*" && crate::handshake::normalize_origin(o).is_none())
+        {
+            return Err(invalid(
+                "allowed-origins",
+                format!("{bad:?} is not scheme://host[:port] or *"),
+            ));
+        }
+        if let Some(bad) = self
+            .subprotocols
+            .iter()
+            .find(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+        {
+            return Err(invalid(
+                "subprotocols",
+                format!("{bad:?} is not a subprotocol name"),
+            ));
         }
         for (key, v) in [
             ("max-connections-per-core", self.max_connections_per_core),

@@ -1,13 +1,18 @@
 //! The HTTP/1.1 upgrade, done by hand so that ws-api can refuse a client
 //! before it becomes a WebSocket: parse with `httparse`, check the request,
 //! ask ws-api `Connect`, and only then answer `101 Switching Protocols`.
-//! Every refusal is a plain HTTP response with a one-line reason.
+//!
+//! A refusal is a plain HTTP response with a one-line reason, or, for
+//! browsers (which show page code only close 1006 for any HTTP status), a
+//! completed upgrade followed by a Close frame whose code says why (4401,
+//! 4403, 4429, 4503) and whose reason is the same line.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::stream::ClientStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 
@@ -22,8 +27,13 @@ const MAX_HEADERS: usize = 32;
 pub struct Upgrade {
     pub accept_key: String,
     pub token: Option<Bytes>,
-    /// The subprotocol to echo back when the token came in `Sec-WebSocket-Protocol`.
+    /// The subprotocol to answer with: an application one the gateway
+    /// knows, else the `token` marker or `token.<base64url>` entry the
+    /// client offered (a browser fails a connection whose offered
+    /// subprotocols are all ignored).
     pub protocol: Option<String>,
+    /// The `Origin` header: a browser.
+    pub origin: Option<String>,
     /// `?format=protobuf`: answer in binary frames from the start.
     pub protobuf: bool,
     /// Bytes the client sent after the request (early WebSocket frames).
@@ -57,19 +67,45 @@ impl Refusal {
             kind,
         }
     }
+
+    /// The Close code an in-band refusal carries: the HTTP status in the
+    /// 4000 range an application may use. `None` for refusals of requests
+    /// that are not a valid upgrade (those stay HTTP).
+    pub fn close_code(&self) -> Option<u16> {
+        match self.kind {
+            Reject::MissingToken | Reject::Unauthorized => Some(4401),
+            Reject::Forbidden => Some(4403),
+            Reject::UserLimit | Reject::RateLimited => Some(4429),
+            Reject::UpstreamUnavailable | Reject::Overloaded => Some(4503),
+            Reject::BadRequest
+            | Reject::Tls
+            | Reject::NotFound
+            | Reject::Timeout
+            | Reject::HeaderTooLarge => None,
+        }
+    }
+
+    /// Seconds after which a retry may succeed, where there is such a time.
+    fn retry_after(&self) -> Option<u32> {
+        matches!(
+            self.kind,
+            Reject::RateLimited | Reject::UpstreamUnavailable | Reject::Overloaded
+        )
+        .then_some(1)
+    }
 }
 
 /// Reads and checks an upgrade request. `Err(None)` when the client went away.
 pub async fn read_request(
     stream: &mut ClientStream,
     paths: &[String],
-    origins: &[String],
+    subprotocols: &[String],
     timeout: Duration,
 ) -> Result<Upgrade, Option<Refusal>> {
     let read = async {
         let mut buf = BytesMut::with_capacity(1024);
         loop {
-            if let Some(upgrade) = parse(&buf, paths, origins).map_err(Some)? {
+            if let Some(upgrade) = parse(&buf, paths, subprotocols).map_err(Some)? {
                 return Ok(upgrade);
             }
             if buf.len() >= MAX_HEADER_BYTES {
@@ -97,7 +133,11 @@ pub async fn read_request(
 }
 
 /// Parses what has arrived so far: `Ok(None)` while the request is incomplete.
-pub fn parse(buf: &[u8], paths: &[String], origins: &[String]) -> Result<Option<Upgrade>, Refusal> {
+pub fn parse(
+    buf: &[u8],
+    paths: &[String],
+    subprotocols: &[String],
+) -> Result<Option<Upgrade>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -150,18 +190,7 @@ pub fn parse(buf: &[u8], paths: &[String], origins: &[String]) -> Result<Option<
             "unsupported Sec-WebSocket-Version (want 13)",
         ));
     }
-    if let Some(origin) = header("origin") {
-        let origin = String::from_utf8_lossy(origin);
-        if !origins
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin))
-        {
-            return Err(Refusal::new(
-                Reject::Forbidden,
-                format!("origin {origin} not allowed"),
-            ));
-        }
-    }
+    let origin = header("origin").map(|o| String::from_utf8_lossy(o).into_owned());
     let key = header("sec-websocket-key")
         .filter(|k| !k.is_empty())
         .ok_or_else(|| Refusal::new(Reject::BadRequest, "missing Sec-WebSocket-Key"))?;
@@ -179,46 +208,146 @@ pub fn parse(buf: &[u8], paths: &[String], origins: &[String]) -> Result<Option<
             _ => {}
         }
     }
-    let mut protocol = None;
+    let offered: Vec<&str> = header("sec-websocket-protocol")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|v| v.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    // Browsers cannot set headers: `new WebSocket(url, ["token", "<token>"])`,
+    // or `["token.<base64url>"]` for tokens with characters a subprotocol
+    // cannot hold (`=`, `+`, `/`).
+    let marker = offered
+        .iter()
+        .position(|p| *p == "token" || *p == "access_token");
+    let encoded = offered
+        .iter()
+        .find_map(|p| Some((*p, p.strip_prefix("token.")?)));
     if token.is_none() {
-        // Browsers cannot set headers: `new WebSocket(url, ["token", "<token>"])`.
-        let offered: Vec<&str> = header("sec-websocket-protocol")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(|v| v.split(',').map(str::trim).collect())
-            .unwrap_or_default();
-        let marker = offered
-            .iter()
-            .position(|p| *p == "token" || *p == "access_token");
-        if let Some((i, t)) = marker.and_then(|i| Some((i, *offered.get(i + 1)?))) {
-            token = Some(Bytes::copy_from_slice(t.as_bytes())).filter(|t| !t.is_empty());
-            protocol = token.as_ref().map(|_| offered[i].to_owned());
+        token = match (marker, encoded) {
+            (Some(i), _) => offered
+                .get(i + 1)
+                .map(|t| Bytes::copy_from_slice(t.as_bytes())),
+            (None, Some((_, b64))) => Some(Bytes::from(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(b64.trim_end_matches('='))
+                    .map_err(|_| {
+                        Refusal::new(
+                            Reject::BadRequest,
+                            "token.<base64url> subprotocol is not base64url",
+                        )
+                    })?,
+            )),
+            (None, None) => None,
         }
+        .filter(|t| !t.is_empty());
     }
+    let app = offered
+        .iter()
+        .find(|p| subprotocols.iter().any(|s| s == *p));
+    let protocol = app
+        .or(marker.map(|i| &offered[i]))
+        .copied()
+        .or(encoded.map(|(entry, _)| entry))
+        .map(str::to_owned);
     Ok(Some(Upgrade {
         accept_key: derive_accept_key(key),
         token,
         protocol,
+        origin,
         protobuf,
         leftover: buf[len..].to_vec(),
     }))
 }
 
-/// Writes a refusal as a complete HTTP response.
-pub async fn refuse(stream: &mut ClientStream, refusal: &Refusal) {
-    let reason = match refusal.status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
+/// Refuses a browser whose `Origin` is not allowed (cross-site WebSocket
+/// hijacking); requests without one (native apps) pass.
+pub fn check_origin(origin: Option<&str>, allowed: &[String]) -> Result<(), Refusal> {
+    let Some(origin) = origin else {
+        return Ok(());
     };
-    let extra = match refusal.kind {
-        Reject::BadRequest => "Sec-WebSocket-Version: 13\r\n",
-        Reject::RateLimited => "Retry-After: 1\r\n",
-        _ => "",
+    let normal = normalize_origin(origin);
+    let ok = allowed
+        .iter()
+        .any(|o| o == "*" || (normal.is_some() && normalize_origin(o) == normal));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            Reject::Forbidden,
+            format!("origin {origin} not allowed"),
+        ))
+    }
+}
+
+/// `scheme://host[:port]` in lower case, a trailing `/` dropped; `None`
+/// for anything else (a path, a query, no scheme).
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let (scheme, rest) = origin.trim().split_once("://")?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let host_ok = !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']);
+    (scheme_ok && host_ok).then(|| format!("{scheme}://{host}").to_ascii_lowercase())
+}
+
+/// Answers a refusal with its HTTP status, or in-band when `in_band`
+/// (and the refusal has a Close code).
+pub async fn refuse(
+    stream: &mut ClientStream,
+    upgrade: Option<&Upgrade>,
+    refusal: &Refusal,
+    in_band: bool,
+) {
+    match (upgrade, refusal.close_code()) {
+        (Some(upgrade), Some(code)) if in_band => {
+            refuse_in_band(stream, upgrade, refusal, code).await
+        }
+        _ => refuse_http(stream, refusal).await,
+    }
+}
+
+/// Completes the upgrade, then closes at once with `code` and the reason
+/// (`; retry after 1s` where a retry may succeed), and waits for the
+/// client's Close before closing TCP.
+async fn refuse_in_band(
+    stream: &mut ClientStream,
+    upgrade: &Upgrade,
+    refusal: &Refusal,
+    code: u16,
+) {
+    let mut reason = refusal.reason.to_string();
+    if let Some(secs) = refusal.retry_after() {
+        reason.push_str(&format!("; retry after {secs}s"));
+    }
+    // A Close frame's reason is at most 123 bytes.
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    let mut frame = vec![0x88, (2 + reason.len()) as u8];
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(reason.as_bytes());
+    let mut resp = response_101(upgrade, None).into_bytes();
+    resp.extend_from_slice(&frame);
+    if stream.write_all(&resp).await.is_ok() && stream.flush().await.is_ok() {
+        stream.discard_until_quiet(CLOSE_WAIT).await;
+    }
+    let _ = stream.close().await;
+}
+
+/// How long an in-band refusal waits for the client's Close.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Writes a refusal as a complete HTTP response.
+async fn refuse_http(stream: &mut ClientStream, refusal: &Refusal) {
+    let reason = http::StatusCode::from_u16(refusal.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let extra = match (refusal.kind, refusal.retry_after()) {
+        (Reject::BadRequest, _) => "Sec-WebSocket-Version: 13\r\n".to_owned(),
+        (_, Some(secs)) => format!("Retry-After: {secs}\r\n"),
+        _ => String::new(),
     };
     let body = format!("{}\n", refusal.reason);
     let resp = format!(
@@ -237,16 +366,24 @@ pub async fn switch(
     upgrade: &Upgrade,
     sid: &str,
 ) -> std::io::Result<()> {
+    stream
+        .write_all(response_101(upgrade, Some(sid)).as_bytes())
+        .await
+}
+
+fn response_101(upgrade: &Upgrade, sid: Option<&str>) -> String {
     let protocol = upgrade
         .protocol
         .as_deref()
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nX-Session-Id: {sid}\r\n{protocol}\r\n",
+    let sid = sid
+        .map(|s| format!("X-Session-Id: {s}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{sid}{protocol}\r\n",
         upgrade.accept_key
-    );
-    stream.write_all(resp.as_bytes()).await
+    )
 }
 
 #[cfg(test)]
@@ -257,26 +394,90 @@ mod tests {
         vec!["/gateway/ws".into(), "/gateway/connect".into()]
     }
 
-    fn any() -> Vec<String> {
-        vec!["*".into()]
+    fn none() -> Vec<String> {
+        Vec::new()
     }
 
     #[test]
-    fn origin_allow_list() {
-        let only = vec!["https://app.example".to_string()];
-        let with = |o: &str| req("/gateway/ws", &format!("Origin: {o}\r\n"));
-        assert!(parse(&with("https://app.example"), &paths(), &only).is_ok());
+    fn origin_allow_list_is_normalised() {
+        let only = vec!["https://App.example/".to_string()];
+        assert!(check_origin(Some("https://app.example"), &only).is_ok());
+        assert!(check_origin(Some("https://app.example/"), &only).is_ok());
         assert_eq!(
-            parse(&with("https://evil.example"), &paths(), &only)
+            check_origin(Some("https://evil.example"), &only)
                 .unwrap_err()
-                .status,
-            403
+                .close_code(),
+            Some(4403)
         );
         assert!(
-            parse(&req("/gateway/ws", ""), &paths(), &only).is_ok(),
+            check_origin(None, &only).is_ok(),
             "no Origin: not a browser"
         );
-        assert!(parse(&with("https://evil.example"), &paths(), &any()).is_ok());
+        assert!(check_origin(Some("https://evil.example"), &["*".into()]).is_ok());
+        assert_eq!(
+            normalize_origin("http://h:8080"),
+            Some("http://h:8080".into())
+        );
+        for bad in [
+            "app.example",
+            "https://",
+            "https://h/path",
+            "https://h?q",
+            "",
+        ] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn subprotocols_are_selected_among_those_offered() {
+        let apps = vec!["graphql-ws".to_string()];
+        let offer = |p: &str, target: &str| {
+            parse(
+                &req(target, &format!("Sec-WebSocket-Protocol: {p}\r\n")),
+                &paths(),
+                &apps,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        // An app subprotocol beside a token from the query.
+        let u = offer("graphql-ws", "/gateway/ws?token=7");
+        assert_eq!(
+            (u.protocol.as_deref(), u.token.as_deref()),
+            (Some("graphql-ws"), Some(&b"7"[..]))
+        );
+        // The marker with a token, plus ?token=: the query wins, the marker is answered.
+        let u = offer("token, 42", "/gateway/ws?token=7");
+        assert_eq!(
+            (u.protocol.as_deref(), u.token.as_deref()),
+            (Some("token"), Some(&b"7"[..]))
+        );
+        // App subprotocol and marker together: the app one is answered.
+        let u = offer("token, 42, graphql-ws", "/gateway/ws");
+        assert_eq!(
+            (u.protocol.as_deref(), u.token.as_deref()),
+            (Some("graphql-ws"), Some(&b"42"[..]))
+        );
+        // A token with '=', '+', '/' as token.<base64url>.
+        let u = offer("token.YSs9Lw", "/gateway/ws");
+        assert_eq!(
+            (u.protocol.as_deref(), u.token.as_deref()),
+            (Some("token.YSs9Lw"), Some(&b"a+=/"[..]))
+        );
+        // Unknown app subprotocols are not answered.
+        let u = offer("chat.v9", "/gateway/ws?token=7");
+        assert_eq!(u.protocol, None);
+    }
+
+    #[test]
+    fn in_band_codes() {
+        let code = |k| Refusal::new(k, "x").close_code();
+        assert_eq!(code(Reject::MissingToken), Some(4401));
+        assert_eq!(code(Reject::Unauthorized), Some(4401));
+        assert_eq!(code(Reject::UserLimit), Some(4429));
+        assert_eq!(code(Reject::UpstreamUnavailable), Some(4503));
+        assert_eq!(code(Reject::NotFound), None);
     }
 
     const BASE: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
@@ -289,7 +490,7 @@ mod tests {
     fn accepts_rfc_example_with_header_token() {
         let mut r = req("/gateway/ws", "token: abc\r\n");
         r.extend_from_slice(b"\x81\x80");
-        let u = parse(&r, &paths(), &any()).unwrap().unwrap();
+        let u = parse(&r, &paths(), &none()).unwrap().unwrap();
         assert_eq!(u.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(u.token.as_deref(), Some(&b"abc"[..]));
         assert_eq!(u.leftover, b"\x81\x80");
@@ -301,7 +502,7 @@ mod tests {
         let u = parse(
             &req("/gateway/connect?token=a%2Bb&format=protobuf", ""),
             &paths(),
-            &any(),
+            &none(),
         )
         .unwrap()
         .unwrap();
@@ -310,14 +511,14 @@ mod tests {
         let u = parse(
             &req("/gateway/ws", "Sec-WebSocket-Protocol: token, s3cr3t\r\n"),
             &paths(),
-            &any(),
+            &none(),
         )
         .unwrap()
         .unwrap();
         assert_eq!(u.token.as_deref(), Some(&b"s3cr3t"[..]));
         assert_eq!(u.protocol.as_deref(), Some("token"));
         assert!(
-            parse(&req("/gateway/ws", ""), &paths(), &any())
+            parse(&req("/gateway/ws", ""), &paths(), &none())
                 .unwrap()
                 .unwrap()
                 .token
@@ -329,7 +530,7 @@ mod tests {
     fn incomplete_is_not_an_error() {
         let r = req("/gateway/ws", "");
         assert!(
-            parse(&r[..r.len() - 2], &paths(), &any())
+            parse(&r[..r.len() - 2], &paths(), &none())
                 .unwrap()
                 .is_none()
         );
@@ -337,7 +538,7 @@ mod tests {
 
     #[test]
     fn refusals_have_their_status() {
-        let status = |r: &[u8]| parse(r, &paths(), &any()).unwrap_err().status;
+        let status = |r: &[u8]| parse(r, &paths(), &none()).unwrap_err().status;
         assert_eq!(status(&req("/other", "")), 404);
         assert_eq!(status(b"POST /gateway/ws HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"GET /gateway/ws HTTP/1.1\r\nHost: x\r\n\r\n"), 400);

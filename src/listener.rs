@@ -17,7 +17,8 @@ use glommio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, field, info_span, warn};
 
 use crate::codec::{Format, MsgPrefix};
-use crate::handshake::{self, Refusal};
+use crate::config::RefuseInBand;
+use crate::handshake::{self, Refusal, Upgrade};
 use crate::metrics::Reject;
 use crate::ratelimit::TokenBucket;
 use crate::session::Session;
@@ -111,7 +112,7 @@ async fn upgrade(
     let req = match handshake::read_request(
         &mut stream,
         &cfg.paths,
-        &cfg.allowed_origins,
+        &cfg.subprotocols,
         cfg.handshake_timeout,
     )
     .await
@@ -119,23 +120,24 @@ async fn upgrade(
         Ok(req) => req,
         Err(refusal) => {
             if let Some(r) = refusal {
-                refuse(&core, &mut stream, r).await;
+                refuse(&core, &mut stream, None, r).await;
             }
             return None;
         }
     };
+    // Before any Connect: a foreign page must not make ws-api see its users.
+    if let Err(refusal) = handshake::check_origin(req.origin.as_deref(), &cfg.allowed_origins) {
+        refuse(&core, &mut stream, Some(&req), refusal).await;
+        return None;
+    }
     let Some(token) = req.token.clone() else {
-        refuse(
-            &core,
-            &mut stream,
-            Refusal::new(Reject::MissingToken, "missing token"),
-        )
-        .await;
+        let refusal = Refusal::new(Reject::MissingToken, "missing token");
+        refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
     };
     if core.draining.get() {
         let refusal = Refusal::new(Reject::Overloaded, "gateway shutting down");
-        refuse(&core, &mut stream, refusal).await;
+        refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
     }
     let ip_limited = match (&core.per_ip_limit, peer) {
@@ -149,27 +151,19 @@ async fn upgrade(
             .is_some_and(|l| !l.borrow_mut().allow())
     {
         let refusal = Refusal::new(Reject::RateLimited, "connection rate limit: retry later");
-        refuse(&core, &mut stream, refusal).await;
+        refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
     }
     if core.sessions.len() >= cfg.max_connections_per_core {
-        refuse(
-            &core,
-            &mut stream,
-            Refusal::new(Reject::Overloaded, "too many connections"),
-        )
-        .await;
+        let refusal = Refusal::new(Reject::Overloaded, "too many connections");
+        refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
     }
     let (handle, rx) =
         SessionHandle::new(cfg.send_queue, core.tick.get(), Arc::clone(&core.counters));
     let Some(slot) = core.sessions.insert(Rc::clone(&handle)) else {
-        refuse(
-            &core,
-            &mut stream,
-            Refusal::new(Reject::Overloaded, "session table full"),
-        )
-        .await;
+        let refusal = Refusal::new(Reject::Overloaded, "session table full");
+        refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
     };
     let sid = Sid {
@@ -194,7 +188,7 @@ async fn upgrade(
                     format!("ws-api unavailable: {}", status.message),
                 ),
             };
-            refuse(&core, &mut stream, refusal).await;
+            refuse(&core, &mut stream, Some(&req), refusal).await;
             return None;
         }
     };
@@ -204,7 +198,8 @@ async fn upgrade(
             "too many connections for this user (limit {})",
             cfg.max_connections_per_user
         );
-        refuse(&core, &mut stream, Refusal::new(Reject::UserLimit, why)).await;
+        let refusal = Refusal::new(Reject::UserLimit, why);
+        refuse(&core, &mut stream, Some(&req), refusal).await;
         if let Err(e) = core.upstream.disconnect(&sid, uid).await {
             core.counters.disconnect_failures.inc();
             warn!(error = %e, "Disconnect not delivered to ws-api");
@@ -253,8 +248,15 @@ async fn upgrade(
     })
 }
 
-async fn refuse(core: &Core, stream: &mut ClientStream, refusal: Refusal) {
+/// Counts and answers a refusal: in-band for browsers (`--refuse-in-band`)
+/// once the request is a valid upgrade, else with its HTTP status.
+async fn refuse(core: &Core, stream: &mut ClientStream, req: Option<&Upgrade>, refusal: Refusal) {
     core.counters.reject(refusal.kind);
     debug!(status = refusal.status, reason = %refusal.reason, "upgrade refused");
-    handshake::refuse(stream, &refusal).await;
+    let in_band = match core.config.refuse_in_band {
+        RefuseInBand::Always => true,
+        RefuseInBand::Never => false,
+        RefuseInBand::Auto => req.is_some_and(|r| r.origin.is_some()),
+    };
+    handshake::refuse(stream, req, &refusal, in_band).await;
 }

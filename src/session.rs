@@ -21,7 +21,7 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, StreamExt, future};
+use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
 use glommio::channels::local_channel::LocalReceiver;
 use tracing::{Instrument, debug, warn};
@@ -316,15 +316,11 @@ impl Session {
                 CloseCode::from(*code),
                 CloseCode::Protocol | CloseCode::Size
             );
-            let linger = async {
-                if framing_lost {
-                    discard(self.ws.get_mut()).await;
-                } else {
-                    // tungstenite ends the stream once the client's Close is in.
-                    while let Some(Ok(_)) = self.ws.next().await {}
-                }
-            };
-            if sent {
+            if sent && framing_lost {
+                self.ws.get_mut().discard_until_quiet(CLOSE_LINGER).await;
+            } else if sent {
+                // tungstenite ends the stream once the client's Close is in.
+                let linger = async { while let Some(Ok(_)) = self.ws.next().await {} };
                 future::or(linger, glommio::timer::sleep(CLOSE_LINGER)).await;
             }
         }
@@ -334,24 +330,6 @@ impl Session {
 
 /// How long a session the gateway closes waits for the client's Close.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
-
-/// Reads and drops what the client still sends, until it closes or has
-/// been quiet for a moment (its Close, if any, is among what was dropped).
-async fn discard(stream: &mut ClientStream) {
-    const QUIET: Duration = Duration::from_millis(100);
-    let mut buf = [0u8; 2048];
-    loop {
-        let read = async { stream.read(&mut buf).await.ok() };
-        let quiet = async {
-            glommio::timer::sleep(QUIET).await;
-            None
-        };
-        match future::or(read, quiet).await {
-            Some(n) if n > 0 => continue,
-            _ => return,
-        }
-    }
-}
 
 fn close(code: CloseCode, reason: &str) -> End {
     End::Closed(code.into(), reason.to_owned())

@@ -5,13 +5,41 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, future};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
 pub enum ClientStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    /// Reads and drops what the client still sends, until it closes, has
+    /// been quiet for 100 ms, or `limit` has passed: its Close, if any, is
+    /// among what was dropped. Used when the gateway ends a connection whose
+    /// bytes it no longer parses, so that closing the socket with unread
+    /// data does not send RST (which can overtake the Close frame).
+    pub async fn discard_until_quiet(&mut self, limit: Duration) {
+        const QUIET: Duration = Duration::from_millis(100);
+        let mut buf = [0u8; 2048];
+        let drain = async {
+            loop {
+                let read = async { self.read(&mut buf).await.ok() };
+                let quiet = async {
+                    glommio::timer::sleep(QUIET).await;
+                    None
+                };
+                match future::or(read, quiet).await {
+                    Some(n) if n > 0 => continue,
+                    _ => return,
+                }
+            }
+        };
+        future::or(drain, glommio::timer::sleep(limit)).await;
+    }
 }
 
 impl AsyncRead for ClientStream {

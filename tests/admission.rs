@@ -96,8 +96,14 @@ async fn per_ip_rate_limit_answers_503() {
     let mut refused = 0;
     for uid in 0..20 {
         let result = try_connect(gw.addr, Some(&uid.to_string())).await;
-        if matches!(&result, Err(WsError::Http(resp)) if resp.headers().contains_key("retry-after"))
-        {
+        let rate_limited =
+            |resp: &tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>| {
+                resp.headers().contains_key("retry-after")
+                    && resp.body().as_deref().is_some_and(|b| {
+                        String::from_utf8_lossy(b).contains("connection rate limit")
+                    })
+            };
+        if matches!(&result, Err(WsError::Http(resp)) if rate_limited(resp)) {
             refused += 1;
         }
     }

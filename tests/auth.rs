@@ -80,7 +80,17 @@ async fn unreachable_ws_api_is_503() {
 async fn foreign_origin_is_403() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let api = ws_api("127.0.0.1:0", "echo");
-    let gw = gateway(api.addr, 1, &["--allowed-origins", "https://app.example"]);
+    // HTTP refusals here; browsers get them in-band (tests/browser_refusals.rs).
+    let gw = gateway(
+        api.addr,
+        1,
+        &[
+            "--allowed-origins",
+            "https://app.example",
+            "--refuse-in-band",
+            "never",
+        ],
+    );
     connect(gw.addr, "1").await;
     let request = |origin: &str| {
         let mut req = format!("ws://{}/gateway/ws", gw.addr)

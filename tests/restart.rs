@@ -49,6 +49,10 @@ async fn restart_listens_at_once_despite_time_wait() {
     first.signal(libc::SIGTERM);
     for ws in &mut clients {
         assert_eq!(expect_close(ws).await.0, 1001);
+        // The gateway closes TCP once it has the client's Close: its side
+        // of each connection then waits in TIME_WAIT.
+        let end = tokio::time::timeout(DEADLINE, futures_util::StreamExt::next(ws)).await;
+        assert!(matches!(end, Ok(None | Some(Err(_)))), "{end:?}");
     }
     drop(clients);
     let status = first.wait_exit(DEADLINE).expect("first gateway exits");
