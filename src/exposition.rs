@@ -85,7 +85,17 @@ impl Collector for GatewayCollector {
             g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
         }
         type Field = fn(&Counters) -> &Counter;
-        let counters: [(&str, &str, Field); 13] = [
+        let counters: [(&str, &str, Field); 15] = [
+            (
+                "gateway_upstream_acked_messages",
+                "Client messages ws-api acknowledged having received.",
+                |c| &c.upstream_acked,
+            ),
+            (
+                "gateway_upstream_resent_messages",
+                "Client messages written to ws-api again after a break, not acknowledged before it.",
+                |c| &c.upstream_resent,
+            ),
             (
                 "gateway_upstream_ping_timeouts",
                 "HTTP/2 pings ws-api left unanswered.",

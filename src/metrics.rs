@@ -64,8 +64,9 @@ impl Reject {
 pub enum Loss {
     /// Client → ws-api: the core's upstream buffer was full (ws-api down or slow).
     UpstreamBufferFull,
-    /// Client → ws-api: handed to a stream that broke before it was sent.
-    UpstreamBroken,
+    /// Client → ws-api: written to a ws-api that does not acknowledge, and
+    /// not confirmed (by an answered HTTP/2 PING) when the stream broke.
+    UpstreamUnconfirmed,
     /// Client → ws-api: the frame could not be decoded.
     BadFrame,
     /// ws-api → client: the session's send queue was full (slow consumer).
@@ -83,7 +84,7 @@ pub enum Loss {
 impl Loss {
     pub const ALL: [Loss; 8] = [
         Loss::UpstreamBufferFull,
-        Loss::UpstreamBroken,
+        Loss::UpstreamUnconfirmed,
         Loss::BadFrame,
         Loss::SendQueueFull,
         Loss::UnknownSid,
@@ -95,7 +96,7 @@ impl Loss {
     pub fn name(self) -> &'static str {
         match self {
             Loss::UpstreamBufferFull => "upstream_buffer_full",
-            Loss::UpstreamBroken => "upstream_broken",
+            Loss::UpstreamUnconfirmed => "upstream_unconfirmed",
             Loss::BadFrame => "bad_frame",
             Loss::SendQueueFull => "send_queue_full",
             Loss::UnknownSid => "unknown_sid",
@@ -205,6 +206,10 @@ pub struct Counters {
     pub messages_out: Counter,
     pub handshakes: Counter,
     pub upstream_reconnects: Counter,
+    /// Upstream messages ws-api acknowledged.
+    pub upstream_acked: Counter,
+    /// Upstream messages written again after a break (not acknowledged before it).
+    pub upstream_resent: Counter,
     /// HTTP/2 pings ws-api left unanswered (connection torn down).
     pub upstream_ping_timeouts: Counter,
     /// GOAWAY ENHANCE_YOUR_CALM from ws-api: pings too frequent for its policy.

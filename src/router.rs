@@ -110,7 +110,8 @@ impl Router {
                 self.sessions.join(slot, &j.group);
             }
             Some(Op::Leave(l)) => self.sessions.leave(slot, &l.group),
-            None => {}
+            // Acknowledgements are for the stream (no sid); exchange takes them.
+            Some(Op::Ack(_)) | None => {}
         }
         match msg.payload {
             Some(payload) => self.queue(&session, Outbound::Frame(payload)),

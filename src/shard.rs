@@ -189,6 +189,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
     let upstream = Upstreams::new(
         UpstreamConfig {
             identity: format!("{base}#{}", spec.id),
+            epoch: spec.epoch_ms.to_string(),
             channel: ChannelConfig {
                 connect_timeout: config.rpc_timeout,
                 stream_window: 1 << 20,

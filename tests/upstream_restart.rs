@@ -20,6 +20,8 @@ async fn outage_is_buffered_then_recovered() {
         frame("message", b"before")
     );
 
+    // Acknowledged: the restarted ws-api is not sent it again.
+    wait_acked(gw.admin.expect("admin"), 1.0);
     api.kill();
     eventually("new clients are refused with 503", || async {
         matches!(try_connect(gw.addr, Some("4")).await, Err(WsError::Http(r)) if r.status() == 503)

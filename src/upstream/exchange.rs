@@ -10,11 +10,12 @@
 //! first message, and a ws-api that never pushes never sends them. Liveness
 //! comes from HTTP/2 PINGs, not from waiting for those headers.
 //!
-//! When the stream is lost, the caller's `lost` hook runs (the pool moves
-//! the node's buffer to a live node); what stays buffered survives the
-//! reconnect. A batch that was being written when the stream broke is
-//! counted as `upstream_broken` (gRPC streams have no acknowledgements, so
-//! its fate is unknown).
+//! Messages are numbered per node and kept until ws-api acknowledges them
+//! ([`super::unacked`]). When the stream is lost, what a ws-api that does
+//! not acknowledge had not confirmed is counted `upstream_unconfirmed`; the
+//! caller's `lost` hook runs (the pool moves the node's unacknowledged and
+//! buffered messages to a live node); what stays is written again, in
+//! order, on the next stream.
 //!
 //! A node that stays down is logged at warn once per change of reason and
 //! then every [`REMIND_EVERY`], not once per attempt.
@@ -34,6 +35,7 @@ use super::grpc::client::with_deadline;
 use super::grpc::{Channel, Code, Status, Streaming};
 use crate::metrics::Loss;
 use crate::proto::wsapi::Msg;
+use crate::proto::wsapi::control::Op;
 use crate::router::Router;
 
 const EXCHANGE: &str = "/wsapi.ExchangeService/ExchangeMsg";
@@ -51,6 +53,8 @@ impl Upstream {
             let up_for = self.up_since.take().map(|at| at.elapsed());
             self.set_up(false);
             self.channel.replace(None);
+            let unknown = self.unacked.borrow_mut().settle();
+            self.counters.lose(Loss::UpstreamUnconfirmed, unknown);
             if self.closing.get() {
                 info!(upstream = %self.addr, "ws-api stream closed");
                 return;
@@ -161,8 +165,14 @@ impl Upstream {
         }
         loop {
             glommio::timer::sleep(self.keepalive.get()).await;
+            let written = self.next_seq.get() - 1;
             if let Err(e) = self.ping(&mut ping_pong).await {
                 return e;
+            }
+            if !self.acks.get() {
+                // ws-api read every frame before the PING: confirmed, for a
+                // ws-api that does not acknowledge.
+                self.unacked.borrow_mut().ack(written);
             }
         }
     }
@@ -189,7 +199,13 @@ impl Upstream {
     }
 
     async fn stream(&self, channel: &Channel, wake: &LocalReceiver<()>, router: &Router) -> Status {
-        let metadata = [("x-gateway-ip", self.cfg.identity.as_str())];
+        let first = self.unacked.borrow().first().unwrap_or(self.next_seq.get());
+        let first = first.to_string();
+        let metadata = [
+            ("x-gateway-ip", self.cfg.identity.as_str()),
+            ("x-gateway-epoch", self.cfg.epoch.as_str()),
+            ("x-gateway-seq", first.as_str()),
+        ];
         // Waits only for a stream slot on a fresh connection: bounded all the same.
         let opened = with_deadline(self.cfg.rpc_timeout, channel.streaming(EXCHANGE, &metadata));
         let (send, response) = match opened.await {
@@ -201,15 +217,23 @@ impl Upstream {
         info!(upstream = %self.addr, identity = %self.cfg.identity, "ws-api stream up");
         let inbound = async {
             match Streaming::new(response, channel.max_message()).await {
-                Ok(mut inbound) => read(&mut inbound, router).await,
+                Ok(mut inbound) => self.read(&mut inbound, router).await,
                 Err(e) => e,
             }
         };
         future::or(self.write(send, wake), inbound).await
     }
 
-    /// Sends whatever sessions buffered, as large writes, respecting flow control.
+    /// Writes again what ws-api did not acknowledge before the last break,
+    /// then whatever sessions buffer, as large writes, respecting flow control.
     async fn write(&self, mut send: SendStream<Bytes>, wake: &LocalReceiver<()>) -> Status {
+        let again = self.unacked.borrow().resend();
+        for (bytes, msgs) in again {
+            if let Err(e) = send_all(&mut send, bytes).await {
+                return e;
+            }
+            self.counters.upstream_resent.add(msgs);
+        }
         let mut last_write: Option<Instant> = None;
         loop {
             if self.buffer.borrow().is_empty() {
@@ -228,9 +252,32 @@ impl Upstream {
             if bytes.is_empty() {
                 continue;
             }
+            // Numbered and kept before the write: if it fails half-way, the
+            // break settles it like the rest.
+            self.written(&bytes, msgs);
             if let Err(e) = send_all(&mut send, bytes).await {
-                self.counters.lose(Loss::UpstreamBroken, msgs);
                 return e;
+            }
+        }
+    }
+
+    /// Hands messages from ws-api to the router until the stream fails;
+    /// takes the stream's acknowledgements itself.
+    async fn read(&self, inbound: &mut Streaming, router: &Router) -> Status {
+        loop {
+            match inbound.message().await {
+                Ok(Some(bytes)) => match Msg::decode(bytes) {
+                    Ok(msg) => match ack_of(&msg) {
+                        Some(seq) => self.acked(seq),
+                        None => router.deliver(msg),
+                    },
+                    Err(e) => {
+                        router.counters().lose(Loss::BadDownstream, 1);
+                        warn!(error = %e, "undecodable Msg from ws-api");
+                    }
+                },
+                Ok(None) => return Status::new(Code::Unavailable, "ws-api ended the stream"),
+                Err(e) => return e,
             }
         }
     }
@@ -251,6 +298,14 @@ impl Upstream {
     }
 }
 
+/// The sequence number a stream acknowledgement carries (no sid, `Control.Ack`).
+fn ack_of(msg: &Msg) -> Option<u64> {
+    match msg.control.as_ref().and_then(|c| c.op.as_ref()) {
+        Some(Op::Ack(ack)) if msg.sid.is_empty() => Some(ack.seq),
+        _ => None,
+    }
+}
+
 /// Buffered bytes that are worth a write without waiting for the interval.
 const FLUSH_BYTES: usize = 64 * 1024;
 
@@ -266,23 +321,6 @@ struct Down {
     reminded: Instant,
     attempts: u64,
     reason: Status,
-}
-
-/// Hands messages from ws-api to the router until the stream fails.
-async fn read(inbound: &mut Streaming, router: &Router) -> Status {
-    loop {
-        match inbound.message().await {
-            Ok(Some(bytes)) => match Msg::decode(bytes) {
-                Ok(msg) => router.deliver(msg),
-                Err(e) => {
-                    router.counters().lose(Loss::BadDownstream, 1);
-                    warn!(error = %e, "undecodable Msg from ws-api");
-                }
-            },
-            Ok(None) => return Status::new(Code::Unavailable, "ws-api ended the stream"),
-            Err(e) => return e,
-        }
-    }
 }
 
 /// Writes `data` as flow control allows: h2 would otherwise buffer it all.

@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod pool;
 pub mod targets;
+pub mod unacked;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use crate::proto::wsapi::{
     KeepAliveRequest,
 };
 use grpc::{Channel, ChannelConfig, Code, Status};
+use unacked::Unacked;
 
 const CONNECT: &str = "/wsapi.ExchangeService/Connect";
 const DISCONNECT: &str = "/wsapi.ExchangeService/Disconnect";
@@ -42,6 +44,9 @@ const KEEP_ALIVE: &str = "/wsapi.ExchangeService/KeepAlive";
 pub struct UpstreamConfig {
     /// This core's identity: `x-gateway-ip` and `Msg.server`.
     pub identity: String,
+    /// Changes when the gateway restarts (`x-gateway-epoch`): sequence
+    /// numbers start again at 1.
+    pub epoch: String,
     pub channel: ChannelConfig,
     pub rpc_timeout: Duration,
     /// HTTP/2 ping interval (zero: no pings).
@@ -75,6 +80,13 @@ pub struct Upstream {
     closing: Cell<bool>,
     buffer: RefCell<BytesMut>,
     buffered_msgs: Cell<u64>,
+    /// Sequence number of the next message written to this node.
+    next_seq: Cell<u64>,
+    /// Written, not yet acknowledged.
+    unacked: RefCell<Unacked>,
+    /// The node has acknowledged on some stream: keep what is written
+    /// until it does, to write it again after a break.
+    acks: Cell<bool>,
     wake: LocalSender<()>,
     wake_rx: RefCell<Option<LocalReceiver<()>>>,
 }
@@ -95,6 +107,9 @@ impl Upstream {
             closing: Cell::new(false),
             buffer: RefCell::new(BytesMut::new()),
             buffered_msgs: Cell::new(0),
+            next_seq: Cell::new(1),
+            unacked: RefCell::new(Unacked::default()),
+            acks: Cell::new(false),
             wake,
             wake_rx: RefCell::new(Some(wake_rx)),
         })
@@ -121,9 +136,11 @@ impl Upstream {
     }
 
     /// Appends one framed message (written by `frame`) for the stream.
+    /// The bound covers what waits to be written and what waits for ws-api's
+    /// acknowledgement: a node that stops acknowledging slows its clients.
     pub fn enqueue(&self, frame: impl FnOnce(&mut BytesMut)) -> Result<(), BufferFull> {
         let mut buf = self.buffer.borrow_mut();
-        if buf.len() >= self.cfg.buffer_limit {
+        if buf.len() + self.unacked.borrow().bytes() >= self.cfg.buffer_limit {
             return Err(BufferFull);
         }
         let before = buf.len();
@@ -155,6 +172,36 @@ impl Upstream {
         let bytes = self.buffer.borrow_mut().split().freeze();
         self.counters.upstream_buffered.sub(bytes.len() as u64);
         (bytes, self.buffered_msgs.replace(0))
+    }
+
+    /// Takes everything this node holds for ws-api, for another node: what
+    /// it kept unacknowledged (oldest first), then what waits to be written.
+    fn take_all(&self) -> (Bytes, u64) {
+        let (kept, kept_msgs) = self.unacked.borrow_mut().take();
+        let (buffered, msgs) = self.take_buffer();
+        if kept.is_empty() {
+            return (buffered, msgs);
+        }
+        let mut all = BytesMut::new();
+        for b in kept.iter().chain([&buffered]) {
+            all.extend_from_slice(b);
+        }
+        (all.freeze(), kept_msgs + msgs)
+    }
+
+    /// Records a write of `msgs` messages: numbers them, and keeps them
+    /// until acknowledged (as bytes when the node acknowledges).
+    fn written(&self, bytes: &Bytes, msgs: u64) {
+        let first = self.next_seq.replace(self.next_seq.get() + msgs);
+        let keep = self.acks.get().then(|| bytes.clone());
+        self.unacked.borrow_mut().push(first, msgs, keep);
+    }
+
+    /// ws-api has received every message up to `seq`.
+    fn acked(&self, seq: u64) {
+        self.acks.set(true);
+        let n = self.unacked.borrow_mut().ack(seq);
+        self.counters.upstream_acked.add(n);
     }
 
     fn channel(&self) -> Result<Channel, Status> {

@@ -7,8 +7,9 @@
 //! stable while the set of live nodes is (per-user ordering), moves only the
 //! users of a node that goes down, and comes back when it returns. When a
 //! node's stream is lost, what it had buffered moves to a live node and is
-//! counted (`gateway_upstream_failover_messages_total`); what it was writing
-//! at that moment is counted lost as `upstream_broken`.
+//! counted (`gateway_upstream_failover_messages_total`), with what it had
+//! written and the node had not acknowledged (`unacked`): a node that never
+//! acknowledges has that counted `upstream_unconfirmed` instead.
 //!
 //! The node set follows [`Targets`], checked on this core's own timer, so a
 //! DNS name can grow or shrink the set without touching the message path.
@@ -120,7 +121,7 @@ impl Upstreams {
         let Some(to) = pick(&self.nodes.borrow(), from.seed, true) else {
             return;
         };
-        let (bytes, msgs): (Bytes, u64) = from.take_buffer();
+        let (bytes, msgs): (Bytes, u64) = from.take_all();
         if msgs == 0 {
             return;
         }

@@ -394,6 +394,19 @@ pub fn wait_for_metric(admin: SocketAddr, name: &str, value: f64) {
     }
 }
 
+/// Waits until ws-api has acknowledged at least `n` upstream messages: a
+/// node killed after that has nothing of theirs to be written again.
+pub fn wait_acked(admin: SocketAddr, n: f64) {
+    let until = Instant::now() + DEADLINE;
+    while metric(admin, "gateway_upstream_acked_messages_total").unwrap_or(0.0) < n {
+        assert!(
+            Instant::now() < until,
+            "ws-api never acknowledged {n} messages"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// ws-api `Push` to `uid`; returns how many sessions ws-api reached.
 pub async fn push(api: SocketAddr, uid: u64, code: &str, payload: &str) -> i64 {
     let msg = ws_api::proto::wsapi::BizMsg {

@@ -11,9 +11,12 @@
 //! - [`streams`]: the open `ExchangeMsg` streams, by gateway core identity.
 //! - [`service`]: `ExchangeService` on top of both.
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
+//! - [`acks`]: numbering, de-duplication and acknowledgement of a
+//!   gateway core's upstream messages.
 //! - [`Handler`]: what happens to each upstream message (echo, log,
 //!   discard, or [`redis_stream`]: XADD to a Redis Stream per type).
 
+pub mod acks;
 pub mod biz;
 pub mod presence;
 pub mod redis_stream;

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::Handler;
+use crate::acks::{ACK_EVERY, Received, Sequence};
 use crate::presence::{Presence, SessionKey, uid_for_token, unavailable};
 use crate::proto::wsapi::exchange_service_server::ExchangeService;
 use crate::proto::wsapi::{
@@ -26,6 +27,8 @@ use crate::streams::{STREAM_QUEUE, Stats, Streams};
 #[derive(Debug)]
 pub struct Backend {
     pub presence: Presence,
+    /// Upstream sequence numbers received, per gateway core.
+    pub received: Received,
     pub streams: Streams,
     pub stats: Stats,
     pub handler: Handler,
@@ -46,6 +49,7 @@ impl Backend {
     ) -> Arc<Backend> {
         Arc::new(Backend {
             presence,
+            received: Received::default(),
             streams: Streams::default(),
             stats: Stats::default(),
             handler,
@@ -67,10 +71,12 @@ impl Backend {
     }
 
     /// Reads one gateway core's stream until it ends. `registered` is the
-    /// identity it was registered under from its metadata, if any.
+    /// identity it was registered under from its metadata, if any; `seq`
+    /// the stream's numbering, when the gateway numbers its messages.
     async fn pump(
         self: Arc<Self>,
         mut registered: Option<(String, u64)>,
+        mut seq: Option<Sequence>,
         mut inbound: Streaming<Msg>,
         tx: mpsc::Sender<Result<Msg, Status>>,
     ) {
@@ -78,8 +84,26 @@ impl Backend {
             Handler::RedisStream => Appender::spawn(&self),
             _ => None,
         };
+        if let Some(s) = &mut seq
+            && tx.send(Ok(s.ack_now())).await.is_err()
+        {
+            return;
+        }
+        let mut tick = tokio::time::interval(ACK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let msg = match inbound.message().await {
+            let next = tokio::select! {
+                next = inbound.message() => next,
+                _ = tick.tick(), if seq.is_some() => {
+                    if let Some(ack) = seq.as_mut().and_then(|s| s.ack(true))
+                        && tx.send(Ok(ack)).await.is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let msg = match next {
                 Ok(Some(msg)) => msg,
                 Ok(None) => break,
                 Err(status) => {
@@ -87,39 +111,61 @@ impl Backend {
                     break;
                 }
             };
+            if seq.as_mut().is_some_and(|s| !s.receive(&self.received)) {
+                self.stats.duplicates.fetch_add(1, Relaxed);
+                continue;
+            }
             if registered.is_none() && !msg.server.is_empty() {
                 let id = self.register(&msg.server, &tx).await;
                 registered = Some((msg.server.clone(), id));
             }
             self.stats.upstream.fetch_add(1, Relaxed);
-            match self.handler {
-                Handler::Echo => {
-                    if tx.send(Ok(msg)).await.is_err() {
-                        break;
-                    }
-                    self.stats.downstream.fetch_add(1, Relaxed);
-                }
-                Handler::Log => {
-                    let (ty, len) = msg
-                        .payload
-                        .as_ref()
-                        .map(|p| (p.r#type.as_str(), p.payload.len()))
-                        .unwrap_or(("", 0));
-                    info!(server = %msg.server, sid = %msg.sid, r#type = ty, len, "upstream message");
-                }
-                Handler::Discard => {}
-                Handler::RedisStream => {
-                    let Some(appender) = &appender else { break };
-                    if !appender.append(msg).await {
-                        break;
-                    }
-                }
+            if !self.handle(msg, &tx, appender.as_ref()).await {
+                break;
+            }
+            if let Some(ack) = seq.as_mut().and_then(|s| s.ack(false))
+                && tx.send(Ok(ack)).await.is_err()
+            {
+                break;
             }
         }
         if let Some((server, id)) = registered {
             self.streams.unregister(&server, id);
             info!(%server, "exchange stream closed");
         }
+    }
+
+    /// Runs the handler on one upstream message; `false` ends the stream.
+    async fn handle(
+        &self,
+        msg: Msg,
+        tx: &mpsc::Sender<Result<Msg, Status>>,
+        appender: Option<&Appender>,
+    ) -> bool {
+        match self.handler {
+            Handler::Echo => {
+                if tx.send(Ok(msg)).await.is_err() {
+                    return false;
+                }
+                self.stats.downstream.fetch_add(1, Relaxed);
+            }
+            Handler::Log => {
+                let (ty, len) = msg
+                    .payload
+                    .as_ref()
+                    .map(|p| (p.r#type.as_str(), p.payload.len()))
+                    .unwrap_or(("", 0));
+                info!(server = %msg.server, sid = %msg.sid, r#type = ty, len, "upstream message");
+            }
+            Handler::Discard => {}
+            Handler::RedisStream => {
+                let Some(appender) = appender else {
+                    return false;
+                };
+                return appender.append(msg).await;
+            }
+        }
+        true
     }
 }
 
@@ -158,7 +204,9 @@ impl ExchangeService for Exchange {
             let id = self.backend.register(&server, &tx).await;
             registered = Some((server, id));
         }
-        tokio::spawn(Arc::clone(&self.backend).pump(registered, req.into_inner(), tx));
+        let seq =
+            Sequence::from_metadata(registered.as_ref().map(|(s, _)| s.as_str()), req.metadata());
+        tokio::spawn(Arc::clone(&self.backend).pump(registered, seq, req.into_inner(), tx));
         if !self.lazy_headers {
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }

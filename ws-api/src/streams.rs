@@ -65,6 +65,8 @@ impl Streams {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub upstream: AtomicU64,
+    /// Upstream messages dropped as already received (a gateway's resend).
+    pub duplicates: AtomicU64,
     pub downstream: AtomicU64,
     /// Messages the `redis-stream` handler appended.
     pub xadd: AtomicU64,
