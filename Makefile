@@ -16,12 +16,18 @@ test: deps lint build bench-smoke integration
 
 ## deps: what the tests need beyond cargo, installed here so a fresh machine needs nothing by hand:
 ## a Python venv (websockets: an independent client; grpcio: a gRPC C-core ws-api), redis-server,
-## and Go with grpc-go from Debian (a grpc-go ws-api)
+## Go with grpc-go from Debian (a grpc-go ws-api), Chromium and playwright-core (browser tests)
 VENV := target/venv
-deps: $(VENV)/.installed
+deps: $(VENV)/.installed tests/browser/node_modules/playwright-core/package.json
 	@command -v redis-server >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 	@bash tests/peers/grpc-go/install.sh
+
+tests/browser/node_modules/playwright-core/package.json: tests/browser/package-lock.json
+	@command -v chromium >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(VENV)/.installed:
 	@python3 -m venv $(VENV) 2>/dev/null || \
