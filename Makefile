@@ -38,19 +38,19 @@ $(VENV)/.installed:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 build:
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --locked --workspace --bins
 
 build-release:
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --locked --release --workspace --bins
 
 integration:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		$(CARGO) nextest run --locked --workspace --no-fail-fast; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
+		$(CARGO) test --locked --workspace --no-fail-fast; \
 	fi
 
 ## bench: the benchmark cases (gateway pinned to CPU 0); writes bench/results/<date>-<host>.md/.json

@@ -420,6 +420,7 @@ impl Config {
         for (key, v) in [
             ("connect-rate", self.connect_rate),
             ("max-inbound-rate", self.max_inbound_rate),
+            ("per-ip-connect-rate", self.per_ip_connect_rate),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 return Err(invalid(key, "must be a finite number >= 0"));

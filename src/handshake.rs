@@ -153,6 +153,13 @@ pub fn parse(
             ));
         }
     };
+    // RFC 6455 4.1: an HTTP/1.1 (or later) GET.
+    if req.version != Some(1) {
+        return Err(Refusal::new(
+            Reject::BadRequest,
+            "WebSocket upgrades need HTTP/1.1",
+        ));
+    }
     if req.method != Some("GET") {
         return Err(Refusal::new(
             Reject::BadRequest,
@@ -192,8 +199,15 @@ pub fn parse(
     }
     let origin = header("origin").map(|o| String::from_utf8_lossy(o).into_owned());
     let key = header("sec-websocket-key")
-        .filter(|k| !k.is_empty())
         .ok_or_else(|| Refusal::new(Reject::BadRequest, "missing Sec-WebSocket-Key"))?;
+    // RFC 6455 4.1: the key is 16 random bytes, base64-encoded.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii());
+    if decoded.map_or(true, |k| k.len() != 16) {
+        return Err(Refusal::new(
+            Reject::BadRequest,
+            "Sec-WebSocket-Key is not 16 bytes in base64",
+        ));
+    }
 
     let mut token = header("token")
         .filter(|t| !t.is_empty())
@@ -550,5 +564,12 @@ mod tests {
             BASE.replace("Version: 13", "Version: 12")
         );
         assert_eq!(status(v12.as_bytes()), 400);
+        let http10 = format!("GET /gateway/ws HTTP/1.0\r\n{BASE}\r\n");
+        assert_eq!(status(http10.as_bytes()), 400);
+        let short_key = format!(
+            "GET /gateway/ws HTTP/1.1\r\n{}\r\n",
+            BASE.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")
+        );
+        assert_eq!(status(short_key.as_bytes()), 400);
     }
 }

@@ -19,7 +19,7 @@ use futures_lite::{AsyncReadExt, future};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use glommio::channels::channel_mesh::FullMesh;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use tracing::{error, info};
+use tracing::info;
 
 use crate::admission::{Admission, AdmitMsg};
 use crate::config::Config;
@@ -133,28 +133,27 @@ async fn run(spec: ShardSpec) {
         }
     };
     let _ = spec.bound.send(Ok(addr));
-    let (senders, receivers) = match spec.mesh.clone().join().await {
-        Ok(m) => m,
-        Err(e) => {
-            error!(core = spec.id, error = %e, "could not join the cross-core channel mesh");
-            return;
-        }
-    };
-    if senders.peer_id() != spec.id {
-        error!(
-            core = spec.id,
-            peer = senders.peer_id(),
-            "mesh peer id differs from core id"
-        );
-        return;
-    }
-    let (admit_tx, admit_rx) = match spec.admission_mesh.clone().join().await {
-        Ok(m) => m,
-        Err(e) => {
-            error!(core = spec.id, error = %e, "could not join the admission mesh");
-            return;
-        }
-    };
+    // A core that cannot reach the others would leave the process serving
+    // with a core fewer and never ready: abort instead (a panic on a core
+    // aborts the process, see main.rs).
+    let (senders, receivers) = spec
+        .mesh
+        .clone()
+        .join()
+        .await
+        .unwrap_or_else(|e| panic!("core {} could not join the cross-core mesh: {e}", spec.id));
+    assert_eq!(
+        senders.peer_id(),
+        spec.id,
+        "core {}: mesh peer id differs from core id",
+        spec.id
+    );
+    let (admit_tx, admit_rx) = spec
+        .admission_mesh
+        .clone()
+        .join()
+        .await
+        .unwrap_or_else(|e| panic!("core {} could not join the admission mesh: {e}", spec.id));
     let core = build_core(&spec, addr);
     core.router.set_mesh(senders);
     core.admission.set_mesh(admit_tx);

@@ -46,14 +46,7 @@ fn chromium_path() -> PathBuf {
 
 /// Chromium cannot run here: fails under CI, else says so loudly.
 fn unavailable(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the browser tests are required in CI but cannot run: {why}");
-    }
-    eprintln!(
-        "\n!!!!!!!!\n!!! SKIPPED: the browser test cannot run on this machine: {why}\n\
-         !!! install them: apt-get install chromium; (cd tests/browser && npm ci).\n\
-         !!! Under CI=true this test fails.\n!!!!!!!!\n"
-    );
+    cannot_run("the browser test (chromium, tests/browser npm ci)", why);
 }
 
 /// Headless Chromium with a page on an allowed and a foreign origin.

@@ -245,6 +245,31 @@ pub fn gateway_command(
     cmd
 }
 
+/// Something a test needs is missing on this machine: under `CI=true` the
+/// test fails; elsewhere it says so loudly (and the caller returns).
+pub fn cannot_run(what: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required in CI but cannot run: {why}");
+    }
+    eprintln!(
+        "\n!!!!!!!!\n!!! SKIPPED: {what} cannot run on this machine: {why}\n\
+         !!! `make deps` installs what it can; under CI=true this test fails.\n!!!!!!!!\n"
+    );
+}
+
+/// Whether the machine has `n` CPUs for a test that needs them (see
+/// [`cannot_run`] when it does not).
+pub fn has_cpus(n: usize) -> bool {
+    let have = online_cpus();
+    if have < n {
+        cannot_run(
+            &format!("a test needing {n} CPUs"),
+            &format!("{have} online"),
+        );
+    }
+    have >= n
+}
+
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())

@@ -94,11 +94,5 @@ fn grpc_go_binary() -> &'static Result<PathBuf, String> {
 
 /// A peer that cannot run here: fails under CI, else says so loudly.
 fn unavailable(peer: Peer, why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{peer:?} ws-api is required in CI but cannot run: {why}");
-    }
-    eprintln!(
-        "\n!!!!!!!!\n!!! SKIPPED: the {peer:?} ws-api cannot run on this machine: {why}\n\
-         !!! `make deps` installs it; under CI=true this test fails.\n!!!!!!!!\n"
-    );
+    super::cannot_run(&format!("the {peer:?} ws-api"), why);
 }
