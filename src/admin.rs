@@ -93,7 +93,7 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> io::Result<SocketAddr> {
 const TRIM_CHECK: Duration = Duration::from_secs(2);
 
 /// Sessions that must have gone since the peak before memory is trimmed.
-const TRIM_AFTER_CLOSES: u64 = 1024;
+const TRIM_AFTER_CLOSES: i64 = 1024;
 
 /// Returns the memory of sessions that ended to the kernel. glibc's malloc
 /// keeps freed memory in its per-thread arenas: after 10,000 sessions
@@ -105,7 +105,7 @@ async fn trim_after_disconnects(state: Arc<AdminState>) {
     let mut peak = 0;
     loop {
         tokio::time::sleep(TRIM_CHECK).await;
-        let online: u64 = state.cores.iter().map(|c| c.online.get()).sum();
+        let online: i64 = state.cores.iter().map(|c| c.online.get()).sum();
         peak = peak.max(online);
         if peak - online >= TRIM_AFTER_CLOSES.max(peak / 4) {
             // SAFETY: malloc_trim has no preconditions; glibc locks each arena itself.

@@ -1,8 +1,9 @@
 //! Prometheus exposition of every core's counters, summed at scrape time.
 //!
 //! Encoding is prometheus-client's (OpenMetrics text). The Go gateway's three
-//! series keep their exact names, so existing dashboards keep working: they
-//! are declared `unknown`, since OpenMetrics would append `_total` to a counter.
+//! series keep their exact names, so existing dashboards keep working: the
+//! online count is a gauge; the two byte counts are declared `unknown`,
+//! since OpenMetrics would append `_total` to a counter.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{Counter, Counters, Loss, RPC_BUCKETS, Reject, Rpc};
+use strum::IntoEnumIterator;
+
+use crate::metrics::{Counter, Counters, Gauge, Loss, RPC_BUCKETS, Reject, Rpc};
 use crate::procstat;
 
 /// Reads the cores' counters on each scrape.
@@ -25,6 +28,10 @@ pub struct GatewayCollector {
 
 impl GatewayCollector {
     fn sum(&self, f: impl Fn(&Counters) -> &Counter) -> u64 {
+        self.cores.iter().map(|c| f(c).get()).sum()
+    }
+
+    fn sum_gauge(&self, f: impl Fn(&Counters) -> &Gauge) -> i64 {
         self.cores.iter().map(|c| f(c).get()).sum()
     }
 }
@@ -39,23 +46,37 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Re
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
-/// One series per label value, e.g. losses by reason.
-fn labelled<L: AsRef<str>>(
+/// One counter series per label value, e.g. losses by reason.
+fn labelled_counter<L: AsRef<str>>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    kind: MetricType,
     label: &str,
     values: impl Iterator<Item = (L, u64)>,
 ) -> fmt::Result {
-    let mut family = enc.encode_descriptor(name, help, None, kind)?;
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (value, n) in values {
         let labels = [(label, value.as_ref())];
-        let mut m = family.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&n, None)?,
-            _ => m.encode_gauge(&(n as i64))?,
-        }
+        family
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    Ok(())
+}
+
+/// One gauge series per core.
+fn per_core_gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    cores: &[Arc<Counters>],
+    f: fn(&Counters) -> &Gauge,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (i, c) in cores.iter().enumerate() {
+        let core = i.to_string();
+        let labels = [("core", core.as_str())];
+        family.encode_family(&labels)?.encode_gauge(&f(c).get())?;
     }
     Ok(())
 }
@@ -63,12 +84,13 @@ fn labelled<L: AsRef<str>>(
 impl Collector for GatewayCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let e = &mut enc;
+        gauge(
+            e,
+            "gateway_websocket_online_totals",
+            "Open WebSocket sessions.",
+            self.sum_gauge(|c| &c.online),
+        )?;
         let legacy = [
-            (
-                "gateway_websocket_online_totals",
-                "Open WebSocket sessions.",
-                self.sum(|c| &c.online),
-            ),
             (
                 "gateway_websocket_input_bytes",
                 "Bytes of client messages received.",
@@ -161,79 +183,62 @@ impl Collector for GatewayCollector {
         for (name, help, field) in counters {
             counter(e, name, help, self.sum(field))?;
         }
-        labelled(
+        labelled_counter(
             e,
             "gateway_handshakes_rejected",
             "Upgrades refused, by reason.",
-            MetricType::Counter,
             "reason",
-            Reject::ALL
-                .iter()
-                .map(|r| (r.name(), self.cores.iter().map(|c| c.rejects(*r)).sum())),
+            Reject::iter().map(|r| {
+                let name: &'static str = r.into();
+                (name, self.cores.iter().map(|c| c.rejects(r)).sum())
+            }),
         )?;
-        labelled(
+        labelled_counter(
             e,
             "gateway_messages_lost",
             "Messages not delivered, by reason.",
-            MetricType::Counter,
             "reason",
-            Loss::ALL
-                .iter()
-                .map(|l| (l.name(), self.cores.iter().map(|c| c.lost(*l)).sum())),
+            Loss::iter().map(|l| {
+                let name: &'static str = l.into();
+                (name, self.cores.iter().map(|c| c.lost(l)).sum())
+            }),
         )?;
-        let per_core = |f: fn(&Counters) -> u64| {
-            self.cores
-                .iter()
-                .enumerate()
-                .map(move |(i, c)| (i.to_string(), f(c)))
-        };
-        labelled(
-            e,
-            "gateway_upstream_up",
-            "ws-api nodes the core's ExchangeMsg stream is up to.",
-            MetricType::Gauge,
-            "core",
-            per_core(|c| c.upstream_up.get()),
-        )?;
-        labelled(
-            e,
-            "gateway_upstream_nodes",
-            "ws-api nodes the core knows.",
-            MetricType::Gauge,
-            "core",
-            per_core(|c| c.upstream_nodes.get()),
-        )?;
-        labelled(
-            e,
-            "gateway_upstream_buffered_bytes",
-            "Bytes waiting for the core's stream.",
-            MetricType::Gauge,
-            "core",
-            per_core(|c| c.upstream_buffered.get()),
-        )?;
-        labelled(
-            e,
-            "gateway_core_sessions",
-            "Open sessions per core.",
-            MetricType::Gauge,
-            "core",
-            per_core(|c| c.online.get()),
-        )?;
-        labelled(
-            e,
-            "gateway_send_queue_messages",
-            "Messages waiting in session send queues.",
-            MetricType::Gauge,
-            "core",
-            per_core(|c| c.send_queued.get()),
-        )?;
+        type GaugeField = fn(&Counters) -> &Gauge;
+        let gauges: [(&str, &str, GaugeField); 5] = [
+            (
+                "gateway_upstream_up",
+                "ws-api nodes the core's ExchangeMsg stream is up to.",
+                |c| &c.upstream_up,
+            ),
+            (
+                "gateway_upstream_nodes",
+                "ws-api nodes the core knows.",
+                |c| &c.upstream_nodes,
+            ),
+            (
+                "gateway_upstream_buffered_bytes",
+                "Bytes waiting for the core's stream.",
+                |c| &c.upstream_buffered,
+            ),
+            ("gateway_core_sessions", "Open sessions per core.", |c| {
+                &c.online
+            }),
+            (
+                "gateway_send_queue_messages",
+                "Messages waiting in session send queues.",
+                |c| &c.send_queued,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            per_core_gauge(e, name, help, &self.cores, f)?;
+        }
         let mut family = e.encode_descriptor(
             "gateway_upstream_rpc_duration_seconds",
             "Latency of unary calls to ws-api, by method.",
             None,
             MetricType::Histogram,
         )?;
-        for rpc in Rpc::ALL {
+        for rpc in Rpc::iter() {
             let mut counts = [0u64; RPC_BUCKETS.len() + 1];
             let mut sum = 0.0;
             for core in &self.cores {
@@ -245,7 +250,8 @@ impl Collector for GatewayCollector {
             }
             let bounds = RPC_BUCKETS.iter().copied().chain([f64::INFINITY]);
             let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
-            let labels = [("method", rpc.name())];
+            let method: &'static str = rpc.into();
+            let labels = [("method", method)];
             family
                 .encode_family(&labels)?
                 .encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)?;
@@ -257,12 +263,13 @@ impl Collector for GatewayCollector {
             "Resident set size.",
             p.rss_bytes as i64,
         )?;
-        counter(
-            e,
+        let cpu = ConstCounter::new(p.cpu_seconds);
+        cpu.encode(e.encode_descriptor(
             "process_cpu_seconds",
             "User and system CPU time.",
-            p.cpu_seconds as u64,
-        )?;
+            None,
+            cpu.metric_type(),
+        )?)?;
         gauge(
             e,
             "process_open_fds",

@@ -4,12 +4,17 @@
 //! deliver is counted here under a [`Loss`] reason, and every refused
 //! upgrade under a [`Reject`] reason.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
-/// Why an upgrade request got an HTTP error instead of a WebSocket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use strum::{EnumCount, EnumIter, IntoStaticStr};
+
+/// Why an upgrade request got an HTTP error instead of a WebSocket. The
+/// label is the variant's name in snake case; the tables that count them are
+/// sized by `Reject::COUNT`, so a new variant cannot be left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reject {
     BadRequest,
     NotFound,
@@ -21,46 +26,15 @@ pub enum Reject {
     Overloaded,
     RateLimited,
     UserLimit,
+    #[strum(serialize = "origin_forbidden")]
     Forbidden,
+    #[strum(serialize = "tls_handshake")]
     Tls,
 }
 
-impl Reject {
-    pub const ALL: [Reject; 12] = [
-        Reject::BadRequest,
-        Reject::NotFound,
-        Reject::HeaderTooLarge,
-        Reject::Timeout,
-        Reject::MissingToken,
-        Reject::Unauthorized,
-        Reject::UpstreamUnavailable,
-        Reject::Overloaded,
-        Reject::RateLimited,
-        Reject::UserLimit,
-        Reject::Forbidden,
-        Reject::Tls,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Reject::BadRequest => "bad_request",
-            Reject::NotFound => "not_found",
-            Reject::HeaderTooLarge => "header_too_large",
-            Reject::Timeout => "timeout",
-            Reject::MissingToken => "missing_token",
-            Reject::Unauthorized => "unauthorized",
-            Reject::UpstreamUnavailable => "upstream_unavailable",
-            Reject::Overloaded => "overloaded",
-            Reject::RateLimited => "rate_limited",
-            Reject::UserLimit => "user_limit",
-            Reject::Forbidden => "origin_forbidden",
-            Reject::Tls => "tls_handshake",
-        }
-    }
-}
-
-/// Why a message was not delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a message was not delivered (label: the variant in snake case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Loss {
     /// Client → ws-api: the core's upstream buffer was full (ws-api down or slow).
     UpstreamBufferFull,
@@ -81,50 +55,12 @@ pub enum Loss {
     BadDownstream,
 }
 
-impl Loss {
-    pub const ALL: [Loss; 8] = [
-        Loss::UpstreamBufferFull,
-        Loss::UpstreamUnconfirmed,
-        Loss::BadFrame,
-        Loss::SendQueueFull,
-        Loss::UnknownSid,
-        Loss::ForeignSid,
-        Loss::MeshFull,
-        Loss::BadDownstream,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Loss::UpstreamBufferFull => "upstream_buffer_full",
-            Loss::UpstreamUnconfirmed => "upstream_unconfirmed",
-            Loss::BadFrame => "bad_frame",
-            Loss::SendQueueFull => "send_queue_full",
-            Loss::UnknownSid => "unknown_sid",
-            Loss::ForeignSid => "foreign_sid",
-            Loss::MeshFull => "mesh_full",
-            Loss::BadDownstream => "bad_downstream",
-        }
-    }
-}
-
-/// A unary call to ws-api, for its latency histogram.
-#[derive(Debug, Clone, Copy)]
+/// A unary call to ws-api, for its latency histogram (label: its gRPC method name).
+#[derive(Debug, Clone, Copy, EnumCount, EnumIter, IntoStaticStr)]
 pub enum Rpc {
     Connect,
     Disconnect,
     KeepAlive,
-}
-
-impl Rpc {
-    pub const ALL: [Rpc; 3] = [Rpc::Connect, Rpc::Disconnect, Rpc::KeepAlive];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Rpc::Connect => "Connect",
-            Rpc::Disconnect => "Disconnect",
-            Rpc::KeepAlive => "KeepAlive",
-        }
-    }
 }
 
 /// Upper bounds (seconds) of the unary-call latency buckets; one more
@@ -180,17 +116,37 @@ impl Counter {
         self.add(1);
     }
 
-    #[inline]
-    pub fn sub(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
-    }
-
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+}
 
-    pub fn set(&self, v: u64) {
+/// A value that goes up and down, written by one core only (see [`Counter`]).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    #[inline]
+    pub fn add(&self, n: i64) {
+        self.0.store(self.0.load(Relaxed) + n, Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub fn dec(&self) {
+        self.add(-1);
+    }
+
+    pub fn set(&self, v: i64) {
         self.0.store(v, Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
     }
 }
 
@@ -198,8 +154,8 @@ impl Counter {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct Counters {
-    /// Sessions open now (a gauge).
-    pub online: Counter,
+    /// Sessions open now.
+    pub online: Gauge,
     pub input_bytes: Counter,
     pub output_bytes: Counter,
     pub messages_in: Counter,
@@ -214,19 +170,19 @@ pub struct Counters {
     pub upstream_ping_timeouts: Counter,
     /// GOAWAY ENHANCE_YOUR_CALM from ws-api: pings too frequent for its policy.
     pub upstream_ping_slowdowns: Counter,
-    /// ws-api nodes this core's `ExchangeMsg` stream is established to (a gauge).
-    pub upstream_up: Counter,
-    /// ws-api nodes this core knows (a gauge).
-    pub upstream_nodes: Counter,
+    /// ws-api nodes this core's `ExchangeMsg` stream is established to.
+    pub upstream_up: Gauge,
+    /// ws-api nodes this core knows.
+    pub upstream_nodes: Gauge,
     /// Buffered client messages moved from a lost ws-api node to a live one.
     pub upstream_failovers: Counter,
-    /// Bytes waiting in this core's upstream buffers (a gauge).
-    pub upstream_buffered: Counter,
+    /// Bytes waiting in this core's upstream buffers.
+    pub upstream_buffered: Gauge,
     pub disconnect_failures: Counter,
-    /// Messages waiting in this core's session send queues (a gauge).
-    pub send_queued: Counter,
+    /// Messages waiting in this core's session send queues.
+    pub send_queued: Gauge,
     /// Latency of unary calls to ws-api, by [`Rpc`].
-    pub rpc: [Histogram; Rpc::ALL.len()],
+    pub rpc: [Histogram; Rpc::COUNT],
     /// Sessions closed because ws-api asked (Kick / Control.Close).
     pub kicks: Counter,
     /// Group or broadcast messages fanned out on this core.
@@ -237,8 +193,8 @@ pub struct Counters {
     pub inbound_rate_closes: Counter,
     /// Sessions closed for sending bad frames faster than error frames answer them.
     pub bad_frame_closes: Counter,
-    rejects: [Counter; Reject::ALL.len()],
-    losses: [Counter; Loss::ALL.len()],
+    rejects: [Counter; Reject::COUNT],
+    losses: [Counter; Loss::COUNT],
 }
 
 impl Counters {

@@ -79,7 +79,7 @@ impl Session {
         let end = self.serve().await;
         let core = &self.core;
         core.sessions.remove(self.slot);
-        core.counters.online.sub(1);
+        core.counters.online.dec();
         self.handle.dequeued(self.handle.queued());
         core.admission.release(self.uid).await;
         // Boxed, like the other once-per-session steps: an idle session's

@@ -115,7 +115,7 @@ impl SessionHandle {
 
     /// The session took `n` messages off its queue (or dropped them at its end).
     pub fn dequeued(&self, n: usize) {
-        self.counters.send_queued.sub(n as u64);
+        self.counters.send_queued.add(-(n as i64));
     }
 
     /// Messages still queued.

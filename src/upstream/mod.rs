@@ -124,7 +124,7 @@ impl Upstream {
     fn set_up(&self, up: bool) {
         match (self.up.replace(up), up) {
             (false, true) => self.counters.upstream_up.inc(),
-            (true, false) => self.counters.upstream_up.sub(1),
+            (true, false) => self.counters.upstream_up.dec(),
             _ => {}
         }
     }
@@ -159,7 +159,7 @@ impl Upstream {
     }
 
     fn buffered(&self, before: usize, after: usize, msgs: u64) {
-        self.counters.upstream_buffered.add((after - before) as u64);
+        self.counters.upstream_buffered.add((after - before) as i64);
         self.buffered_msgs.set(self.buffered_msgs.get() + msgs);
         if before == 0 {
             // A full wake channel already holds a pending wake-up.
@@ -170,7 +170,7 @@ impl Upstream {
     /// Takes everything buffered: the bytes and how many messages they hold.
     fn take_buffer(&self) -> (Bytes, u64) {
         let bytes = self.buffer.borrow_mut().split().freeze();
-        self.counters.upstream_buffered.sub(bytes.len() as u64);
+        self.counters.upstream_buffered.add(-(bytes.len() as i64));
         (bytes, self.buffered_msgs.replace(0))
     }
 

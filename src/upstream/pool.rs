@@ -113,7 +113,7 @@ impl Upstreams {
         }
         self.counters
             .upstream_nodes
-            .set(self.nodes.borrow().len() as u64);
+            .set(self.nodes.borrow().len() as i64);
     }
 
     /// Moves what `from` buffered to a live node, if there is one.
