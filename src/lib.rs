@@ -10,6 +10,7 @@
 //! - [`listener`]: a core's accept loop and the path to a running session.
 //! - [`drain`]: a core's graceful shutdown (1001 to every session, then the stream).
 //! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
+//! - [`claim`]: what a connection holds (slot, admission, per-user count), given back by one guard.
 //! - [`session`]: one client's read/write loop after the upgrade.
 //! - [`sessions`]: a core's sid → session table, groups, and the bounded send queues.
 //! - [`keepalive`]: server pings, one timer per core.
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod claim;
 pub mod codec;
 pub mod compat;
 pub mod config;

@@ -16,6 +16,7 @@ use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, field, info_span, warn};
 
+use crate::claim::Claim;
 use crate::codec::{Format, MsgPrefix};
 use crate::config::RefuseInBand;
 use crate::handshake::{self, Refusal, Upgrade};
@@ -173,11 +174,12 @@ async fn upgrade(
     }
     .to_string();
     tracing::Span::current().record("sid", sid.as_str());
+    // From here every refusal drops the claim, which gives back what it holds.
+    let mut claim = Claim::new(Rc::clone(&core), slot, sid);
 
-    let uid = match core.upstream.connect(&sid, token).await {
+    let uid = match core.upstream.connect(claim.sid(), token).await {
         Ok(uid) => uid,
         Err(status) => {
-            core.sessions.remove(slot);
             let refusal = match status.code {
                 Code::Unauthenticated | Code::PermissionDenied => Refusal::new(
                     Reject::Unauthorized,
@@ -192,28 +194,19 @@ async fn upgrade(
             return None;
         }
     };
+    claim.admitted(uid);
     if !core.admission.acquire(uid).await {
-        core.sessions.remove(slot);
         let why = format!(
             "too many connections for this user (limit {})",
             cfg.max_connections_per_user
         );
         let refusal = Refusal::new(Reject::UserLimit, why);
         refuse(&core, &mut stream, Some(&req), refusal).await;
-        if let Err(e) = core.upstream.disconnect(&sid, uid).await {
-            core.counters.disconnect_failures.inc();
-            warn!(error = %e, "Disconnect not delivered to ws-api");
-        }
         return None;
     }
-    if let Err(e) = handshake::switch(&mut stream, &req, &sid).await {
-        core.admission.release(uid).await;
+    claim.counted();
+    if let Err(e) = handshake::switch(&mut stream, &req, claim.sid()).await {
         debug!(error = %e, "client left during the upgrade");
-        core.sessions.remove(slot);
-        if let Err(e) = core.upstream.disconnect(&sid, uid).await {
-            core.counters.disconnect_failures.inc();
-            warn!(error = %e, "Disconnect not delivered to ws-api");
-        }
         return None;
     }
     let ws = WebSocketStream::from_partially_read(
@@ -226,7 +219,7 @@ async fn upgrade(
     core.counters.handshakes.inc();
     core.counters.online.inc();
     debug!(uid, "session started");
-    let prefix = MsgPrefix::new(core.upstream.identity(), &sid);
+    let prefix = MsgPrefix::new(core.upstream.identity(), claim.sid());
     let inbound_limit = (cfg.max_inbound_rate > 0.0)
         .then(|| TokenBucket::new(cfg.max_inbound_rate, cfg.max_inbound_rate.max(1.0)));
     Some(Session {
@@ -239,8 +232,7 @@ async fn upgrade(
         ws,
         rx,
         handle,
-        slot,
-        sid,
+        claim,
         uid,
         prefix,
         inbound_limit,

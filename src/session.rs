@@ -24,8 +24,9 @@ use bytes::Bytes;
 use futures_lite::{StreamExt, future};
 use futures_util::SinkExt;
 use glommio::channels::local_channel::LocalReceiver;
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug};
 
+use crate::claim::Claim;
 use crate::codec::{self, Format, MsgPrefix};
 use crate::config::FrameFormat;
 use crate::metrics::Loss;
@@ -51,8 +52,8 @@ pub struct Session {
     pub ws: WebSocketStream<ClientStream>,
     pub rx: LocalReceiver<Outbound>,
     pub handle: Rc<SessionHandle>,
-    pub slot: usize,
-    pub sid: String,
+    /// Its slot and admission, given back when the session ends.
+    pub claim: Claim,
     pub uid: u64,
     pub prefix: MsgPrefix,
     pub format: Format,
@@ -77,17 +78,11 @@ impl Session {
     /// Runs the session to its end, then tells ws-api it is gone.
     pub async fn run(mut self) -> End {
         let end = self.serve().await;
-        let core = &self.core;
-        core.sessions.remove(self.slot);
-        core.counters.online.dec();
+        self.core.counters.online.dec();
         self.handle.dequeued(self.handle.queued());
-        core.admission.release(self.uid).await;
         // Boxed, like the other once-per-session steps: an idle session's
         // task should hold only its read/write loop.
-        if let Err(e) = Box::pin(core.upstream.disconnect(&self.sid, self.uid)).await {
-            core.counters.disconnect_failures.inc();
-            warn!(error = %e, "Disconnect not delivered to ws-api");
-        }
+        Box::pin(self.claim.release()).await;
         end
     }
 
@@ -194,7 +189,7 @@ impl Session {
     /// Refreshes presence without holding up the client's next frame.
     fn keep_alive(&self) {
         let upstream = Rc::clone(&self.core.upstream);
-        let (sid, uid) = (self.sid.clone(), self.uid);
+        let (sid, uid) = (self.claim.sid().to_owned(), self.uid);
         let call = async move {
             if let Err(e) = upstream.keep_alive(&sid, uid).await {
                 debug!(error = %e, "KeepAlive failed");
