@@ -109,7 +109,10 @@ async fn trim_after_disconnects(state: Arc<AdminState>) {
         peak = peak.max(online);
         if peak - online >= TRIM_AFTER_CLOSES.max(peak / 4) {
             // SAFETY: malloc_trim has no preconditions; glibc locks each arena itself.
-            unsafe { libc::malloc_trim(0) };
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::malloc_trim(0)
+            };
             debug!(peak, online, "memory trimmed after disconnects");
             peak = online;
         }

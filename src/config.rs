@@ -496,15 +496,11 @@ pub fn parse_cpu_list(spec: &str) -> Result<Vec<usize>, String> {
 /// CPUs this process may run on (its affinity mask, so containers with a
 /// cpuset and `taskset` are honoured).
 pub fn online_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &set))
-            .collect()
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|c| set.is_set(*c))
+            .collect(),
+        Err(_) => vec![0],
     }
 }
 

@@ -24,6 +24,10 @@
 //! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
 //! - [`tls`], [`stream`]: wss:// with rustls (reloadable), plain or TLS client streams.
 //! - [`proto`]: types generated from `proto/` at build time.
+//!
+// Three justified exceptions, allowed where they stand: glommio takes
+// sockets as raw descriptors, and glibc's malloc_trim has no safe wrapper.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod admission;

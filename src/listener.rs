@@ -35,6 +35,7 @@ use crate::upstream::grpc::Code;
 /// still holds TIME_WAIT sockets of the connections it closed (a WebSocket
 /// server closes TCP first). Neither lets a second gateway share a port a
 /// live one listens on: `main` probes for that before the cores bind.
+#[allow(unsafe_code)]
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::IntoRawFd;

@@ -1,5 +1,6 @@
 //! `ws-gateway`: parse the config, start one pinned shard per CPU, print
 //! where clients connect, and run until the shards stop.
+#![deny(unsafe_code)]
 
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
@@ -278,23 +279,15 @@ fn check_io_uring(config: &Config) -> anyhow::Result<()> {
 
 /// Raises the soft open-files limit to the hard one: each client is a descriptor.
 fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a stack-allocated rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        let before = lim.rlim_cur;
-        lim.rlim_cur = lim.rlim_max;
-        let ok = libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0;
-        tracing::info!(
-            soft_before = before,
-            soft = if ok { lim.rlim_max } else { before },
-            hard = lim.rlim_max,
-            "open files limit"
-        );
-    }
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    let before = lim.current;
+    lim.current = lim.maximum;
+    let ok = setrlimit(Resource::Nofile, lim).is_ok();
+    tracing::info!(
+        soft_before = ?before,
+        soft = ?if ok { lim.maximum } else { before },
+        hard = ?lim.maximum,
+        "open files limit"
+    );
 }

@@ -29,20 +29,14 @@ pub fn read() -> ProcStat {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = rustix::param::clock_ticks_per_second().max(1) as f64;
         p.cpu_seconds = (ticks(11) + ticks(12)) as f64 / hz;
     }
     p.open_fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
         .unwrap_or(0);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the stack-allocated struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        p.max_fds = lim.rlim_cur;
-    }
+    p.max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
     p
 }

@@ -92,15 +92,8 @@ pub fn advertise(config: &Config, bound: SocketAddr) -> String {
     if !bound.ip().is_unspecified() {
         return bound.to_string();
     }
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let host = if rc == 0 {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".into()
-    };
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
     format!("{host}:{}", bound.port())
 }
 
@@ -169,6 +162,7 @@ async fn run(spec: ShardSpec) {
         "core started"
     );
     // SAFETY: the descriptor comes from an owned std socket that gives it up.
+    #[allow(unsafe_code)]
     let mut stop_rx = unsafe { glommio::net::UnixStream::from_raw_fd(spec.stop.into_raw_fd()) };
     let stop = async {
         let mut byte = [0u8; 1];
