@@ -47,7 +47,7 @@ impl TokenBucket {
 /// Token buckets by client IP, in two generations: an IP's bucket moves to
 /// the current one when used, and the previous one is dropped whole when
 /// the current one is a refill time old (its entries were idle that long,
-/// so they were full again) or holds [`PER_IP_PRUNE_AT`] entries. Each
+/// so they were full again) or holds `PER_IP_PRUNE_AT` entries. Each
 /// accept costs O(1), whatever the number of IPs.
 #[derive(Debug)]
 pub struct PerIp {

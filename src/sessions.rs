@@ -101,7 +101,7 @@ impl SessionHandle {
     /// The bound holds against a client that does not read (a write to it
     /// is waiting). A session that writes freely may find more queued when
     /// its turn comes (ws-api answered a burst of its frames in one batch)
-    /// and is not closed for it, up to [`BURST_SLACK`] times the bound.
+    /// and is not closed for it, up to `BURST_SLACK` times the bound.
     pub fn push(&self, out: Outbound) -> Result<(), QueueError> {
         let queued = self.tx.len();
         if queued >= self.bound && (self.stalled.get() || queued >= self.bound * BURST_SLACK) {

@@ -18,7 +18,7 @@
 //! order, on the next stream.
 //!
 //! A node that stays down is logged at warn once per change of reason and
-//! then every [`REMIND_EVERY`], not once per attempt.
+//! then every `REMIND_EVERY`, not once per attempt.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -80,7 +80,7 @@ impl Upstream {
     }
 
     /// Warns when the node goes down or its reason changes, then reminds
-    /// every [`REMIND_EVERY`] while it stays down; other attempts go to debug.
+    /// every `REMIND_EVERY` while it stays down; other attempts go to debug.
     fn log_down(&self, down: &mut Option<Down>, err: Status, was_up: bool) {
         let now = Instant::now();
         let Some(d) = down else {

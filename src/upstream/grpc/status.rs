@@ -6,7 +6,7 @@ use http::HeaderMap;
 /// How [`Status::from_h2`] words a peer's GOAWAY ENHANCE_YOUR_CALM.
 const GOAWAY_CALM: &str = "ws-api sent GOAWAY ENHANCE_YOUR_CALM";
 
-/// gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+/// gRPC status codes (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     Ok,
