@@ -17,12 +17,13 @@
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::proto::wsapi::Msg;
 use crate::proto::wsgateway::Protocol;
+use crate::upstream::grpc;
 
 /// Standard alphabet, padding optional on input (clients differ), emitted on output (as Go does).
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -120,14 +121,11 @@ impl MsgPrefix {
     pub fn encode_grpc(&self, payload: &Protocol, out: &mut BytesMut) {
         let inner = payload.encoded_len();
         let field = 1 + prost::length_delimiter_len(inner) + inner;
-        let len = self.0.len() + field;
-        out.reserve(5 + len);
-        out.put_u8(0);
-        out.put_u32(len as u32);
+        grpc::codec::put_header(self.0.len() + field, out);
         out.extend_from_slice(&self.0);
         prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, out);
         prost::encoding::encode_varint(inner as u64, out);
-        // Writing into a BytesMut that was reserved above cannot run out of space.
+        // Writing into a BytesMut that put_header reserved cannot run out of space.
         let _ = payload.encode(out);
     }
 }

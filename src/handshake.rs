@@ -14,7 +14,9 @@ use crate::stream::ClientStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use crate::timeout::within;
 
 use crate::metrics::Reject;
 
@@ -122,14 +124,12 @@ pub async fn read_request(
             buf.extend_from_slice(&chunk[..n]);
         }
     };
-    future::or(read, async {
-        glommio::timer::sleep(timeout).await;
+    within(timeout, read).await.unwrap_or_else(|| {
         Err(Some(Refusal::new(
             Reject::Timeout,
             "upgrade request not received in time",
         )))
     })
-    .await
 }
 
 /// Parses what has arrived so far: `Ok(None)` while the request is incomplete.

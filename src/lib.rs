@@ -18,10 +18,11 @@
 //! - [`router`]: downstream `Msg` → owning core → session.
 //! - [`mesh`]: receiving from the cross-core channel meshes.
 //! - [`upstream`]: a core's HTTP/2 connection, `ExchangeMsg` stream and unary calls.
-//! - [`codec`], [`sid`]: pure encodings (client frames, session ids).
+//! - [`codec`], [`sid`], [`hash`]: pure encodings (client frames, session ids) and the one hash.
 //! - [`metrics`]: per-core counters, every loss under a reason.
 //! - [`admin`], [`exposition`], [`procstat`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
 //! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
+//! - [`timeout`]: the one helper that bounds a wait by a timer.
 //! - [`tls`], [`stream`]: wss:// with rustls (reloadable), plain or TLS client streams.
 //! - [`proto`]: types generated from `proto/` at build time.
 //!
@@ -38,6 +39,7 @@ pub mod config;
 pub mod drain;
 pub mod exposition;
 pub mod handshake;
+pub mod hash;
 pub mod keepalive;
 pub mod listener;
 pub mod mesh;
@@ -50,6 +52,7 @@ pub mod sessions;
 pub mod shard;
 pub mod sid;
 pub mod stream;
+pub mod timeout;
 pub mod tls;
 pub mod upstream;
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::Role;
-use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, field, info_span, warn};
 
@@ -27,6 +26,7 @@ use crate::sessions::SessionHandle;
 use crate::shard::Core;
 use crate::sid::Sid;
 use crate::stream::ClientStream;
+use crate::timeout::within;
 use crate::upstream::grpc::Code;
 
 /// Binds this core's listening socket. SO_REUSEPORT lets every core bind
@@ -78,11 +78,8 @@ async fn connection(core: Rc<Core>, tcp: TcpStream) {
             None => ClientStream::Plain(tcp),
             Some(tls) => {
                 let accept = async { tls.acceptor().accept(tcp).await.map_err(|e| e.to_string()) };
-                let deadline = async {
-                    glommio::timer::sleep(core.config.handshake_timeout).await;
-                    Err("TLS handshake timed out".to_owned())
-                };
-                match future::or(accept, deadline).await {
+                let accepted = within(core.config.handshake_timeout, accept).await;
+                match accepted.unwrap_or_else(|| Err("TLS handshake timed out".to_owned())) {
                     Ok(tls) => ClientStream::Tls(Box::new(tls)),
                     Err(e) => {
                         core.counters.reject(Reject::Tls);

@@ -34,6 +34,7 @@ use crate::proto::wsgateway::Protocol;
 use crate::ratelimit::TokenBucket;
 use crate::sessions::{Outbound, SessionHandle};
 use crate::shard::Core;
+use crate::timeout::within;
 
 /// How a session ended, for the log line written where its task ends.
 #[derive(Debug, thiserror::Error)]
@@ -235,17 +236,15 @@ impl Session {
                 Some(result) => result,
                 None => {
                     // Boxed: the timer is only needed when a write waits.
-                    let timer = Box::pin(async {
-                        glommio::timer::sleep(timeout).await;
+                    handle.set_stalled(true);
+                    let result = Box::pin(within(timeout, write)).await;
+                    handle.set_stalled(false);
+                    result.unwrap_or_else(|| {
                         Err(close(
                             CloseCode::Policy,
                             "write timeout: client not reading",
                         ))
-                    });
-                    handle.set_stalled(true);
-                    let result = future::or(write, timer).await;
-                    handle.set_stalled(false);
-                    result
+                    })
                 }
             }
         };
@@ -300,11 +299,9 @@ impl Session {
                 reason: reason.clone().into(),
             };
             let timeout = self.core.config.write_timeout;
-            let sent = future::or(async { self.ws.close(Some(frame)).await.is_ok() }, async {
-                glommio::timer::sleep(timeout).await;
-                false
-            })
-            .await;
+            let sent = within(timeout, self.ws.close(Some(frame)))
+                .await
+                .is_some_and(|r| r.is_ok());
             // After a protocol error or an oversized frame the client's bytes
             // cannot be parsed as frames any more: discard them raw.
             let framing_lost = matches!(
@@ -316,7 +313,7 @@ impl Session {
             } else if sent {
                 // tungstenite ends the stream once the client's Close is in.
                 let linger = async { while let Some(Ok(_)) = self.ws.next().await {} };
-                future::or(linger, glommio::timer::sleep(CLOSE_LINGER)).await;
+                within(CLOSE_LINGER, linger).await;
             }
         }
         end

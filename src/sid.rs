@@ -17,7 +17,7 @@ pub struct Instance(u64);
 impl Instance {
     /// `node` is the advertised identity (host:port); `epoch_ms` the start time.
     pub fn new(node: &str, epoch_ms: u64) -> Self {
-        let node_hash = fnv1a32(node.as_bytes()) as u64;
+        let node_hash = crate::hash::fnv1a(node.as_bytes()) >> 32;
         Instance((node_hash << 32) ^ (epoch_ms & 0xffff_ffff_ffff))
     }
 }
@@ -71,13 +71,6 @@ impl fmt::Display for Sid {
             self.instance.0, self.core, self.slot
         )
     }
-}
-
-/// FNV-1a: a tiny, stable hash; stability across builds is what matters here.
-pub fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use std::task::{Context, Poll};
 
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, future};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use futures_rustls::server::TlsStream;
+
+use crate::timeout::within;
 use glommio::net::TcpStream;
 
 pub enum ClientStream {
@@ -26,19 +28,11 @@ impl ClientStream {
         const QUIET: Duration = Duration::from_millis(100);
         let mut buf = [0u8; 2048];
         let drain = async {
-            loop {
-                let read = async { self.read(&mut buf).await.ok() };
-                let quiet = async {
-                    glommio::timer::sleep(QUIET).await;
-                    None
-                };
-                match future::or(read, quiet).await {
-                    Some(n) if n > 0 => continue,
-                    _ => return,
-                }
-            }
+            while let Some(Ok(n)) = within(QUIET, self.read(&mut buf)).await
+                && n > 0
+            {}
         };
-        future::or(drain, glommio::timer::sleep(limit)).await;
+        within(limit, drain).await;
     }
 }
 

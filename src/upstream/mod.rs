@@ -97,7 +97,7 @@ impl Upstream {
         let keepalive = cfg.keepalive;
         Rc::new(Upstream {
             addr,
-            seed: pool::fnv1a(addr.to_string().as_bytes()),
+            seed: crate::hash::fnv1a(addr.to_string().as_bytes()),
             cfg,
             counters,
             channel: RefCell::new(None),

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use super::grpc::{Code, Status};
 use super::targets::Targets;
 use super::{BufferFull, Upstream, UpstreamConfig};
+use crate::hash::fnv1a;
 use crate::metrics::Counters;
 use crate::router::Router;
 
@@ -203,13 +204,6 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// FNV-1a 64: a stable hash of a node address or a sid.
-pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::future;
 use h2::client::{Connection, ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
 use http::{HeaderValue, Method, Request};
@@ -18,6 +17,7 @@ use http::{HeaderValue, Method, Request};
 use super::codec::{self, Decoder};
 use super::status::{Code, Status};
 use crate::compat::{self, TokioTcp};
+use crate::timeout::within;
 
 /// Connection settings. Windows are large on purpose: with h2's 64 KiB
 /// defaults a busy stream stalls on WINDOW_UPDATE round trips.
@@ -158,14 +158,12 @@ pub async fn with_deadline<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
-    future::or(call, async {
-        glommio::timer::sleep(timeout).await;
+    within(timeout, call).await.unwrap_or_else(|| {
         Err(Status::new(
             Code::DeadlineExceeded,
             format!("no reply within {timeout:?}"),
         ))
     })
-    .await
 }
 
 /// The receiving half of a call: messages, then the status in the trailers.

@@ -22,12 +22,17 @@ pub enum CodecError {
 
 /// Appends one framed message to `out`.
 pub fn encode(msg: &impl prost::Message, out: &mut BytesMut) {
-    let len = msg.encoded_len();
+    put_header(msg.encoded_len(), out);
+    // `put_header` reserved the room `encode` needs.
+    let _ = msg.encode(out);
+}
+
+/// Appends the 5-byte header of an uncompressed message of `len` bytes,
+/// and reserves room for the message after it.
+pub fn put_header(len: usize, out: &mut BytesMut) {
     out.reserve(HEADER_LEN + len);
     out.put_u8(0);
     out.put_u32(len as u32);
-    // `reserve` above guarantees the room `encode` needs.
-    let _ = msg.encode(out);
 }
 
 #[derive(Debug, Clone, Copy)]
