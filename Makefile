@@ -39,6 +39,8 @@ $(VENV)/.installed:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	@# The fuzz targets (outside the workspace: cargo-fuzz builds them) must still compile.
+	cd fuzz && CARGO_TARGET_DIR=../target $(CARGO) check --locked --bins
 
 build:
 	$(CARGO) build --locked --workspace --bins

@@ -16,7 +16,7 @@ async fn ten_thousand_connect_disconnect_cycles() {
     let admin = gw.admin.unwrap();
     connect(gw.addr, "1").await.close(None).await.unwrap();
     let addr = gw.addr;
-    let done = futures_util::stream::iter(0..CYCLES)
+    futures_util::stream::iter(0..CYCLES)
         .map(|i| async move {
             let mut ws = connect(addr, &(1000 + i % 500).to_string()).await;
             // Half close politely, half just drop the TCP connection.
@@ -25,9 +25,8 @@ async fn ten_thousand_connect_disconnect_cycles() {
             }
         })
         .buffer_unordered(IN_FLIGHT)
-        .count()
+        .for_each(|()| async {})
         .await;
-    assert_eq!(done, CYCLES);
     eventually("every session is gone", || async {
         metric(admin, "gateway_websocket_online_totals") == Some(0.0)
     })

@@ -45,10 +45,13 @@ async fn each_session_gets_its_own_replies_in_order() {
             tokio::join!(sender, receiver);
         })
     });
-    let mut done = 0;
     for t in tasks {
         t.await.expect("session task");
-        done += 1;
     }
-    assert_eq!(done, SESSIONS);
+    // And the gateway's own account agrees: nothing more, nothing lost.
+    let admin = gw.admin.expect("admin");
+    let total = (SESSIONS * PER_SESSION) as f64;
+    assert_eq!(metric(admin, "gateway_messages_in_total"), Some(total));
+    assert_eq!(metric(admin, "gateway_messages_out_total"), Some(total));
+    assert_eq!(metric(admin, "gateway_messages_lost_total"), Some(0.0));
 }
