@@ -1481,7 +1481,7 @@ mod tests {
     fn multishot_slow_reader_gives_buffers_back() {
         // A reader that lets more than MAX_QUEUED_BUFFERS pile up gets them
         // copied out and its receive cancelled: the ring is not held.
-        ms_executor(64, 64).run(async move {
+        ms_executor(256, 64).run(async move {
             use crate::sys::buf_ring::MAX_QUEUED_BUFFERS;
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
