@@ -512,7 +512,7 @@ impl LocalExecutorBuilder {
     /// `IORING_REGISTER_PBUF_RING`). A socket holds buffers only while
     /// received bytes wait to be read. `count` must be a power of two up to
     /// 32768; 0 turns the ring off and sockets are read with `recv(2)`, as
-    /// on kernels that cannot register the ring. Default: 2048 × 1 KiB.
+    /// on kernels that cannot register the ring. Default: 2048 × 512 B.
     #[must_use = "The builder must be built to be useful"]
     pub fn recv_buffers(mut self, count: usize, size: usize) -> LocalExecutorBuilder {
         assert!(

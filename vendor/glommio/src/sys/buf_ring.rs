@@ -71,18 +71,20 @@ pub struct RecvBufferConfig {
 }
 
 impl Default for RecvBufferConfig {
-    /// 2048 buffers of 1 KiB: 2 MiB per executor. A buffer is held from the
+    /// 2048 buffers of 512 B: 1 MiB per executor. A buffer is held from the
     /// CQE that fills it until the read that empties it, so the count bounds
     /// how many sockets can have unread data at once: 2048 covers a 50 ms
     /// stall of the executor at 40k messages/s (512 did not: the ring ran
     /// dry under perf). The size only needs to hold a typical message: a
-    /// 50 B frame takes one buffer, a 1 KiB frame two. Resident memory is
-    /// at most count × size whatever the connection count; running dry is
-    /// not an error (see `MultishotEnd::NoBuffers`).
+    /// 50 B frame or an upgrade request takes one buffer, a 1 KiB frame
+    /// three. The kernel fills the ring's buffers in turn, so all of it
+    /// becomes resident (count × size) whatever the connection count: kept
+    /// small for idle RSS. Running dry is not an error (see
+    /// `MultishotEnd::NoBuffers`).
     fn default() -> Self {
         RecvBufferConfig {
             count: 2048,
-            size: 1024,
+            size: 512,
         }
     }
 }
@@ -366,13 +368,68 @@ pub(crate) enum MultishotEnd {
 /// bytes move to the heap and the receive is cancelled (the socket's own
 /// buffer and TCP flow control take over again, as with `recv(2)`; it is
 /// re-armed once the queue is read), so that a reader that stalls cannot
-/// keep the shared ring dry. 64 × 1 KiB: well above a WebSocket message.
+/// keep the shared ring dry. 64 × 512 B: well above a WebSocket message.
 pub(crate) const MAX_QUEUED_BUFFERS: usize = 64;
+
+/// Received chunks in order. The first one is kept inline: most sockets
+/// never have more than one chunk queued, and a `VecDeque` would keep a heap
+/// allocation per connection for as long as it lives (1.6 MiB at 10k idle
+/// connections); the overflow queue is freed again once drained.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkQueue {
+    first: Option<RecvChunk>,
+    more: VecDeque<RecvChunk>,
+}
+
+impl ChunkQueue {
+    fn push_back(&mut self, chunk: RecvChunk) {
+        if self.first.is_none() && self.more.is_empty() {
+            self.first = Some(chunk);
+        } else {
+            self.more.push_back(chunk);
+        }
+    }
+
+    fn front_mut(&mut self) -> Option<&mut RecvChunk> {
+        match self.first {
+            Some(ref mut c) => Some(c),
+            None => self.more.front_mut(),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<RecvChunk> {
+        let c = match self.first.take() {
+            Some(c) => Some(c),
+            None => self.more.pop_front(),
+        };
+        if self.more.is_empty() && self.more.capacity() > 0 {
+            self.more = VecDeque::new();
+        }
+        c
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RecvChunk> {
+        self.first.iter().chain(self.more.iter())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut RecvChunk> {
+        self.first.iter_mut().chain(self.more.iter_mut())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.more.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.more = VecDeque::new();
+    }
+}
 
 /// State of one multishot receive, kept in its `Source`.
 #[derive(Debug, Default)]
 pub(crate) struct MultishotRecv {
-    pub(crate) queue: VecDeque<RecvChunk>,
+    pub(crate) queue: ChunkQueue,
     ring_bufs: usize,
     pub(crate) end: Option<MultishotEnd>,
     /// The stream is gone: CQEs still in flight only return their buffers.
