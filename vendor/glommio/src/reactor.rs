@@ -182,8 +182,15 @@ impl Reactor {
         ring_depth: usize,
         record_io_latencies: bool,
         blocking_thread: BlockingThreadPool,
+        recv_buffers: sys::buf_ring::RecvBufferConfig,
     ) -> io::Result<Reactor> {
-        let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
+        let sys = sys::Reactor::new(
+            notifier,
+            io_memory,
+            ring_depth,
+            blocking_thread,
+            recv_buffers,
+        )?;
         let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
         Ok(Reactor {
             sys,
@@ -431,6 +438,22 @@ impl Reactor {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
         source
+    }
+
+    /// ws-gateway patch: arms a multishot receive on `fd` reading into the
+    /// executor's provided-buffer ring; None if the ring is not available
+    /// (old kernel, or disabled), in which case the caller reads with
+    /// `recv(2)`.
+    pub(crate) fn recv_multishot(&self, fd: RawFd) -> Option<Source> {
+        self.sys.recv_buffer_ring()?;
+        let source = self.new_source(fd, SourceType::RecvMultishot(Default::default()), None);
+        self.sys.recv_multishot(&source);
+        Some(source)
+    }
+
+    /// ws-gateway patch: see [`sys::buf_ring::BufRing`].
+    pub(crate) fn recv_buffer_ring(&self) -> Option<&Rc<sys::buf_ring::BufRing>> {
+        self.sys.recv_buffer_ring()
     }
 
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {

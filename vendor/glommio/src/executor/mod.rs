@@ -480,6 +480,9 @@ pub struct LocalExecutorBuilder {
     /// [`stall::DefaultStallDetectionHandler`] installs a signal handler for
     /// [`nix::libc::SIGUSR1`], so is disabled by default.
     detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
+    /// ws-gateway patch: number and size of the receive buffers in the
+    /// provided-buffer ring used by multishot socket receives.
+    recv_buffers: (usize, usize),
 }
 
 impl LocalExecutorBuilder {
@@ -499,7 +502,26 @@ impl LocalExecutorBuilder {
             record_io_latencies: false,
             blocking_thread_pool_placement: PoolPlacement::from(placement),
             detect_stalls: None,
+            recv_buffers: default_recv_buffers(),
         }
+    }
+
+    /// ws-gateway patch: the executor reads TCP streams with one multishot
+    /// `IORING_OP_RECV` per socket (Linux 6.0+) into a ring of `count`
+    /// buffers of `size` bytes shared by all its sockets (registered with
+    /// `IORING_REGISTER_PBUF_RING`). A socket holds buffers only while
+    /// received bytes wait to be read. `count` must be a power of two up to
+    /// 32768; 0 turns the ring off and sockets are read with `recv(2)`, as
+    /// on kernels that cannot register the ring. Default: 2048 × 512 B.
+    #[must_use = "The builder must be built to be useful"]
+    pub fn recv_buffers(mut self, count: usize, size: usize) -> LocalExecutorBuilder {
+        assert!(
+            count == 0 || (count.is_power_of_two() && count <= 32768),
+            "recv buffer count must be 0 or a power of two up to 32768"
+        );
+        assert!(size > 0 && size <= u32::MAX as usize, "bad recv buffer size");
+        self.recv_buffers = (count, size);
+        self
     }
 
     /// Spin for duration before parking a reactor
@@ -624,6 +646,7 @@ impl LocalExecutorBuilder {
                 spin_before_park: self.spin_before_park,
                 thread_pool_placement: self.blocking_thread_pool_placement,
                 detect_stalls: self.detect_stalls,
+                recv_buffers: self.recv_buffers,
             },
         )?;
         le.init();
@@ -690,6 +713,7 @@ impl LocalExecutorBuilder {
         let detect_stalls = self.detect_stalls;
         let record_io_latencies = self.record_io_latencies;
         let blocking_thread_pool_placement = self.blocking_thread_pool_placement;
+        let recv_buffers = self.recv_buffers;
 
         Builder::new()
             .name(name)
@@ -705,6 +729,7 @@ impl LocalExecutorBuilder {
                         spin_before_park,
                         thread_pool_placement: blocking_thread_pool_placement,
                         detect_stalls,
+                        recv_buffers,
                     },
                 )?;
                 le.init();
@@ -988,6 +1013,7 @@ impl LocalExecutorPoolBuilder {
                             spin_before_park,
                             thread_pool_placement: blocking_thread_pool_placement,
                             detect_stalls,
+                            recv_buffers: default_recv_buffers(),
                         },
                     )?;
                     le.init();
@@ -1083,6 +1109,13 @@ pub struct LocalExecutorConfig {
     pub spin_before_park: Option<Duration>,
     pub thread_pool_placement: PoolPlacement,
     pub detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
+    /// ws-gateway patch: (count, size) of the multishot receive buffers.
+    pub recv_buffers: (usize, usize),
+}
+
+fn default_recv_buffers() -> (usize, usize) {
+    let d = sys::buf_ring::RecvBufferConfig::default();
+    (d.count, d.size)
 }
 
 /// Single-threaded executor.
@@ -1170,6 +1203,10 @@ impl LocalExecutor {
                 config.ring_depth,
                 config.record_io_latencies,
                 blocking_thread,
+                sys::buf_ring::RecvBufferConfig {
+                    count: config.recv_buffers.0,
+                    size: config.recv_buffers.1,
+                },
             )?),
             stall_detector: RefCell::new(
                 config

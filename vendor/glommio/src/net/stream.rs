@@ -5,7 +5,7 @@
 //
 use crate::{
     reactor::Reactor,
-    sys::{self, Source, SourceType},
+    sys::{self, buf_ring::MultishotEnd, Source, SourceType},
 };
 use futures_lite::ready;
 use nix::sys::socket::MsgFlags;
@@ -223,13 +223,148 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     write_timeout: Timeout,
     read_timeout: Timeout,
+    /// ws-gateway patch: read through a multishot receive (`source_rx` is
+    /// then a `SourceType::RecvMultishot`, armed on the first read) instead
+    /// of `recv(2)` plus a readiness poll.
+    multishot: bool,
+    /// ws-gateway patch: the multishot receive saw EOF.
+    rx_eof: bool,
+    /// ws-gateway patch: the last multishot receive ended with ENOBUFS.
+    rx_dry: bool,
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
+        if self.multishot {
+            // armed on the first read
+            return;
+        }
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
         self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+    }
+
+    /// ws-gateway patch: whether reads (and peeks) go through the multishot
+    /// receive's queue rather than the socket.
+    fn multishot_armed(&self) -> bool {
+        self.multishot && (self.source_rx.is_some() || self.rx_eof)
+    }
+
+    /// ws-gateway patch: `poll_read` through one multishot IORING_OP_RECV per
+    /// socket. The kernel receives into the executor's provided buffers as
+    /// data arrives and posts a CQE per buffer; this copies from those queued
+    /// buffers and gives each back to the ring once read to the end. No
+    /// syscall per read; an idle socket holds no buffer.
+    fn poll_read_multishot(
+        &mut self,
+        cx: &Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let reactor = reactor.as_ref();
+        if self.rx_eof || buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            if self.source_rx.is_none() {
+                if self.rx_dry && reactor.recv_buffer_ring().unwrap().available() == 0 {
+                    // The ring is still dry and this socket had data: read it
+                    // directly rather than wait for other sockets' readers to
+                    // give buffers back.
+                    if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
+                        self.read_timeout.cancel_timer(reactor);
+                        if let Ok(0) = result {
+                            self.rx_eof = true;
+                        }
+                        return Poll::Ready(result);
+                    }
+                }
+                self.rx_dry = false;
+                match reactor.recv_multishot(self.stream.as_raw_fd()) {
+                    Some(source) => self.source_rx = Some(source),
+                    None => {
+                        self.multishot = false;
+                        return self.poll_read(cx, buf);
+                    }
+                }
+            }
+            let source = self.source_rx.as_ref().unwrap();
+            let end = match &mut *source.source_type_mut() {
+                SourceType::RecvMultishot(ms) => {
+                    let n = ms.read(buf);
+                    if n > 0 {
+                        self.read_timeout.cancel_timer(reactor);
+                        return Poll::Ready(Ok(n));
+                    }
+                    ms.end
+                }
+                _ => unreachable!(),
+            };
+            match end {
+                // still armed, nothing queued
+                None => break,
+                Some(MultishotEnd::Eof) => {
+                    self.source_rx = None;
+                    self.rx_eof = true;
+                    self.read_timeout.cancel_timer(reactor);
+                    return Poll::Ready(Ok(0));
+                }
+                Some(MultishotEnd::Error(e)) => {
+                    self.source_rx = None;
+                    self.read_timeout.cancel_timer(reactor);
+                    return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
+                }
+                Some(MultishotEnd::NoBuffers) => {
+                    self.source_rx = None;
+                    self.rx_dry = true;
+                }
+                // ended with everything delivered (full CQ, or cancelled
+                // because the reader fell behind): receive again
+                Some(MultishotEnd::Rearm) => self.source_rx = None,
+            }
+        }
+
+        poll_err!(self.read_timeout.check(reactor));
+        self.source_rx
+            .as_ref()
+            .unwrap()
+            .add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
+    }
+
+    /// ws-gateway patch: peeks at what the multishot receive queued. None if
+    /// the receive is not armed: the bytes are then in the socket.
+    fn poll_peek_multishot(
+        &self,
+        cx: &Context<'_>,
+        buf: &mut [u8],
+    ) -> Option<Poll<io::Result<usize>>> {
+        if self.rx_eof {
+            return Some(Poll::Ready(Ok(0)));
+        }
+        let source = self.source_rx.as_ref()?;
+        let end = match &*source.source_type_mut() {
+            SourceType::RecvMultishot(ms) => {
+                let n = ms.peek(buf);
+                if n > 0 || buf.is_empty() {
+                    return Some(Poll::Ready(Ok(n)));
+                }
+                ms.end
+            }
+            _ => unreachable!(),
+        };
+        match end {
+            None => {
+                source.add_waiter_single(cx.waker());
+                Some(Poll::Pending)
+            }
+            Some(MultishotEnd::Eof) => Some(Poll::Ready(Ok(0))),
+            Some(MultishotEnd::Error(e)) => {
+                Some(Poll::Ready(Err(io::Error::from_raw_os_error(e))))
+            }
+            Some(MultishotEnd::NoBuffers) | Some(MultishotEnd::Rearm) => None,
+        }
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -258,6 +393,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         cx: &Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if self.multishot {
+            return self.poll_read_multishot(cx, buf);
+        }
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
@@ -360,7 +498,19 @@ where
     S: AsRawFd + From<socket2::Socket> + Unpin,
 {
     fn from(socket: socket2::Socket) -> Self {
+        Self::new(socket, false)
+    }
+}
+
+impl<S> GlommioStream<S, NonBuffered>
+where
+    S: AsRawFd + From<socket2::Socket> + Unpin,
+{
+    /// ws-gateway patch: `multishot` reads through a multishot receive when
+    /// the executor has a provided-buffer ring (TCP streams).
+    pub(crate) fn new(socket: socket2::Socket, multishot: bool) -> Self {
         let reactor = crate::executor().reactor();
+        let multishot = multishot && reactor.recv_buffer_ring().is_some();
         let mut stream = NonBufferedStream {
             reactor: Rc::downgrade(&reactor),
             stream: socket.into(),
@@ -368,6 +518,9 @@ where
             source_rx: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
+            multishot,
+            rx_eof: false,
+            rx_dry: false,
         };
         stream.init();
         GlommioStream {
@@ -413,6 +566,24 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// `MSG_PEEK` as a flag to the underlying `recv` system call.
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut pos = self.rx_buf.peek(buf);
+        // ws-gateway patch: bytes a multishot receive took off the socket come
+        // before anything still in it.
+        if self.stream.multishot_armed() && pos < buf.len() && !self.rx_done.get() {
+            let peeked = futures_lite::future::poll_fn(|cx| {
+                match self.stream.poll_peek_multishot(cx, &mut buf[pos..]) {
+                    None => Poll::Ready(None),
+                    Some(Poll::Pending) if pos > 0 => Poll::Ready(Some(Ok(0))),
+                    Some(p) => p.map(Some),
+                }
+            })
+            .await;
+            match peeked {
+                Some(Ok(n)) => return Ok(pos + n),
+                Some(Err(e)) if pos == 0 => return Err(e),
+                Some(Err(_)) => return Ok(pos),
+                None => {}
+            }
+        }
         if pos < buf.len() && !self.rx_done.get() {
             if let Some(result) = self.stream.try_peek(&mut buf[pos..]) {
                 match result {
@@ -495,6 +666,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn stream(&self) -> &S {
         &self.stream.stream
+    }
+
+    #[cfg(test)]
+    pub(crate) fn uses_multishot(&self) -> bool {
+        self.stream.multishot
     }
 }
 

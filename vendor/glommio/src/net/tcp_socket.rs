@@ -353,7 +353,8 @@ impl AcceptedTcpStream {
     /// ```
     pub fn bind_to_executor(self) -> TcpStream {
         TcpStream {
-            stream: unsafe { GlommioStream::from_raw_fd(self.fd) },
+            // ws-gateway patch: TCP streams read through multishot receives
+            stream: GlommioStream::new(unsafe { socket2::Socket::from_raw_fd(self.fd) }, true),
         }
     }
 }
@@ -375,7 +376,7 @@ pin_project! {
 impl From<socket2::Socket> for TcpStream {
     fn from(socket: socket2::Socket) -> TcpStream {
         Self {
-            stream: GlommioStream::from(socket),
+            stream: GlommioStream::new(socket, true),
         }
     }
 }
@@ -424,7 +425,7 @@ impl TcpStream {
         source.collect_rw().await?;
 
         Ok(TcpStream {
-            stream: GlommioStream::from(socket),
+            stream: GlommioStream::new(socket, true),
         })
     }
 
@@ -480,7 +481,7 @@ impl TcpStream {
             })?;
 
         Ok(TcpStream {
-            stream: GlommioStream::from(socket),
+            stream: GlommioStream::new(socket, true),
         })
     }
 
@@ -1278,6 +1279,294 @@ mod tests {
 
             let s = TcpStream::connect(addr).await.unwrap();
             assert_eq!(s.local_addr().unwrap(), peer_addr.await);
+        });
+    }
+
+    // ws-gateway patch: multishot receive with the provided-buffer ring.
+
+    fn ms_pattern(conn: usize, i: usize) -> u8 {
+        ((conn * 31 + i * 7) % 251) as u8
+    }
+
+    /// (buffers in the ring, ring size)
+    fn ms_ring() -> (usize, usize) {
+        let reactor = crate::executor().reactor();
+        let ring = reactor
+            .recv_buffer_ring()
+            .expect("no provided-buffer ring: kernel too old?");
+        (ring.available(), ring.count())
+    }
+
+    fn ms_executor(count: usize, size: usize) -> crate::LocalExecutor {
+        LocalExecutorBuilder::default()
+            .recv_buffers(count, size)
+            .make()
+            .unwrap()
+    }
+
+    #[test]
+    fn multishot_many_small_messages_in_order() {
+        test_executor!(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+
+            let reader = crate::spawn_local(async move {
+                let mut stream = listener.accept().await?;
+                assert!(stream.stream.uses_multishot());
+                let mut got = Vec::new();
+                // an odd size, so that reads end inside messages and buffers
+                let mut buf = [0u8; 7];
+                loop {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                io::Result::Ok(got)
+            });
+
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let mut expected = Vec::new();
+            for i in 0..5000 {
+                let msg = format!("message {i:05}\n");
+                stream.write_all(msg.as_bytes()).await.unwrap();
+                expected.extend_from_slice(msg.as_bytes());
+                if i % 50 == 0 {
+                    Timer::new(Duration::from_micros(200)).await;
+                }
+            }
+            stream.close().await.unwrap();
+            let got = reader.await.unwrap();
+            assert_eq!(got.len(), expected.len());
+            assert!(got == expected, "bytes lost or reordered");
+            let (available, count) = ms_ring();
+            assert_eq!(available, count);
+        });
+    }
+
+    #[test]
+    fn multishot_large_message_spans_buffers() {
+        test_executor!(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            const LEN: usize = 1 << 20;
+
+            let reader = crate::spawn_local(async move {
+                let mut stream = listener.accept().await?;
+                let mut got = vec![0u8; LEN];
+                let mut pos = 0;
+                while pos < LEN {
+                    // 1000 B reads: partial consumption of 4 KiB buffers
+                    let end = std::cmp::min(pos + 1000, LEN);
+                    let n = stream.read(&mut got[pos..end]).await?;
+                    assert!(n > 0, "early EOF at {pos}");
+                    pos += n;
+                }
+                let mut byte = [0u8; 1];
+                assert_eq!(stream.read(&mut byte).await?, 0);
+                io::Result::Ok(got)
+            });
+
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let data: Vec<u8> = (0..LEN).map(|i| ms_pattern(1, i)).collect();
+            stream.write_all(&data).await.unwrap();
+            stream.close().await.unwrap();
+            let got = reader.await.unwrap();
+            assert!(got == data, "bytes lost or reordered");
+            let (available, count) = ms_ring();
+            assert_eq!(available, count);
+        });
+    }
+
+    #[test]
+    fn multishot_eof_and_reset() {
+        test_executor!(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+
+            // EOF after data; EOF again on every later read
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            client.write_all(b"hello").await.unwrap();
+            client.close().await.unwrap();
+            let mut buf = [0u8; 64];
+            let mut got = Vec::new();
+            loop {
+                let n = server.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(&got, b"hello");
+            assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+            assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+
+            // a reset is reported as the error recv(2) gives
+            let client = TcpStream::connect(addr).await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            unsafe {
+                libc::setsockopt(
+                    client.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            drop(client);
+            let err = server.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+            let (available, count) = ms_ring();
+            assert_eq!(available, count);
+        });
+    }
+
+    #[test]
+    fn multishot_ring_exhaustion_rearms() {
+        // 4 buffers of 64 B for 4 connections × 4 KiB: the ring runs dry and
+        // the receives end with ENOBUFS; nothing may be lost or reordered.
+        ms_executor(4, 64).run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            const CONNS: usize = 4;
+            const LEN: usize = 4096;
+            let mut clients = Vec::new();
+            let mut servers = Vec::new();
+            for _ in 0..CONNS {
+                clients.push(TcpStream::connect(addr).await.unwrap());
+                servers.push(listener.accept().await.unwrap());
+            }
+            // arm every receive with a first byte
+            for (c, client) in clients.iter_mut().enumerate() {
+                client.write_all(&[ms_pattern(c, 0)]).await.unwrap();
+            }
+            for (c, server) in servers.iter_mut().enumerate() {
+                let mut b = [0u8; 1];
+                server.read_exact(&mut b).await.unwrap();
+                assert_eq!(b[0], ms_pattern(c, 0));
+            }
+            for (c, client) in clients.iter_mut().enumerate() {
+                let data: Vec<u8> = (1..=LEN).map(|i| ms_pattern(c, i)).collect();
+                client.write_all(&data).await.unwrap();
+            }
+            Timer::new(Duration::from_millis(50)).await;
+            assert_eq!(ms_ring().0, 0, "the ring should be dry");
+            // last connection first, in odd-sized pieces
+            for (c, server) in servers.iter_mut().enumerate().rev() {
+                let mut got = vec![0u8; LEN];
+                let mut pos = 0;
+                while pos < LEN {
+                    let end = std::cmp::min(pos + 37, LEN);
+                    let n = server.read(&mut got[pos..end]).await.unwrap();
+                    assert!(n > 0);
+                    pos += n;
+                }
+                for (i, b) in got.iter().enumerate() {
+                    assert_eq!(*b, ms_pattern(c, i + 1), "conn {c} byte {i}");
+                }
+            }
+            let (available, count) = ms_ring();
+            assert_eq!(available, count);
+        });
+    }
+
+    #[test]
+    fn multishot_slow_reader_gives_buffers_back() {
+        // A reader that lets more than MAX_QUEUED_BUFFERS pile up gets them
+        // copied out and its receive cancelled: the ring is not held.
+        ms_executor(256, 64).run(async move {
+            use crate::sys::buf_ring::MAX_QUEUED_BUFFERS;
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            const LEN: usize = 64 * 1024;
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            client.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            server.read_exact(&mut b).await.unwrap();
+            let data: Vec<u8> = (0..LEN).map(|i| ms_pattern(2, i)).collect();
+            let writer = crate::spawn_local(async move {
+                client.write_all(&data).await.unwrap();
+                client.close().await.unwrap();
+            });
+            Timer::new(Duration::from_millis(50)).await;
+            let (available, count) = ms_ring();
+            assert!(
+                available > count - MAX_QUEUED_BUFFERS,
+                "{available} of {count} buffers back"
+            );
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            writer.await;
+            assert_eq!(got.len(), LEN);
+            for (i, b) in got.iter().enumerate() {
+                assert_eq!(*b, ms_pattern(2, i), "byte {i}");
+            }
+            let (available, count) = ms_ring();
+            assert_eq!(available, count);
+        });
+    }
+
+    #[test]
+    fn multishot_drop_returns_queued_buffers() {
+        ms_executor(16, 64).run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            client.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            server.read_exact(&mut b).await.unwrap();
+            client.write_all(&[7u8; 512]).await.unwrap();
+            Timer::new(Duration::from_millis(20)).await;
+            let (available, count) = ms_ring();
+            assert_eq!(available, count - 8, "512 B should sit in 8 buffers");
+            drop(server);
+            assert_eq!(ms_ring().0, count, "dropped stream kept buffers");
+            // what arrives for the cancelled receive goes back too
+            let _ = client.write_all(&[8u8; 512]).await;
+            Timer::new(Duration::from_millis(20)).await;
+            assert_eq!(ms_ring().0, count);
+            drop(client);
+
+            // the ring still works
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            client.write_all(b"after").await.unwrap();
+            let mut buf = [0u8; 5];
+            server.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"after");
+        });
+    }
+
+    #[test]
+    fn multishot_peek_sees_queued_bytes() {
+        test_executor!(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            client.write_all(b"a").await.unwrap();
+            let mut b = [0u8; 1];
+            server.read_exact(&mut b).await.unwrap();
+            client.write_all(b"bcd").await.unwrap();
+            Timer::new(Duration::from_millis(10)).await;
+            let mut buf = [0u8; 16];
+            for _ in 0..3 {
+                assert_eq!(server.peek(&mut buf).await.unwrap(), 3);
+                assert_eq!(&buf[..3], b"bcd");
+            }
+            assert_eq!(server.read(&mut buf).await.unwrap(), 3);
+            assert_eq!(&buf[..3], b"bcd");
+            client.close().await.unwrap();
+            assert_eq!(server.peek(&mut buf).await.unwrap(), 0);
         });
     }
 }

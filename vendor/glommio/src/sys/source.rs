@@ -35,6 +35,9 @@ pub(crate) enum SourceType {
     PollAdd,
     SockSend(DmaBuffer),
     SockRecv(Option<DmaBuffer>),
+    /// ws-gateway patch: a multishot IORING_OP_RECV reading into the
+    /// executor's provided-buffer ring; stays in the reactor across CQEs.
+    RecvMultishot(crate::sys::buf_ring::MultishotRecv),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,
@@ -319,6 +322,12 @@ impl Drop for Source {
     fn drop(&mut self) {
         let mut inner = self.inner.borrow_mut();
         let timeout = matches!(inner.source_type, SourceType::Timeout(..));
+        // ws-gateway patch: nobody will read what a dropped multishot receive
+        // queued; its buffers go back to the ring now, and those of CQEs still
+        // in flight as they arrive.
+        if let SourceType::RecvMultishot(ms) = &mut inner.source_type {
+            ms.orphan();
+        }
         let enqueued = inner.enqueued.as_mut();
         if let Some(EnqueuedSource { id, queue, status }) = enqueued {
             match status {

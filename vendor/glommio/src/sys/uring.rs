@@ -37,6 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
+        buf_ring::{self, BufRing, RecvBufferConfig},
         membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
@@ -77,6 +78,8 @@ enum UringOpDescriptor {
     SockSendMsg(*mut libc::msghdr, i32),
     SockRecv(usize, i32),
     SockRecvMsg(usize, i32),
+    /// ws-gateway patch: multishot receive into buffer group `u16`.
+    RecvMultishot(u16),
     Nop,
 }
 
@@ -428,6 +431,24 @@ fn fill_sqe<F>(
                         _ => unreachable!(),
                     };
                 });
+            }
+            UringOpDescriptor::RecvMultishot(bgid) => {
+                // ws-gateway patch: no buffer of our own; the kernel picks one
+                // from the group for each receive (len 0: the whole buffer) and
+                // keeps the request armed until EOF, an error, ENOBUFS or a
+                // cancel.
+                let raw = sqe.raw_mut();
+                uring_sys::io_uring_prep_rw(
+                    IoRingOp::IORING_OP_RECV as _,
+                    raw,
+                    op.fd,
+                    ptr::null(),
+                    0,
+                    0,
+                );
+                raw.flags |= buf_ring::IOSQE_BUFFER_SELECT;
+                raw.ioprio = buf_ring::IORING_RECV_MULTISHOT;
+                raw.buf_index.buf_index.index_or_group = bgid;
             }
             UringOpDescriptor::Nop => sqe.prep_nop(),
         }
@@ -903,6 +924,9 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// ws-gateway patch: the provided-buffer ring registered on this ring
+    /// (main ring only), used by multishot receives.
+    recv_ring: Option<Rc<BufRing>>,
 }
 
 impl SleepableRing {
@@ -935,11 +959,56 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            recv_ring: None,
         })
     }
 
     fn ring_fd(&self) -> RawFd {
         self.ring.raw().ring_fd
+    }
+
+    /// ws-gateway patch: a CQE of a multishot receive. Those with
+    /// IORING_CQE_F_MORE leave the source in the map (the request is still
+    /// armed) and queue their buffer on it; the last one (EOF, error,
+    /// ENOBUFS, cancel) removes it. Returns None for any other source.
+    fn consume_multishot_event(&mut self, cqe: &iou::CQE) -> Option<bool> {
+        let id = from_user_data(cqe.user_data());
+        let flags = cqe.raw_flags();
+        let more = flags & buf_ring::IORING_CQE_F_MORE != 0;
+        let src = {
+            let mut map = self.source_map.borrow_mut();
+            if !matches!(map[id].borrow().source_type, SourceType::RecvMultishot(_)) {
+                return None;
+            }
+            if more {
+                map[id].clone()
+            } else {
+                map.consume_source(id)
+            }
+        };
+        if !more {
+            self.in_kernel -= 1;
+        }
+        let mut inner = src.borrow_mut();
+        let cancel = match &mut inner.source_type {
+            SourceType::RecvMultishot(ms) => {
+                let cancel = ms.complete(cqe.raw_result(), flags, more, self.recv_ring.as_ref());
+                if cancel && self.submission_queue.try_borrow_mut().is_err() {
+                    // cannot queue the cancel now; try again on the next CQE
+                    ms.cancel_requested = false;
+                    false
+                } else {
+                    cancel
+                }
+            }
+            _ => unreachable!(),
+        };
+        if cancel {
+            self.submission_queue
+                .borrow_mut()
+                .cancel_request(id, false);
+        }
+        Some(inner.wakers.wake_waiters())
     }
 
     /// This function prepares a timer that fires unconditionally after a
@@ -1185,9 +1254,15 @@ impl UringCommon for SleepableRing {
     }
 
     fn consume_one_event(&mut self) -> Option<bool> {
+        let cqe = self.ring.peek_for_cqe()?;
+        if self.recv_ring.is_some() && cqe.user_data() != 0 {
+            if let Some(woke) = self.consume_multishot_event(&cqe) {
+                return Some(woke);
+            }
+        }
         let source_map = self.source_map.clone();
         process_one_event(
-            self.ring.peek_for_cqe(),
+            Some(cqe),
             |source| match source.source_type {
                 SourceType::LinkRings => Some(()),
                 _ => None,
@@ -1260,6 +1335,10 @@ pub(crate) struct Reactor {
     blocking_thread: BlockingThreadPool,
 
     rings_depth: usize,
+
+    /// ws-gateway patch: the main ring's provided-buffer ring, if the kernel
+    /// took it (multishot socket receives); None: sockets use `recv(2)`.
+    recv_ring: Option<Rc<BufRing>>,
 }
 
 pub(crate) fn common_flags() -> PollFlags {
@@ -1311,6 +1390,7 @@ impl Reactor {
         mut io_memory: usize,
         ring_depth: usize,
         blocking_thread: BlockingThreadPool,
+        recv_buffers: RecvBufferConfig,
     ) -> crate::Result<Reactor, ()> {
         const MIN_MEMLOCK_LIMIT: u64 = 512 * 1024;
         let (memlock_limit, _) = Resource::MEMLOCK.get()?;
@@ -1328,8 +1408,22 @@ impl Reactor {
         let allocator = Rc::new(UringBufferAllocator::new(io_memory));
         let registry = vec![allocator.as_bytes()];
 
-        let main_ring =
+        let mut main_ring =
             SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+        // ws-gateway patch: sockets are polled on the main ring, so their
+        // multishot receives go there too, with its provided-buffer ring.
+        let recv_ring = if recv_buffers.count == 0 {
+            None
+        } else {
+            match BufRing::new(main_ring.ring_fd(), recv_buffers) {
+                Ok(ring) => Some(ring),
+                Err(x) => {
+                    warn!("no provided-buffer ring ({x}); sockets are read with recv(2)");
+                    None
+                }
+            }
+        };
+        main_ring.recv_ring = recv_ring.clone();
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
         let mut latency_ring =
             SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
@@ -1382,7 +1476,29 @@ impl Reactor {
             eventfd_src,
             source_map,
             rings_depth: ring_depth,
+            recv_ring,
         })
+    }
+
+    /// ws-gateway patch: the provided-buffer ring, when multishot receives
+    /// are available.
+    pub(crate) fn recv_buffer_ring(&self) -> Option<&Rc<BufRing>> {
+        self.recv_ring.as_ref()
+    }
+
+    /// ws-gateway patch: arms a multishot receive (`SourceType::RecvMultishot`)
+    /// on the main ring.
+    pub(crate) fn recv_multishot(&self, source: &Source) {
+        let bgid = match &*source.source_type() {
+            SourceType::RecvMultishot(_) => buf_ring::RECV_BGID,
+            x => panic!("Unexpected source type for recv_multishot: {:?}", x),
+        };
+        queue_request_into_ring(
+            &mut *self.main_ring.borrow_mut(),
+            source,
+            UringOpDescriptor::RecvMultishot(bgid),
+            &mut self.source_map.borrow_mut(),
+        );
     }
 
     pub(crate) fn id(&self) -> usize {
@@ -2047,7 +2163,13 @@ fn queue_request_into_ring(
 }
 
 impl Drop for Reactor {
-    fn drop(&mut self) {}
+    fn drop(&mut self) {
+        // ws-gateway patch: no more buffer selection once the reactor goes;
+        // the memory is unmapped when the last buffer out of the ring returns.
+        if let Some(ring) = &self.recv_ring {
+            ring.unregister();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2061,7 +2183,7 @@ mod tests {
     fn timeout_smoke_test() {
         let notifier = sys::new_sleep_notifier().unwrap();
         let pool = BlockingThreadPool::new(PoolPlacement::Unbound(1), notifier.clone()).unwrap();
-        let reactor = Reactor::new(notifier, 0, 128, pool).unwrap();
+        let reactor = Reactor::new(notifier, 0, 128, pool, Default::default()).unwrap();
 
         fn timeout_source(millis: u64) -> (Source, UringOpDescriptor) {
             let source = Source::new(
