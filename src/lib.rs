@@ -3,7 +3,11 @@
 //!
 //! # Layout
 //!
-//! The modules follow a message's path, and import only downward:
+//! The modules follow a message's path. One circle remains (issue 13):
+//! [`shard`] defines the per-core `Core` and spawns [`listener`],
+//! [`keepalive`] and [`drain`], which take the whole `Core` back; and
+//! [`upstream`] hands downstream messages to [`router`]. Everything else
+//! imports only what is listed below it.
 //!
 //! - [`config`]: the one `Config` struct (flags and env), validated once.
 //! - [`shard`]: one pinned glommio executor per core; owns everything below.
