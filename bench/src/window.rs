@@ -62,7 +62,8 @@ pub struct Window {
     pub bench_cpu_percent: f64,
     /// Each CPU's busy share (everything but idle and iowait), from /proc/stat.
     pub cpu_busy_percent: Vec<f64>,
-    /// The target's syscalls over `syscall_seconds` right after the window.
+    /// The target's syscalls over `syscall_seconds` right after the window,
+    /// and the messages sent in that time.
     pub syscalls: Option<u64>,
     pub syscall_seconds: f64,
     pub syscall_messages: u64,
@@ -140,8 +141,13 @@ impl Window {
         let before = sent();
         let t0 = Instant::now();
         let result = perf_syscalls(pid, len);
-        self.syscall_seconds = t0.elapsed().as_secs_f64();
-        self.syscall_messages = sent().saturating_sub(before);
+        let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
+        // perf counts only while its `sleep` runs, not during its own start-up:
+        // scale the messages sent meanwhile (a steady rate) to that time.
+        let sent_meanwhile = sent().saturating_sub(before) as f64;
+        self.syscall_seconds = len.as_secs_f64();
+        self.syscall_messages =
+            (sent_meanwhile * (len.as_secs_f64() / elapsed).min(1.0)).round() as u64;
         match result {
             Ok(n) => {
                 self.syscalls = Some(n);
