@@ -381,6 +381,14 @@ def core_busy(w, plan):
     return b[plan["core"]] if plan["core"] < len(b) else None
 
 
+def load_saturated(r, plan):
+    """The load's CPU was full (or ws-bench fell behind) in this run's window."""
+    w = r.get("window") or {}
+    busy = w.get("cpu_busy_percent") or []
+    full = plan["pinned"] and plan["load"] < len(busy) and busy[plan["load"]] > 97
+    return bool(full or r.get("bench_saturated"))
+
+
 def message_rows(results, plan):
     rows = []
     for key, *_ in MESSAGE_CASES:
@@ -391,6 +399,8 @@ def message_rows(results, plan):
         if c["echo"]:
             lat = (f"{g['rtt_us']['p50']} / {g['rtt_us']['p99']} µs (floor {f['rtt_us']['p50']} / "
                    f"{f['rtt_us']['p99']} µs)")
+            if load_saturated(g, plan) or load_saturated(f, plan):
+                lat += " — load CPU saturated: latency is the bench's queueing"
         rows.append(
             f"| {c['label']} | {c['users']:,} × {c['rate_per_conn']} msg/s ({gw['messages_per_s']:,.0f}/s) | "
             f"{pct(gw['target'])} | {pct(fw['target'])} | **{ratio(gw['target']['cpu_percent'], fw['target']['cpu_percent'])}** | "
@@ -425,7 +435,8 @@ def disturbed(results, plan):
 
 def json_vs_protobuf(results):
     lines = []
-    for j, p, what in (("case1", "case1-pb", "10k × 1 msg/s"), ("40k", "40k-pb", "40k msg/s")):
+    for j, p in (("case1", "case1-pb"), ("40k", "40k-pb")):
+        what = f"{results[j]['users']:,} × {results[j]['rate_per_conn']} msg/s"
         gj, gp = results[j]["gateway"]["window"], results[p]["gateway"]["window"]
         fj, fp = results[j]["floor"]["window"], results[p]["floor"]["window"]
         if None in (gj["target_us_per_message"], gp["target_us_per_message"], fj["target_us_per_message"],
@@ -474,9 +485,12 @@ def saturation_summary(sat):
             continue
         last = steps[-1]
         best = max(steps, key=lambda s: s["report"]["window"]["messages_per_s"])
+        w = best["report"]["window"]
         first = ", ".join(last["stopped_by"]) if last["stopped_by"] else "nothing (rates exhausted)"
-        out.append(f"- {kind}: highest rate {best['report']['window']['messages_per_s']:,.0f} msg/s; "
-                   f"first to saturate: {first}.")
+        load = "" if best["load_busy"] is None else f", the load CPU {best['load_busy']:.0f} % busy"
+        out.append(f"- {kind}: highest rate {w['messages_per_s']:,.0f} msg/s, with the {kind} at "
+                   f"{w['target']['cpu_percent']:.0f} % of its core ({best['core_busy'] or 0:.0f} % busy){load}; "
+                   f"the climb stopped on: {first}.")
     return out
 
 
@@ -518,62 +532,48 @@ def check(results):
     return bad
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--smoke", action="store_true", help="every case scaled down to seconds")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
-    ap.add_argument("--no-wait", action="store_true",
-                    help="full run: do not wait for a quiet machine nor rerun disturbed cases")
-    args = ap.parse_args()
-    kind = "smoke" if args.smoke else "full"
-    scale = SCALES[kind]
-    plan = cpu_plan()
-    m = machine(plan)
-    started = time.time()
-    results, timings = {}, {}
+def git_commit():
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
 
-    def timed(key, fn):
-        t = time.time()
-        results[key] = fn()
-        timings[key] = round(time.time() - t, 1)
-        print(f"-- {key}: {timings[key]} s", flush=True)
 
-    quiet = None if args.smoke or args.no_wait else {"idle": 90, "max_wait": 300, "retries": 2}
-    for case in MESSAGE_CASES:
-        timed(case[0], lambda c=case: paired_case(plan, scale, c, quiet))
-    timed("saturation", lambda: saturation(plan, scale, quiet))
-    timed("idle", lambda: idle_case(plan, scale, m))
-    timed("push", lambda: push_case(plan, scale))
-    timed("broadcast", lambda: push_case(plan, scale, broadcast=True))
-    elapsed = time.time() - started
-    stamp = datetime.date.today().isoformat()
-    doc = {"machine": m, "scale": kind, "elapsed_s": elapsed, "case_seconds": timings, "results": results}
+def render(doc):
+    """The results file's Markdown, from the JSON document alone (see --render)."""
+    m, results, timings, plan = doc["machine"], doc["results"], doc["case_seconds"], doc["plan"]
+    scale, quiet, smoke = doc["scale_params"], doc["quiet"], doc["scale"] == "smoke"
     perf_note = "" if m["perf"] else " perf is absent here, so syscalls per message are n/a."
     wait_note = (" Before each pair the run waits (up to 5 min) for the machine to be 90 % idle, and reruns a pair "
                  f"(twice at most) when a CPU was busier than the processes measured on it by more than {DISTURBED} "
                  "points." if quiet else "")
-    lines = [
-        f"# ws-gateway benchmark ({kind}), {stamp}",
+    return [
+        f"# ws-gateway benchmark ({doc['scale']}), {doc['date']}",
         "",
         f"Machine: {m['host']}: {m['cpu']}, {m['cores']} CPUs ({m['cpus_usable']} usable), kernel {m['kernel']}, "
-        f"open-files hard limit {m['nofile_hard']}.",
+        f"open-files hard limit {m['nofile_hard']}. Tree: {doc['commit']}.",
         f"Placement: {plan['placement']}. The floor is `ws-bench sink` (one thread, level-triggered epoll, one "
         "`read` per readiness into a shared 64 KiB buffer, frames parsed only to skip them), run right after the "
         "gateway under the same ws-bench load.",
-        f"Command: `{'make bench-smoke' if args.smoke else 'make bench'}` ({elapsed:.0f} s; per case: "
+        f"Command: `{'make bench-smoke' if smoke else 'make bench'}` ({doc['elapsed_s']:.0f} s; per case: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ").",
         "",
         "## Per-message cost against the floor",
         "",
-        f"Each load runs {scale['duration']} (seed one-way cases) or {scale['short_duration']} (the others) after every "
-        f"connection is up. CPU is one core's share over the steady window (after a {scale['warmup']} warm-up, "
-        "before the last quarter, at most 5 s, of the rest), from /proc/<pid>/stat utime + stime; ratio = gateway / floor (total, then user / sys). µs per message = CPU "
-        "seconds / messages ws-bench sent in the window (user + sys). Syscalls per message: `perf stat -e "
-        "raw_syscalls:sys_enter -p PID` over that last stretch (kept out of the CPU window: the "
-        f"tracepoint costs the traced process a little per syscall).{perf_note}{wait_note} Core CPU busy: the whole core's busy "
-        "share from /proc/stat over the same window (the process, interrupts, and anything else on that CPU). Seed cases are one-way like the Go "
-        "original (ws-api `--handler discard`, ws-bench `--no-echo`); echo rows are round trips through ws-api "
-        "(floor: `ws-bench sink --echo`), with ws-bench's round-trip p50 / p99 after the warm-up.",
+        f"Each load runs {scale['duration']} (seed one-way cases) or {scale['short_duration']} (the others) after "
+        f"every connection is up. CPU is one core's share over the steady window (after a {scale['warmup']} "
+        "warm-up, before the last quarter, at most 5 s, of the rest), from /proc/<pid>/stat utime + stime; "
+        "ratio = gateway / floor (total, then user / sys). µs per message = CPU seconds / messages ws-bench sent "
+        "in the window (user + sys). Syscalls per message: `perf stat -e raw_syscalls:sys_enter -p PID` over "
+        "that last stretch (kept out of the CPU window: the tracepoint costs the traced process a little per "
+        f"syscall).{perf_note}{wait_note} Core CPU busy: the whole core's busy share from /proc/stat over the "
+        "same window (the process, interrupts, and anything else on that CPU). Seed cases are one-way like the "
+        "Go original (ws-api `--handler discard`, ws-bench `--no-echo`); echo rows are round trips through "
+        "ws-api (floor: `ws-bench sink --echo`), with ws-bench's round-trip p50 / p99 after the warm-up.",
         "",
         "| case | load (steady rate) | gateway CPU (user + sys) | floor CPU (user + sys) | ratio | ratio user / sys | "
         "gateway µs/msg (user + sys) | floor µs/msg | syscalls/msg gateway / floor | core CPU busy gateway / floor | "
@@ -605,9 +605,60 @@ def main():
         *other_rows(results),
         "",
     ]
+
+
+def free_base(out, name):
+    """out/name, or out/name-2, -3, ...: a second run on the same day keeps the first one's files."""
+    base, n = os.path.join(out, name), 1
+    while os.path.exists(base + ".md") or os.path.exists(base + ".json"):
+        n += 1
+        base = os.path.join(out, f"{name}-{n}")
+    return base
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="every case scaled down to seconds")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--no-wait", action="store_true",
+                    help="full run: do not wait for a quiet machine nor rerun disturbed cases")
+    ap.add_argument("--render", metavar="JSON", help="only write the .md of an earlier run's .json beside it")
+    args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            doc = json.load(f)
+        md = os.path.splitext(args.render)[0] + ".md"
+        with open(md, "w") as f:
+            f.write("\n".join(render(doc)))
+        print(f"wrote {md}")
+        return 0
+    kind = "smoke" if args.smoke else "full"
+    scale = SCALES[kind]
+    plan = cpu_plan()
+    m = machine(plan)
+    started = time.time()
+    results, timings = {}, {}
+
+    def timed(key, fn):
+        t = time.time()
+        results[key] = fn()
+        timings[key] = round(time.time() - t, 1)
+        print(f"-- {key}: {timings[key]} s", flush=True)
+
+    quiet = None if args.smoke or args.no_wait else {"idle": 90, "max_wait": 300, "retries": 2}
+    for case in MESSAGE_CASES:
+        timed(case[0], lambda c=case: paired_case(plan, scale, c, quiet))
+    timed("saturation", lambda: saturation(plan, scale, quiet))
+    timed("idle", lambda: idle_case(plan, scale, m))
+    timed("push", lambda: push_case(plan, scale))
+    timed("broadcast", lambda: push_case(plan, scale, broadcast=True))
+    doc = {"machine": m, "plan": plan, "scale": kind, "scale_params": scale, "quiet": quiet,
+           "date": datetime.date.today().isoformat(), "commit": git_commit(),
+           "elapsed_s": time.time() - started, "case_seconds": timings, "results": results}
+    lines = render(doc)
     if kind == "full":
         os.makedirs(args.out, exist_ok=True)
-        base = os.path.join(args.out, f"{stamp}-{m['host']}")
+        base = free_base(args.out, f"{doc['date']}-{m['host']}")
         with open(base + ".json", "w") as f:
             json.dump(doc, f, indent=1)
         with open(base + ".md", "w") as f:
