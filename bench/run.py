@@ -462,7 +462,8 @@ def saturation_rows(sat):
         api = w.get("api") or {}
         load = "" if s["load_busy"] is None else f"{s['load_busy']:.0f} % "
         rows.append(
-            f"| {s['offered']:,} | {w['messages_per_s']:,.0f} | {pct(w['target'])} | {us(w)} | {sysc(w)} | "
+            f"| {s['offered']:,} | {w['messages_per_s']:,.0f} | {pct(w['target'])} | {us(w)} | "
+            f"{sysc(w)} / {sysc(fw) if fw else '—'} | "
             f"{(s['core_busy'] or 0):.0f} % | {load}"
             f"(ws-bench {w['bench_cpu_percent']:.0f} %, ws-api {api.get('cpu_percent', 0):.0f} %) | "
             f"{pct(fw['target']) if fw else '—'} | {us(fw) if fw else '—'} | "
@@ -591,7 +592,8 @@ def render(doc):
         f"{scale['sat_duration']} (window after {scale['sat_warmup']}); the same steps against the floor. "
         "Core / load CPU busy: /proc/stat for the gateway's CPU and for the CPU that ws-bench and ws-api share.",
         "",
-        "| offered msg/s | sent msg/s | gateway CPU (user + sys) | gateway µs/msg (user + sys) | syscalls/msg | "
+        "| offered msg/s | sent msg/s | gateway CPU (user + sys) | gateway µs/msg (user + sys) | "
+        "syscalls/msg gateway / floor | "
         "core CPU busy | load CPU busy | floor CPU | floor µs/msg | ratio | stopped by |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *saturation_rows(results["saturation"]),
