@@ -55,11 +55,15 @@ integration:
 		$(CARGO) test --locked --workspace --no-fail-fast; \
 	fi
 
-## bench: the benchmark cases (gateway pinned to CPU 0); writes bench/results/<date>-<host>.md/.json
+## bench: every case against ws-gateway and against the floor (ws-bench sink), both pinned to the
+## first CPU, load on the second; about 11 minutes; writes bench/results/<date>-<host>.md/.json.
+## perf (Debian: linux-perf) gives syscalls per message; without it those columns say n/a.
 bench: build-release
+	@command -v perf >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq linux-perf >/dev/null) || echo "perf absent: syscalls per message will be n/a"
 	python3 bench/run.py
 
-## bench-smoke: every bench case scaled down to seconds (part of make test)
+## bench-smoke: every bench case scaled down to seconds, on ephemeral ports (part of make test)
 bench-smoke: build-release
 	python3 bench/run.py --smoke
 

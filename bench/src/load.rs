@@ -5,14 +5,16 @@
 //! Phases: connect (paced by --connectInterval, or --concurrency in flight),
 //! a barrier once every connection has been attempted, then the load (hold
 //! idle, or send open-loop on a fixed schedule per connection) and a grace
-//! period for outstanding echoes.
+//! period for outstanding echoes. A message load with --duration also has a
+//! steady window (after --warmup, before the last stretch) that the main
+//! thread measures while the workers send; see [`crate::window`].
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,17 +23,18 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::procstat::{self, Sampler};
 use crate::stats::{Percentiles, Report, ThreadStats};
+use crate::window::{Probe, Window};
 use crate::{Common, MessageArgs, parse_sources};
 
 /// What each connection does once all are connected.
 #[derive(Debug, Clone)]
 pub enum Mode {
     Hold(Duration),
-    Messages(MessageArgs, String),
+    Messages(MessageArgs, Message),
 }
 
 /// Progress counters shared by the worker threads and the main thread.
@@ -39,6 +42,8 @@ pub enum Mode {
 struct Progress {
     connected: AtomicUsize,
     finished: AtomicUsize,
+    /// Messages sent so far (read by the steady window).
+    sent: AtomicU64,
 }
 
 /// How to reach the gateway.
@@ -180,6 +185,9 @@ pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
     };
     let connected_at = wait(&progress.connected);
     let gw_from = common.gateway_pid.and_then(procstat::snapshot);
+    let window = steady_window(common, &mode, connected_at, &progress, || {
+        handles.iter().all(|h| h.is_finished())
+    });
     let finished_at = wait(&progress.finished);
     let gw_to = common.gateway_pid.and_then(procstat::snapshot);
     let mut total = ThreadStats::default();
@@ -236,8 +244,54 @@ pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
         bench_cpu_percent_of_threads: cpu_percent,
         bench_saturated: cpu_percent > 90.0 || total.late_sends * 100 > total.sent.max(1),
         gateway: sampler.and_then(|s| s.finish(gw_from, gw_to)),
+        window,
         json_path: common.json.clone(),
     })
+}
+
+/// Measures the steady window of a message load with --duration: from
+/// --warmup after every connection is up until the last stretch of the load
+/// (a quarter of the rest, at most 5 s), which counts syscalls when asked.
+fn steady_window(
+    common: &Common,
+    mode: &Mode,
+    connected_at: Instant,
+    progress: &Progress,
+    all_done: impl Fn() -> bool,
+) -> Option<Window> {
+    let Mode::Messages(m, _) = mode else {
+        return None;
+    };
+    let duration = m.duration?;
+    let steady = duration.checked_sub(m.warmup).filter(|d| !d.is_zero())?;
+    let tail = if common.syscalls && common.gateway_pid.is_some() {
+        (steady / 4).min(Duration::from_secs(5))
+    } else {
+        Duration::ZERO
+    };
+    let sleep_until = |t: Instant| {
+        while Instant::now() < t && !all_done() {
+            std::thread::sleep((t - Instant::now()).min(Duration::from_millis(20)));
+        }
+    };
+    let probe = Probe {
+        target: common.gateway_pid,
+        api: common.api_pid,
+    };
+    let sent = || progress.sent.load(Ordering::Relaxed);
+    sleep_until(connected_at + m.warmup);
+    let a = probe.mark(sent());
+    sleep_until(connected_at + duration - tail);
+    let b = probe.mark(sent());
+    let mut w = probe.window(&a, &b);
+    if let Some(pid) = common
+        .gateway_pid
+        .filter(|_| !tail.is_zero() && !all_done())
+    {
+        // Four fifths of the stretch: perf's own start-up must not run it into the closes.
+        w.count_syscalls(pid, tail.mul_f64(0.8), sent);
+    }
+    Some(w)
 }
 
 /// One worker thread's share of the plan.
@@ -311,7 +365,10 @@ async fn connection(
     if let Ok(ws) = ws {
         match &plan.mode {
             Mode::Hold(d) => hold(ws, load_start + *d, &stats).await,
-            Mode::Messages(m, frame) => send_load(i, ws, m, frame, load_start, &stats).await,
+            Mode::Messages(m, frame) => {
+                let phase = i as f64 / plan.users.max(1) as f64;
+                send_load(phase, ws, m, frame, load_start, &stats, &plan.progress.sent).await
+            }
         }
     }
     plan.progress.finished.fetch_add(1, Ordering::Relaxed);
@@ -330,18 +387,19 @@ async fn hold(mut ws: WebSocketStream<TcpStream>, until: Instant, stats: &RefCel
     let _ = ws.close(None).await;
 }
 
+/// Sends on one connection; `phase` (0..1) places its first send within the
+/// first period, so the connections' sends spread evenly over every period.
 async fn send_load(
-    i: usize,
+    phase: f64,
     mut ws: WebSocketStream<TcpStream>,
     m: &MessageArgs,
-    frame: &str,
+    frame: &Message,
     load_start: Instant,
     stats: &RefCell<ThreadStats>,
+    sent_total: &AtomicU64,
 ) {
     let period = m.period();
-    let frame = Utf8Bytes::from(frame.to_owned());
-    // Spread first sends over one period so connections do not send in lockstep.
-    let mut next = load_start + period.mul_f64((i % 1000) as f64 / 1000.0);
+    let mut next = load_start + period.mul_f64(phase);
     let end = m.duration.map(|d| load_start + d);
     let mut outstanding: VecDeque<Instant> = VecDeque::new();
     let mut sent = 0u64;
@@ -359,7 +417,7 @@ async fn send_load(
                 if now.duration_since(next) > period {
                     stats.borrow_mut().late_sends += 1;
                 }
-                if ws.send(Message::Text(frame.clone())).await.is_err() {
+                if ws.send(frame.clone()).await.is_err() {
                     stats.borrow_mut().closed_early += 1;
                     return;
                 }
@@ -367,8 +425,21 @@ async fn send_load(
                     outstanding.push_back(now);
                 }
                 stats.borrow_mut().sent += 1;
+                sent_total.fetch_add(1, Ordering::Relaxed);
                 sent += 1;
                 next += period;
+            }
+        }
+    }
+    // Stay connected until the load's end: closes (and the gateway's work
+    // on them) stay out of the steady window and the syscall stretch.
+    if let Some(end) = end {
+        let until = tokio::time::sleep_until(end.into());
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                msg = ws.next() => if !on_reply(msg, &mut outstanding, measure_from, stats) { return; },
+                _ = &mut until => break,
             }
         }
     }

@@ -4,20 +4,25 @@
 //! latency histograms, the gateway's CPU and memory, and a JSON report.
 //!
 //! Modules: [`load`] drives connections, [`stats`] collects and reports,
-//! [`procstat`] reads CPU and memory from /proc, [`push`] measures
-//! ws-api `Push` fan-out.
+//! [`procstat`] reads CPU and memory from /proc, [`window`] measures the
+//! steady window (CPU split, syscalls), [`push`] measures ws-api `Push`
+//! fan-out, and [`sink`] is the floor: a minimal epoll WebSocket server.
 
 mod load;
 mod procstat;
 mod push;
+mod sink;
 mod stats;
+mod window;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use base64::Engine;
 use clap::{Args, Parser, Subcommand};
+use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Load generator for ws-gateway")]
@@ -57,6 +62,19 @@ enum Command {
         #[arg(long)]
         broadcast: bool,
     },
+    /// The floor: a single-threaded epoll WebSocket server that answers the
+    /// upgrade and reads and discards every frame.
+    Sink {
+        /// Address to listen on (port 0: any free port; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Pin the sink to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// Write every data frame back (the floor for a round trip).
+        #[arg(long)]
+        echo: bool,
+    },
 }
 
 /// Options every mode shares.
@@ -89,9 +107,16 @@ pub struct Common {
     /// Write the report as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// The gateway's PID, to report its CPU time and memory from /proc.
+    /// The gateway's (or the sink's) PID, to report its CPU time and memory from /proc.
     #[arg(long = "gateway-pid")]
     pub gateway_pid: Option<u32>,
+    /// ws-api's PID, to report its CPU over the steady window too.
+    #[arg(long = "api-pid")]
+    pub api_pid: Option<u32>,
+    /// Count the gateway's syscalls per message with `perf stat` after the
+    /// steady window (message loads with --duration).
+    #[arg(long)]
+    pub syscalls: bool,
     /// A label for the report.
     #[arg(long, default_value = "")]
     pub name: String,
@@ -105,6 +130,10 @@ pub struct MessageArgs {
     /// The frame to send.
     #[arg(long)]
     pub content: Option<String>,
+    /// Send the frame (JSON `{"type","payload":base64}`) as a protobuf
+    /// `Protocol` in a binary frame, as the Go original's bench tool does.
+    #[arg(long)]
+    pub protobuf: bool,
     /// Interval between messages on one connection.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
@@ -131,15 +160,20 @@ pub struct MessageArgs {
 }
 
 impl MessageArgs {
-    pub fn frame(&self) -> anyhow::Result<String> {
-        match (&self.file, &self.content) {
+    pub fn frame(&self) -> anyhow::Result<Message> {
+        let text = match (&self.file, &self.content) {
             (Some(f), _) => {
                 let text = std::fs::read_to_string(f)
                     .with_context(|| format!("reading {}", f.display()))?;
-                Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+                text.trim_end_matches(['\n', '\r']).to_owned()
             }
-            (None, Some(c)) => Ok(c.clone()),
+            (None, Some(c)) => c.clone(),
             (None, None) => bail!("--file or --content is required"),
+        };
+        if self.protobuf {
+            Ok(Message::Binary(protobuf_frame(&text)?.into()))
+        } else {
+            Ok(Message::Text(text.into()))
         }
     }
 
@@ -149,6 +183,36 @@ impl MessageArgs {
             _ => self.interval,
         }
     }
+}
+
+/// `{"type": T, "payload": base64}` as the protobuf `Protocol{type = 1; payload = 2}`.
+fn protobuf_frame(json: &str) -> anyhow::Result<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Protocol {
+        r#type: String,
+        #[serde(default)]
+        payload: String,
+    }
+    let p: Protocol =
+        serde_json::from_str(json).context("--protobuf needs a JSON Protocol frame")?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&p.payload)
+        .context("payload is not base64")?;
+    let mut out = Vec::new();
+    for (tag, bytes) in [(0x0a, p.r#type.as_bytes()), (0x12, &payload[..])] {
+        if bytes.is_empty() {
+            continue;
+        }
+        out.push(tag);
+        let mut n = bytes.len();
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
 }
 
 /// Parses `a.b.c.d-a.b.c.e` (or a single address) into the addresses it spans.
@@ -176,6 +240,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             broadcast,
         } => push::run(&common, &api, rounds, broadcast)?,
+        Command::Sink { listen, cpu, echo } => return sink::run(listen, cpu, echo),
     };
     print!("{}", report.text());
     if let Some(path) = &report.json_path {
@@ -183,4 +248,17 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn protobuf_frame_of_the_seed_frame_is_31_bytes() {
+        let f =
+            super::protobuf_frame(r#"{"type":"message","payload":"eyJrZXkiOiJYVmxCemdiYWlDIn0="}"#)
+                .unwrap();
+        assert_eq!(f.len(), 31);
+        assert_eq!(&f[..9], b"\x0a\x07message");
+        assert_eq!(&f[9..11], b"\x12\x14");
+    }
 }

@@ -12,6 +12,9 @@ use serde::Serialize;
 pub struct Snapshot {
     pub at: Instant,
     pub cpu_seconds: f64,
+    /// User and system time (utime, stime), seconds.
+    pub user_seconds: f64,
+    pub sys_seconds: f64,
     pub rss_kib: u64,
 }
 
@@ -35,6 +38,8 @@ pub fn snapshot(pid: u32) -> Option<Snapshot> {
     Some(Snapshot {
         at: Instant::now(),
         cpu_seconds: (ticks(11) + ticks(12)) as f64 / clock_ticks(),
+        user_seconds: ticks(11) as f64 / clock_ticks(),
+        sys_seconds: ticks(12) as f64 / clock_ticks(),
         rss_kib,
     })
 }

@@ -150,6 +150,7 @@ async fn fan_out(
         bench_cpu_percent_of_threads: 100.0 * cpu / (wall * threads as f64),
         bench_saturated: cpu / (wall * threads as f64) > 0.9,
         gateway: sampler.and_then(|s| s.finish(gw_from, gw_to)),
+        window: None,
         json_path: common.json.clone(),
     })
 }

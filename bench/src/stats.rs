@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::procstat::GatewayUse;
+use crate::window::Window;
 
 /// One worker thread's tallies.
 #[derive(Debug, Clone)]
@@ -122,6 +123,8 @@ pub struct Report {
     /// The bench itself may have limited the result (CPU-bound or behind schedule).
     pub bench_saturated: bool,
     pub gateway: Option<GatewayUse>,
+    /// The steady window of a message load with --duration.
+    pub window: Option<Window>,
     #[serde(skip)]
     pub json_path: Option<PathBuf>,
 }
@@ -193,6 +196,53 @@ impl Report {
                 ""
             }
         );
+        if let Some(w) = &self.window {
+            let _ = write!(
+                s,
+                "steady window {:.1} s: {} messages ({:.0}/s)",
+                w.seconds, w.messages, w.messages_per_s
+            );
+            if let Some(t) = &w.target {
+                let _ = write!(
+                    s,
+                    "; target cpu {:.2}% (user {:.2}%, sys {:.2}%) = {:.2} µs/message",
+                    t.cpu_percent,
+                    t.user_percent,
+                    t.sys_percent,
+                    w.target_us_per_message.unwrap_or(0.0)
+                );
+            }
+            if let Some(a) = &w.api {
+                let _ = write!(s, "; ws-api {:.1}%", a.cpu_percent);
+            }
+            let busy: Vec<String> = w
+                .cpu_busy_percent
+                .iter()
+                .map(|b| format!("{b:.0}%"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "; bench {:.1}%; CPUs busy [{}]",
+                w.bench_cpu_percent,
+                busy.join(" ")
+            );
+            match w.syscalls_per_message {
+                Some(r) => {
+                    let _ = writeln!(
+                        s,
+                        "syscalls: {} in {:.1} s for {} messages = {:.3} per message",
+                        w.syscalls.unwrap_or(0),
+                        w.syscall_seconds,
+                        w.syscall_messages,
+                        r
+                    );
+                }
+                None if !w.syscalls_note.is_empty() => {
+                    let _ = writeln!(s, "syscalls: {}", w.syscalls_note);
+                }
+                None => {}
+            }
+        }
         if let Some(g) = &self.gateway {
             let _ = writeln!(
                 s,
