@@ -356,13 +356,22 @@ async fn connection(
         plan.progress.connected.fetch_add(1, Ordering::Relaxed);
         ws
     };
-    let load_start = all_in
-        .wait_for(Option::is_some)
-        .await
-        .ok()
-        .and_then(|v| *v)
-        .unwrap_or_else(Instant::now);
-    if let Ok(ws) = ws {
+    if let Ok(mut ws) = ws {
+        // Reading while the other connections come up answers the
+        // gateway's pings: a connect phase longer than its --ping-interval
+        // would otherwise lose every early connection to keepalive timeouts.
+        let load_start = loop {
+            tokio::select! {
+                ready = all_in.wait_for(Option::is_some) => {
+                    break ready.ok().and_then(|v| *v).unwrap_or_else(Instant::now);
+                }
+                msg = ws.next() => if !matches!(msg, Some(Ok(_))) {
+                    stats.borrow_mut().closed_early += 1;
+                    plan.progress.finished.fetch_add(1, Ordering::Relaxed);
+                    return;
+                },
+            }
+        };
         match &plan.mode {
             Mode::Hold(d) => hold(ws, load_start + *d, &stats).await,
             Mode::Messages(m, frame) => {
