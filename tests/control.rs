@@ -15,22 +15,7 @@ async fn kick_by_uid_closes_that_users_sessions_only() {
         victims.push(connect(gw.addr, "21").await);
     }
     let mut bystander = connect(gw.addr, "22").await;
-    let kick = KickRequest {
-        uid: 21,
-        code: 4001,
-        reason: "account suspended".into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        biz(api.addr)
-            .await
-            .kick(kick)
-            .await
-            .unwrap()
-            .into_inner()
-            .closed,
-        3
-    );
+    assert_eq!(kick_uid(api.addr, 21, 4001, "account suspended").await, 3);
     for ws in &mut victims {
         assert_eq!(
             expect_close(ws).await,

@@ -4,10 +4,6 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
-use prost::Message as _;
-use tokio_tungstenite::tungstenite::Message;
-use ws_gateway::proto::wsgateway::Protocol;
 
 #[tokio::test]
 async fn json_and_protobuf_frames_are_echoed() {
@@ -30,17 +26,7 @@ async fn json_and_protobuf_frames_are_echoed() {
     }
     assert_eq!(seen, 2);
 
-    let p = Protocol {
-        r#type: "bin".into(),
-        payload: vec![0u8, 1, 2, 254, 255].into(),
-    };
-    ws.send(Message::Binary(p.encode_to_vec().into()))
-        .await
-        .unwrap();
-    match recv(&mut ws).await {
-        Message::Binary(b) => assert_eq!(Protocol::decode(b).unwrap(), p),
-        other => panic!("expected a binary reply, got {other:?}"),
-    }
+    protobuf_round_trip(&mut ws).await;
 
     // Back to text: replies follow the client's latest format.
     send_text(&mut ws, &frame("HEARTBEAT", b"")).await;

@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::peers::{self, Peer};
 use common::*;
-use futures_util::SinkExt;
-use prost::Message as _;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use ws_api::proto::wsapi::KickRequest;
-use ws_gateway::proto::wsgateway::Protocol;
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// Starts `peer` and a 2-core gateway in front of it.
 fn setup(peer: Peer) -> Option<(Proc, Proc)> {
@@ -91,17 +87,7 @@ async fn protobuf_binary_echo(peer: Peer) {
         return;
     };
     let mut ws = connect(gw.addr, "3").await;
-    let p = Protocol {
-        r#type: "bin".into(),
-        payload: vec![0u8, 1, 2, 254, 255].into(),
-    };
-    ws.send(Message::Binary(p.encode_to_vec().into()))
-        .await
-        .unwrap();
-    match recv(&mut ws).await {
-        Message::Binary(b) => assert_eq!(Protocol::decode(b).unwrap(), p),
-        other => panic!("{peer:?}: expected a binary reply, got {other:?}"),
-    }
+    protobuf_round_trip(&mut ws).await;
 }
 
 /// `BizMsgService.Push`, called with tonic, reaches every session of the uid
@@ -130,14 +116,8 @@ async fn kick_closes_the_users_sessions(peer: Peer) {
     };
     let mut victim = connect(gw.addr, "21").await;
     let mut bystander = connect(gw.addr, "22").await;
-    let kick = KickRequest {
-        uid: 21,
-        code: 4001,
-        reason: "account suspended".into(),
-        ..Default::default()
-    };
-    let closed = biz(api.addr).await.kick(kick).await.unwrap().into_inner();
-    assert_eq!(closed.closed, 1, "{peer:?}");
+    let closed = kick_uid(api.addr, 21, 4001, "account suspended").await;
+    assert_eq!(closed, 1, "{peer:?}");
     assert_eq!(
         expect_close(&mut victim).await,
         (4001, "account suspended".to_owned())

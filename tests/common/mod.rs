@@ -432,6 +432,41 @@ pub fn wait_acked(admin: SocketAddr, n: f64) {
     }
 }
 
+/// Sends a protobuf `Protocol` in a binary frame and expects it back as
+/// the next data message (binary, equal).
+pub async fn protobuf_round_trip(ws: &mut Client) {
+    use prost::Message as _;
+    use ws_gateway::proto::wsgateway::Protocol;
+    let p = Protocol {
+        r#type: "bin".into(),
+        payload: vec![0u8, 1, 2, 254, 255].into(),
+    };
+    ws.send(Message::Binary(p.encode_to_vec().into()))
+        .await
+        .expect("send");
+    match recv(ws).await {
+        Message::Binary(b) => assert_eq!(Protocol::decode(b).expect("protobuf"), p),
+        other => panic!("expected a binary reply, got {other:?}"),
+    }
+}
+
+/// ws-api `Kick` of every session of `uid`; returns how many it closed.
+pub async fn kick_uid(api: SocketAddr, uid: u64, code: u32, reason: &str) -> i64 {
+    let kick = ws_api::proto::wsapi::KickRequest {
+        uid,
+        code,
+        reason: reason.into(),
+        ..Default::default()
+    };
+    biz(api)
+        .await
+        .kick(kick)
+        .await
+        .expect("kick")
+        .into_inner()
+        .closed
+}
+
 /// ws-api `Push` to `uid`; returns how many sessions ws-api reached.
 pub async fn push(api: SocketAddr, uid: u64, code: &str, payload: &str) -> i64 {
     let msg = ws_api::proto::wsapi::BizMsg {
