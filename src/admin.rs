@@ -99,15 +99,20 @@ const TRIM_AFTER_CLOSES: i64 = 1024;
 /// keeps freed memory in its per-thread arenas: after 10,000 sessions
 /// closed at once the gateway stayed at its peak RSS for good (README,
 /// Reliability). Once the session count has fallen by [`TRIM_AFTER_CLOSES`] and
-/// by a quarter since its peak, `malloc_trim` hands the free pages back;
-/// it runs here, off the cores, at most every [`TRIM_CHECK`].
+/// by a quarter since its peak, `malloc_trim` hands the free pages back,
+/// and once more a check later: a session leaves the count before its
+/// `Disconnect` to ws-api completes, so the first trim can come while the
+/// calls still hold memory. It runs here, off the cores, at most every
+/// [`TRIM_CHECK`].
 async fn trim_after_disconnects(state: Arc<AdminState>) {
     let mut peak = 0;
+    let mut again = false;
     loop {
         tokio::time::sleep(TRIM_CHECK).await;
         let online: i64 = state.cores.iter().map(|c| c.online.get()).sum();
         peak = peak.max(online);
-        if peak - online >= TRIM_AFTER_CLOSES.max(peak / 4) {
+        let dropped = peak - online >= TRIM_AFTER_CLOSES.max(peak / 4);
+        if dropped || again {
             // SAFETY: malloc_trim has no preconditions; glibc locks each arena itself.
             #[allow(unsafe_code)]
             unsafe {
@@ -116,6 +121,7 @@ async fn trim_after_disconnects(state: Arc<AdminState>) {
             debug!(peak, online, "memory trimmed after disconnects");
             peak = online;
         }
+        again = dropped;
     }
 }
 
