@@ -50,9 +50,10 @@ impl Claim {
     /// Gives everything back and waits until ws-api has heard `Disconnect`.
     pub async fn release(mut self) {
         let core = Rc::clone(&self.core);
-        core.sessions.remove(self.slot);
         let (uid, counted) = (self.uid.take(), self.counted);
         let sid = std::mem::take(&mut self.sid);
+        // Drop frees the slot (and, with the uid taken, spawns nothing).
+        drop(self);
         if let Some(uid) = uid {
             undo(core, sid, uid, counted).await;
         }
