@@ -5,8 +5,9 @@
 //!
 //! A message with no payload or an empty type goes to the stream
 //! [`DEFAULT_STREAM`] (`default`). The uid comes from presence
-//! ([`Presence::uid_of`], cached in process); 0 when unknown, counted in
-//! `Stats::unknown_uid`.
+//! ([`author_of`](crate::presence::RedisPresence::author_of), cached in
+//! process and kept past the session's Disconnect, which can overtake its
+//! last messages); 0 when unknown, counted in `Stats::unknown_uid`.
 //!
 //! Each `ExchangeMsg` stream gets one appender task fed through a bounded
 //! queue; the task takes whatever has queued up (up to [`BATCH`]) and sends
@@ -83,7 +84,7 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
                 server: msg.server,
                 sid: msg.sid,
             };
-            let uid = match redis.uid_of(&key).await {
+            let uid = match redis.author_of(&key).await {
                 Ok(Some(uid)) => uid,
                 Ok(None) => {
                     backend.stats.unknown_uid.fetch_add(1, Relaxed);

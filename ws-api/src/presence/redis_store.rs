@@ -36,6 +36,11 @@ pub struct RedisPresence {
     presence_ttl_ms: u64,
     server_ttl: Duration,
     uids: Mutex<HashMap<SessionKey, u64>>,
+    /// Sessions this node disconnected, kept for [`Self::author_of`]: the
+    /// gateway's Disconnect (a unary call) can overtake the session's last
+    /// messages (on the exchange stream), which must still name their uid.
+    /// A (server, sid) is never reused, so the entry cannot turn stale.
+    departed: Mutex<HashMap<SessionKey, u64>>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -79,6 +84,7 @@ impl RedisPresence {
             presence_ttl_ms: millis(presence_ttl),
             server_ttl,
             uids: Mutex::new(HashMap::new()),
+            departed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -92,11 +98,7 @@ impl RedisPresence {
     }
 
     fn cache(&self, key: &SessionKey, uid: u64) {
-        let mut uids = self.uids.lock();
-        if uids.len() >= UID_CACHE_MAX {
-            uids.clear();
-        }
-        uids.insert(key.clone(), uid);
+        bounded_insert(&mut self.uids.lock(), key.clone(), uid);
     }
 
     /// The writes that (re)assert a live session.
@@ -155,6 +157,7 @@ impl RedisPresence {
             .await?;
         let cached = self.uids.lock().remove(key);
         let uid = stored.or(cached).unwrap_or(uid_hint);
+        bounded_insert(&mut self.departed.lock(), key.clone(), uid);
         let mut pipe = redis::pipe();
         pipe.atomic();
         remove_session(&mut pipe, uid, key, &groups);
@@ -227,6 +230,15 @@ impl RedisPresence {
         Ok(uid)
     }
 
+    /// The uid of a session that sent a message: as [`Self::uid_of`], and
+    /// also for a session this node has just disconnected.
+    pub async fn author_of(&self, key: &SessionKey) -> RedisResult<Option<u64>> {
+        if let Some(uid) = self.departed.lock().get(key) {
+            return Ok(Some(*uid));
+        }
+        self.uid_of(key).await
+    }
+
     /// Every key matching `pattern` (SCAN, so Redis is never blocked).
     pub async fn scan(&self, pattern: &str) -> RedisResult<Vec<String>> {
         let mut conn = self.conn();
@@ -248,6 +260,14 @@ impl RedisPresence {
             cursor = next;
         }
     }
+}
+
+/// Inserts into a cache that is cleared when it reaches [`UID_CACHE_MAX`].
+fn bounded_insert(map: &mut HashMap<SessionKey, u64>, key: SessionKey, uid: u64) {
+    if map.len() >= UID_CACHE_MAX {
+        map.clear();
+    }
+    map.insert(key, uid);
 }
 
 /// The writes that remove one session and its group memberships.
