@@ -1512,6 +1512,10 @@ impl LocalExecutor {
                 // requests that are latency sensitive we want them out of the
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
+                // ws-gateway patch: the preemption timer only matters when
+                // a task queue will run.
+                let runnable = !this.queues.borrow().active_executors.is_empty();
+                this.reactor.sys.set_tasks_runnable(runnable);
                 this.parker
                     .poll_io(|| Some(this.preempt_timer_duration()))
                     .expect("Failed to poll io! This is actually pretty bad!");

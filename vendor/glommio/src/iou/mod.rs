@@ -197,6 +197,31 @@ impl IoUring {
 
     /// Submit all prepared [`SQE`]s to the kernel and wait until at least
     /// `wait_for` events have completed.
+    /// ws-gateway patch: submits and waits for `wait_for` completions in one
+    /// `io_uring_enter`, for at most `timeout` (needs `IORING_FEAT_EXT_ARG`).
+    /// A timeout that expires is not an error: `Ok(submitted)`.
+    pub fn submit_sqes_and_wait_ext(
+        &mut self,
+        wait_for: u32,
+        timeout: Option<Duration>,
+        extra_flags: u32,
+    ) -> io::Result<u32> {
+        let ns = timeout.map_or(-1, |t| t.as_nanos().min(i64::MAX as u128) as i64);
+        let ret = unsafe {
+            uring_sys::io_uring_submit_and_wait_ext(&mut self.ring, wait_for, ns, extra_flags)
+        };
+        match ret {
+            x if x >= 0 => Ok(x as u32),
+            x if x == -libc::ETIME => Ok(0),
+            x => Err(io::Error::from_raw_os_error(-x)),
+        }
+    }
+
+    /// ws-gateway patch: whether `io_uring_enter` takes a timeout.
+    pub fn has_ext_arg(&self) -> bool {
+        self.ring.features & uring_sys::IORING_FEAT_EXT_ARG != 0
+    }
+
     pub fn submit_sqes_and_wait(&mut self, wait_for: u32) -> io::Result<u32> {
         self.sq().submit_and_wait(wait_for)
     }

@@ -1135,14 +1135,25 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+    /// ws-gateway patch: arms the ring link (`link`, when the last one has
+    /// fired) and submits it, with whatever else is queued, in the same
+    /// `io_uring_enter` that waits for a completion. Upstream submitted first
+    /// and waited in a second call, and armed a fresh link (then cancelled
+    /// it) on every sleep.
+    fn sleep(&mut self, link: Option<&Source>, timeout: Option<Duration>) -> io::Result<usize> {
+        if let Some(link) = link {
+            let mut sq = self.ring.sq();
+            let Some(mut sqe) = sq.prepare_sqe() else {
+                drop(sq);
+                // Can't link rings because we ran out of `SQE`s. Just can't sleep.
+                // Submit what we have, once we're out of here we'll consume them
+                // and at some point will be able to sleep again.
+                return self
+                    .submit_sqes()
+                    .or_else(Reactor::busy_ok)
+                    .or_else(Reactor::again_ok)
+                    .or_else(Reactor::intr_ok);
+            };
             let op = UringDescriptor {
                 fd: link.raw(),
                 flags: SubmissionFlags::empty(),
@@ -1159,42 +1170,35 @@ impl SleepableRing {
                 DmaBuffer::new,
                 &mut self.source_map.borrow_mut(),
             );
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
-            }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
         }
+        // The rings are linked (now or by an earlier sleep). Goodnight! If
+        // the kernel refuses the submission (EBUSY, EAGAIN), it returns at
+        // once and we do not sleep. `timeout` (the next user timer) ends the
+        // wait like a completion would.
+        let x = self
+            .ring
+            .submit_sqes_and_wait_ext(1, timeout, 0)
+            .map(|x| x as usize)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.in_kernel += x;
+        Ok(x)
+    }
+
+    /// ws-gateway patch: moves queued requests into the SQ without entering
+    /// the kernel (unless the SQ fills up), so that the sleep that may follow
+    /// submits them in the same `io_uring_enter` as its wait.
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
+    }
+
+    /// ws-gateway patch: `can_sleep`, except that SQEs not yet submitted are
+    /// fine: `sleep` submits them with its wait.
+    fn can_sleep_submitting(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
     }
 }
 
@@ -1319,7 +1323,15 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// ws-gateway patch: when the armed latency-ring timer fires.
+    latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    /// ws-gateway patch: the `POLL_ADD` of the latency ring's fd on the main
+    /// ring, kept armed across sleeps until it fires.
+    link_src: Cell<Option<Source>>,
+    /// ws-gateway patch: whether the executor has task queues to run (set
+    /// before each `poll_io`); the preemption timer is armed only then.
+    tasks_runnable: Cell<bool>,
 
     link_fd: RawFd,
 
@@ -1469,7 +1481,10 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_src: Cell::new(None),
+            tasks_runnable: Cell::new(true),
             blocking_thread,
             link_fd,
             notifier,
@@ -1861,17 +1876,64 @@ impl Reactor {
     /// what we do is we take advantage of the fact that the ring's `ring_fd` is
     /// pollable and register a `POLL_ADD` event into the ring we will wait on.
     ///
-    /// We may not be able to register an `SQE` at this point, so we return an
-    /// Error and will just not sleep.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+    /// ws-gateway patch: the `POLL_ADD` stays armed until it fires, so a sleep
+    /// ended by anything else leaves it for the next one (upstream armed a
+    /// fresh one per sleep and cancelled it after, an `ASYNC_CANCEL` that
+    /// walks the poll table of every idle socket).
+    fn link_rings_and_sleep(
+        &self,
+        ring: &mut SleepableRing,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let armed = self.link_src.take().filter(|link| link.is_pending());
+        let link = match armed {
+            Some(link) => {
+                ring.sleep(None, timeout)?;
+                link
+            }
+            None => {
+                let link = Source::new(
+                    IoRequirements::default(),
+                    self.link_fd,
+                    SourceType::LinkRings,
+                    None,
+                    None,
+                );
+                ring.sleep(Some(&link), timeout)?;
+                link
+            }
+        };
+        self.link_src.set(Some(link));
+        Ok(())
+    }
+
+    /// ws-gateway patch: makes sure a latency-ring timer fires within `dur`,
+    /// keeping the armed one when it fires no later than that and no sooner
+    /// than `min_left` from now. Upstream removed the preemption timer and
+    /// armed a new one on every loop iteration: two SQEs and an
+    /// `io_uring_enter` of the latency ring each time. Kept, the timer may
+    /// fire up to `dur - min_left` early, which costs one extra loop iteration.
+    fn arm_latency_timer(&self, ring: &mut SleepableRing, dur: Duration, min_left: Duration) {
+        let now = Instant::now();
+        let want = now + dur;
+        if let Some(src) = self.latency_preemption_timeout_src.take() {
+            match self.latency_timer_deadline.get() {
+                Some(at) if src.is_pending() && at <= want && at >= now + min_left => {
+                    self.latency_preemption_timeout_src.set(Some(src));
+                    return;
+                }
+                // dropping a pending timer queues its TIMEOUT_REMOVE
+                _ => drop(src),
+            }
+        }
+        self.latency_preemption_timeout_src
+            .set(Some(ring.prepare_latency_preemption_timer(dur)));
+        self.latency_timer_deadline.set(Some(want));
+    }
+
+    /// ws-gateway patch: see `tasks_runnable`.
+    pub(crate) fn set_tasks_runnable(&self, runnable: bool) {
+        self.tasks_runnable.set(runnable);
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1952,29 +2014,35 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
+        // ws-gateway patch: the throughput-based timeout counts completions
+        // from when it was armed and stays armed until it fires (upstream
+        // removed and re-armed it on every call, which made every loop
+        // iteration enter the main ring). It now fires after `ring_depth`
+        // completions, however many iterations that takes.
+        let armed = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|src| src.is_pending());
+        self.throughput_preemption_timeout_src.set(Some(armed.unwrap_or_else(|| {
             main_ring.prepare_throughput_preemption_timer(
                 self.ring_depth() as u32,
                 self.eventfd_src.raw(),
-            ),
-        ));
+            )
+        })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
-        // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        // be careful about this dependency. ws-gateway patch: the main ring's
+        // SQEs are only prepared here; a sleep submits them with its wait,
+        // anything else at the end of this function.
+        flush_rings!(lat_ring, poll_ring)?;
+        main_ring
+            .prepare_submissions()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
@@ -1982,16 +2050,23 @@ impl Reactor {
         let should_sleep = preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_submitting()
             && lat_ring.can_sleep();
 
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
+            // ws-gateway patch: the wait itself times out then, where the
+            // kernel can (no timer to arm and remove on the latency ring).
+            let mut wait_timeout = None;
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if main_ring.ring.has_ext_arg() {
+                    wait_timeout = Some(dur);
+                } else {
+                    self.arm_latency_timer(&mut lat_ring, dur, Duration::ZERO);
+                    flush_cancellations!(into &mut woke; lat_ring);
+                    flush_rings!(lat_ring)?;
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -2005,7 +2080,7 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    self.link_rings_and_sleep(&mut main_ring)
+                    self.link_rings_and_sleep(&mut main_ring, wait_timeout)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
@@ -2017,11 +2092,15 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        // ws-gateway patch: only while tasks are runnable: an idle executor
+        // leaves the armed one to fire once and then sleeps with no timer.
+        let runnable = self.tasks_runnable.get() || woke > 0;
+        if let Some(preempt) = preempt_timer().filter(|_| runnable) {
+            self.arm_latency_timer(&mut lat_ring, preempt, preempt / 2);
+            flush_cancellations!(into &mut woke; lat_ring);
         }
+        // Whatever was not submitted by a sleep (or was queued since).
+        flush_rings!(lat_ring, main_ring)?;
 
         // A Note about `need_preempt`:
         //
