@@ -483,6 +483,8 @@ pub struct LocalExecutorBuilder {
     /// ws-gateway patch: number and size of the receive buffers in the
     /// provided-buffer ring used by multishot socket receives.
     recv_buffers: (usize, usize),
+    /// ws-gateway patch: see [`LocalExecutorBuilder::batch_wait`].
+    batch_wait: Duration,
 }
 
 impl LocalExecutorBuilder {
@@ -503,7 +505,23 @@ impl LocalExecutorBuilder {
             blocking_thread_pool_placement: PoolPlacement::from(placement),
             detect_stalls: None,
             recv_buffers: default_recv_buffers(),
+            batch_wait: Duration::ZERO,
         }
+    }
+
+    /// ws-gateway patch: under load, a sleeping executor waits for a batch
+    /// of completions (64) or `wait`, whichever comes first, instead of
+    /// waking for each one; this is the most any completion, or a wake-up
+    /// from another executor, waits because of it (timers still fire on
+    /// time). Batching starts when events arrive less than four `wait`s
+    /// apart and stops at the first batch that times out empty, so a lone
+    /// event after a quiet spell wakes the executor at once. Needs
+    /// `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1); without it, or with
+    /// `Duration::ZERO` (the default), every completion wakes the executor.
+    #[must_use = "The builder must be built to be useful"]
+    pub fn batch_wait(mut self, wait: Duration) -> LocalExecutorBuilder {
+        self.batch_wait = wait;
+        self
     }
 
     /// ws-gateway patch: the executor reads TCP streams with one multishot
@@ -647,6 +665,7 @@ impl LocalExecutorBuilder {
                 thread_pool_placement: self.blocking_thread_pool_placement,
                 detect_stalls: self.detect_stalls,
                 recv_buffers: self.recv_buffers,
+                batch_wait: self.batch_wait,
             },
         )?;
         le.init();
@@ -714,6 +733,7 @@ impl LocalExecutorBuilder {
         let record_io_latencies = self.record_io_latencies;
         let blocking_thread_pool_placement = self.blocking_thread_pool_placement;
         let recv_buffers = self.recv_buffers;
+        let batch_wait = self.batch_wait;
 
         Builder::new()
             .name(name)
@@ -730,6 +750,7 @@ impl LocalExecutorBuilder {
                         thread_pool_placement: blocking_thread_pool_placement,
                         detect_stalls,
                         recv_buffers,
+                        batch_wait,
                     },
                 )?;
                 le.init();
@@ -1014,6 +1035,7 @@ impl LocalExecutorPoolBuilder {
                             thread_pool_placement: blocking_thread_pool_placement,
                             detect_stalls,
                             recv_buffers: default_recv_buffers(),
+                            batch_wait: Duration::ZERO,
                         },
                     )?;
                     le.init();
@@ -1111,6 +1133,8 @@ pub struct LocalExecutorConfig {
     pub detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
     /// ws-gateway patch: (count, size) of the multishot receive buffers.
     pub recv_buffers: (usize, usize),
+    /// ws-gateway patch: see [`LocalExecutorBuilder::batch_wait`].
+    pub batch_wait: Duration,
 }
 
 fn default_recv_buffers() -> (usize, usize) {
@@ -1207,6 +1231,7 @@ impl LocalExecutor {
                     count: config.recv_buffers.0,
                     size: config.recv_buffers.1,
                 },
+                config.batch_wait,
             )?),
             stall_detector: RefCell::new(
                 config

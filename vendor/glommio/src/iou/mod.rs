@@ -95,6 +95,15 @@ bitflags::bitflags! {
         /// Completions are posted at the task's next kernel entry instead of
         /// interrupting it (Linux 5.19). ws-gateway patch.
         const COOP_TASKRUN = 1 << 8;
+        /// Sets `IORING_SQ_TASKRUN` in the SQ flags while completions wait
+        /// for an `io_uring_enter` (Linux 5.19). ws-gateway patch.
+        const TASKRUN_FLAG = 1 << 9;
+        /// Only the creating thread submits (Linux 6.0). ws-gateway patch.
+        const SINGLE_ISSUER = 1 << 12;
+        /// Completions are posted only when that thread enters the ring to
+        /// get events, and wake it once the number it waits for is pending
+        /// (Linux 6.1). ws-gateway patch.
+        const DEFER_TASKRUN = 1 << 13;
     }
 }
 
@@ -215,6 +224,12 @@ impl IoUring {
             x if x == -libc::ETIME => Ok(0),
             x => Err(io::Error::from_raw_os_error(-x)),
         }
+    }
+
+    /// ws-gateway patch: the SQ ring's flags (`IORING_SQ_*`), as the kernel
+    /// last set them.
+    pub fn sq_flags(&self) -> u32 {
+        unsafe { std::ptr::read_volatile(self.ring.sq.kflags) }
     }
 
     /// ws-gateway patch: whether `io_uring_enter` takes a timeout.

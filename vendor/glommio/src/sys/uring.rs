@@ -927,6 +927,13 @@ struct SleepableRing {
     /// ws-gateway patch: the provided-buffer ring registered on this ring
     /// (main ring only), used by multishot receives.
     recv_ring: Option<Rc<BufRing>>,
+    /// ws-gateway patch: created with `IORING_SETUP_DEFER_TASKRUN`: its
+    /// completions are posted only when we enter it to get events.
+    deferred: bool,
+    /// ws-gateway patch: while the reactor batches, completions that arrive
+    /// while the executor runs wait for its next (batched) sleep instead of
+    /// costing an `io_uring_enter` of their own.
+    lazy_reap: bool,
 }
 
 impl SleepableRing {
@@ -935,8 +942,29 @@ impl SleepableRing {
         name: &'static str,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
+        defer: bool,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // ws-gateway patch: with DEFER_TASKRUN the kernel queues completions
+        // until this (the only submitting) thread asks for them, and wakes a
+        // sleeping executor only once as many are pending as it waits for:
+        // the batched waits of `Reactor::wait` rest on that. Kernels before
+        // 6.1 refuse the flags; the ring then falls back to COOP_TASKRUN.
+        if defer {
+            let flags = iou::SetupFlags::COOP_TASKRUN
+                | iou::SetupFlags::TASKRUN_FLAG
+                | iou::SetupFlags::SINGLE_ISSUER
+                | iou::SetupFlags::DEFER_TASKRUN;
+            match iou::IoUring::new_with_flags(size as _, flags, iou::SetupFeatures::empty()) {
+                Ok(ring) => {
+                    let mut ring = Self::with_ring(ring, size, name, allocator, source_map);
+                    ring.deferred = true;
+                    return Ok(ring);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
         // ws-gateway patch: without COOP_TASKRUN the kernel kicks the running
         // executor with an inter-processor interrupt for every socket readiness
         // event; glommio enters the kernel on every loop iteration anyway, so
@@ -949,7 +977,17 @@ impl SleepableRing {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
             ring => ring?,
         };
-        Ok(SleepableRing {
+        Ok(Self::with_ring(ring, size, name, allocator, source_map))
+    }
+
+    fn with_ring(
+        ring: iou::IoUring,
+        size: usize,
+        name: &'static str,
+        allocator: Rc<UringBufferAllocator>,
+        source_map: Rc<RefCell<SourceMap>>,
+    ) -> Self {
+        SleepableRing {
             ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
@@ -960,7 +998,24 @@ impl SleepableRing {
             source_map,
             in_kernel: 0,
             recv_ring: None,
-        })
+            deferred: false,
+            lazy_reap: false,
+        }
+    }
+
+    /// ws-gateway patch: a deferred ring holds completions the kernel has
+    /// not posted yet (or its CQ overflowed): only an `io_uring_enter` with
+    /// GETEVENTS brings them in.
+    fn has_deferred_completions(&self) -> bool {
+        if !self.deferred {
+            return false;
+        }
+        let wanted = if self.lazy_reap {
+            uring_sys::IORING_SQ_CQ_OVERFLOW
+        } else {
+            uring_sys::IORING_SQ_TASKRUN | uring_sys::IORING_SQ_CQ_OVERFLOW
+        };
+        self.ring.sq_flags() & wanted != 0
     }
 
     fn ring_fd(&self) -> RawFd {
@@ -1140,7 +1195,12 @@ impl SleepableRing {
     /// `io_uring_enter` that waits for a completion. Upstream submitted first
     /// and waited in a second call, and armed a fresh link (then cancelled
     /// it) on every sleep.
-    fn sleep(&mut self, link: Option<&Source>, timeout: Option<Duration>) -> io::Result<usize> {
+    fn sleep(
+        &mut self,
+        link: Option<&Source>,
+        wait_nr: u32,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
         if let Some(link) = link {
             let mut sq = self.ring.sq();
             let Some(mut sqe) = sq.prepare_sqe() else {
@@ -1177,7 +1237,7 @@ impl SleepableRing {
         // wait like a completion would.
         let x = self
             .ring
-            .submit_sqes_and_wait_ext(1, timeout, 0)
+            .submit_sqes_and_wait_ext(wait_nr, timeout, 0)
             .map(|x| x as usize)
             .or_else(Reactor::busy_ok)
             .or_else(Reactor::again_ok)
@@ -1199,6 +1259,18 @@ impl SleepableRing {
     /// fine: `sleep` submits them with its wait.
     fn can_sleep_submitting(&self) -> bool {
         self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
+    }
+
+    /// ws-gateway patch: a deferred ring's completions come in only with
+    /// GETEVENTS; one `io_uring_enter` submits and brings them in.
+    fn enter(&mut self) -> io::Result<usize> {
+        let x = if self.deferred {
+            self.ring.submit_sqes_and_wait_ext(0, None, 0)?
+        } else {
+            self.ring.submit_sqes()?
+        } as usize;
+        self.in_kernel += x;
+        Ok(x)
     }
 }
 
@@ -1225,8 +1297,9 @@ impl UringCommon for SleepableRing {
 
     fn needs_kernel_enter(&self) -> bool {
         // We only need to enter the kernel to submit SQEs, not to collect CQEs (the
-        // kernel posts the CQEs asynchronously for us)
-        self.waiting_kernel_submission() > 0
+        // kernel posts the CQEs asynchronously for us). ws-gateway patch: except
+        // on a deferred ring, where completions wait for us to enter.
+        self.waiting_kernel_submission() > 0 || self.has_deferred_completions()
     }
 
     fn can_sleep(&self) -> bool {
@@ -1252,9 +1325,7 @@ impl UringCommon for SleepableRing {
     }
 
     fn submit_sqes(&mut self) -> io::Result<usize> {
-        let x = self.ring.submit_sqes()? as usize;
-        self.in_kernel += x;
-        Ok(x)
+        self.enter()
     }
 
     fn consume_one_event(&mut self) -> Option<bool> {
@@ -1332,6 +1403,10 @@ pub(crate) struct Reactor {
     /// ws-gateway patch: whether the executor has task queues to run (set
     /// before each `poll_io`); the preemption timer is armed only then.
     tasks_runnable: Cell<bool>,
+    /// ws-gateway patch: the longest a batched sleep waits (0: no batching).
+    batch_wait: Duration,
+    /// ws-gateway patch: whether the next sleep waits for a batch.
+    batching: Cell<bool>,
 
     link_fd: RawFd,
 
@@ -1352,6 +1427,11 @@ pub(crate) struct Reactor {
     /// took it (multishot socket receives); None: sockets use `recv(2)`.
     recv_ring: Option<Rc<BufRing>>,
 }
+
+/// ws-gateway patch: completions a batched sleep waits for, unless
+/// `batch_wait` passes first. Enough that the bound, not the count, ends a
+/// batch at moderate load; a burst still wakes the executor early.
+const BATCH_COMPLETIONS: u32 = 64;
 
 pub(crate) fn common_flags() -> PollFlags {
     PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL
@@ -1403,6 +1483,7 @@ impl Reactor {
         ring_depth: usize,
         blocking_thread: BlockingThreadPool,
         recv_buffers: RecvBufferConfig,
+        batch_wait: Duration,
     ) -> crate::Result<Reactor, ()> {
         const MIN_MEMLOCK_LIMIT: u64 = 512 * 1024;
         let (memlock_limit, _) = Resource::MEMLOCK.get()?;
@@ -1420,8 +1501,13 @@ impl Reactor {
         let allocator = Rc::new(UringBufferAllocator::new(io_memory));
         let registry = vec![allocator.as_bytes()];
 
-        let mut main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+        let mut main_ring = SleepableRing::new(
+            ring_depth,
+            "main",
+            allocator.clone(),
+            source_map.clone(),
+            !batch_wait.is_zero(),
+        )?;
         // ws-gateway patch: sockets are polled on the main ring, so their
         // multishot receives go there too, with its provided-buffer ring.
         let recv_ring = if recv_buffers.count == 0 {
@@ -1437,8 +1523,13 @@ impl Reactor {
         };
         main_ring.recv_ring = recv_ring.clone();
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
-        let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+        let mut latency_ring = SleepableRing::new(
+            ring_depth,
+            "latency",
+            allocator.clone(),
+            source_map.clone(),
+            false,
+        )?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -1485,6 +1576,8 @@ impl Reactor {
             throughput_preemption_timeout_src: Cell::new(None),
             link_src: Cell::new(None),
             tasks_runnable: Cell::new(true),
+            batch_wait,
+            batching: Cell::new(false),
             blocking_thread,
             link_fd,
             notifier,
@@ -1885,10 +1978,20 @@ impl Reactor {
         ring: &mut SleepableRing,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        // ws-gateway patch: under load (see `LocalExecutorBuilder::batch_wait`)
+        // wait for a batch of completions, or `batch_wait` at most.
+        let batch = self.batching.get();
+        let (wait_nr, timeout) = if batch {
+            let bound = self.batch_wait;
+            (BATCH_COMPLETIONS, Some(timeout.map_or(bound, |t| t.min(bound))))
+        } else {
+            (1, timeout)
+        };
+        let started = Instant::now();
         let armed = self.link_src.take().filter(|link| link.is_pending());
         let link = match armed {
             Some(link) => {
-                ring.sleep(None, timeout)?;
+                ring.sleep(None, wait_nr, timeout)?;
                 link
             }
             None => {
@@ -1899,11 +2002,21 @@ impl Reactor {
                     None,
                     None,
                 );
-                ring.sleep(Some(&link), timeout)?;
+                ring.sleep(Some(&link), wait_nr, timeout)?;
                 link
             }
         };
         self.link_src.set(Some(link));
+        if ring.deferred && !self.batch_wait.is_zero() {
+            // Events came, and sooner than four bounds after we slept (or
+            // within the batch): batch the next sleep. A batch that timed out
+            // empty, or a long idle sleep, ends batching, so that the first
+            // event after a quiet spell wakes us at once.
+            let quick = started.elapsed() < self.batch_wait * 4;
+            let batching = ring.waiting_kernel_collection() > 0 && quick;
+            self.batching.set(batching);
+            ring.lazy_reap = batching;
+        }
         Ok(())
     }
 
@@ -2106,6 +2219,10 @@ impl Reactor {
         }
         // Whatever was not submitted by a sleep (or was queued since).
         flush_rings!(lat_ring, main_ring)?;
+        // ws-gateway patch: a deferred main ring posts its completions only
+        // when entered; take what that enter brought in now, not a loop
+        // iteration later.
+        consume_rings!(into &mut woke; main_ring);
 
         // A Note about `need_preempt`:
         //
@@ -2267,7 +2384,15 @@ mod tests {
     fn timeout_smoke_test() {
         let notifier = sys::new_sleep_notifier().unwrap();
         let pool = BlockingThreadPool::new(PoolPlacement::Unbound(1), notifier.clone()).unwrap();
-        let reactor = Reactor::new(notifier, 0, 128, pool, Default::default()).unwrap();
+        let reactor = Reactor::new(
+            notifier,
+            0,
+            128,
+            pool,
+            Default::default(),
+            Duration::ZERO,
+        )
+        .unwrap();
 
         fn timeout_source(millis: u64) -> (Source, UringOpDescriptor) {
             let source = Source::new(
