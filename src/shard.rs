@@ -105,6 +105,7 @@ pub fn spawn(spec: ShardSpec) -> glommio::Result<ExecutorJoinHandle<()>, ()> {
         // io_uring sizes its cancel hash by the ring: with the default depth, 10k
         // pending socket polls share 8 buckets and every cancel walks ~1,000 of them.
         .ring_depth(RING_DEPTH)
+        .batch_wait(spec.config.batch_wait)
         .spawn(move || run(spec))
 }
 
