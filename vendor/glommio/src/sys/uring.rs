@@ -931,9 +931,12 @@ struct SleepableRing {
     /// completions are posted only when we enter it to get events.
     deferred: bool,
     /// ws-gateway patch: while the reactor batches, completions that arrive
-    /// while the executor runs wait for its next (batched) sleep instead of
-    /// costing an `io_uring_enter` of their own.
+    /// while the executor runs wait for its next (batched) sleep, or until
+    /// `reap_bound` has passed since the last time we took them in, instead
+    /// of costing an `io_uring_enter` of their own.
     lazy_reap: bool,
+    reap_bound: Duration,
+    last_reap: Cell<Instant>,
 }
 
 impl SleepableRing {
@@ -1000,6 +1003,8 @@ impl SleepableRing {
             recv_ring: None,
             deferred: false,
             lazy_reap: false,
+            reap_bound: Duration::ZERO,
+            last_reap: Cell::new(Instant::now()),
         }
     }
 
@@ -1010,7 +1015,7 @@ impl SleepableRing {
         if !self.deferred {
             return false;
         }
-        let wanted = if self.lazy_reap {
+        let wanted = if self.lazy_reap && self.last_reap.get().elapsed() < self.reap_bound {
             uring_sys::IORING_SQ_CQ_OVERFLOW
         } else {
             uring_sys::IORING_SQ_TASKRUN | uring_sys::IORING_SQ_CQ_OVERFLOW
@@ -1238,6 +1243,10 @@ impl SleepableRing {
         let x = self
             .ring
             .submit_sqes_and_wait_ext(wait_nr, timeout, 0)
+            .map(|x| {
+                self.last_reap.set(Instant::now());
+                x
+            })
             .map(|x| x as usize)
             .or_else(Reactor::busy_ok)
             .or_else(Reactor::again_ok)
@@ -1265,6 +1274,7 @@ impl SleepableRing {
     /// GETEVENTS; one `io_uring_enter` submits and brings them in.
     fn enter(&mut self) -> io::Result<usize> {
         let x = if self.deferred {
+            self.last_reap.set(Instant::now());
             self.ring.submit_sqes_and_wait_ext(0, None, 0)?
         } else {
             self.ring.submit_sqes()?
@@ -1508,6 +1518,7 @@ impl Reactor {
             source_map.clone(),
             !batch_wait.is_zero(),
         )?;
+        main_ring.reap_bound = batch_wait;
         // ws-gateway patch: sockets are polled on the main ring, so their
         // multishot receives go there too, with its provided-buffer ring.
         let recv_ring = if recv_buffers.count == 0 {
