@@ -972,9 +972,11 @@ impl SleepableRing {
         // executor with an inter-processor interrupt for every socket readiness
         // event; glommio enters the kernel on every loop iteration anyway, so
         // the completion can wait for that. Kernels before 5.19 refuse the flag.
+        // ws-gateway patch: TASKRUN_FLAG tells us when completions wait for
+        // us to enter the kernel (see `has_deferred_completions`).
         let ring = match iou::IoUring::new_with_flags(
             size as _,
-            iou::SetupFlags::COOP_TASKRUN,
+            iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
             iou::SetupFeatures::empty(),
         ) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
@@ -1012,9 +1014,6 @@ impl SleepableRing {
     /// not posted yet (or its CQ overflowed): only an `io_uring_enter` with
     /// GETEVENTS brings them in.
     fn has_deferred_completions(&self) -> bool {
-        if !self.deferred {
-            return false;
-        }
         let wanted = if self.lazy_reap && self.last_reap.get().elapsed() < self.reap_bound {
             uring_sys::IORING_SQ_CQ_OVERFLOW
         } else {
