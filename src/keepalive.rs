@@ -41,6 +41,7 @@ pub async fn run(core: Rc<Core>) {
                     let _ = session.push(Outbound::Frame(Protocol {
                         r#type: "PING".into(),
                         payload: Bytes::new(),
+                        ..Protocol::default()
                     }));
                 }
                 Outbound::Ping

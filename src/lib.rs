@@ -16,6 +16,7 @@
 //! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
 //! - [`claim`]: what a connection holds (slot, admission, per-user count), given back by one guard.
 //! - [`session`]: one client's read/write loop after the upgrade.
+//! - [`resume`]: positions, and what a session holds back while ws-api replays (docs/delivery.md).
 //! - [`sessions`]: a core's sid → session table, groups, and the bounded send queues.
 //! - [`keepalive`]: server pings, one timer per core.
 //! - [`admission`], [`ratelimit`]: per-user limit (owner core per uid), token buckets.
@@ -50,6 +51,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod procstat;
 pub mod ratelimit;
+pub mod resume;
 pub mod router;
 pub mod session;
 pub mod sessions;

@@ -21,7 +21,7 @@ use crate::config::RefuseInBand;
 use crate::handshake::{self, Refusal, Upgrade};
 use crate::metrics::Reject;
 use crate::ratelimit::TokenBucket;
-use crate::session::Session;
+use crate::session::{ResumePlan, Session};
 use crate::sessions::SessionHandle;
 use crate::shard::Core;
 use crate::sid::Sid;
@@ -184,8 +184,15 @@ async fn upgrade(
     // From here every refusal drops the claim, which gives back what it holds.
     let mut claim = Claim::new(Rc::clone(&core), slot, sid);
 
-    let uid = match core.upstream.connect(claim.sid(), token).await {
-        Ok(uid) => uid,
+    let since = req
+        .since
+        .as_ref()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let (uid, resume) = match core.upstream.connect(claim.sid(), token, since).await {
+        Ok(reply) if reply.resume => (reply.uid, ResumePlan::Ask(req.since.clone())),
+        Ok(reply) if req.since.is_some() => (reply.uid, ResumePlan::Refused),
+        Ok(reply) => (reply.uid, ResumePlan::None),
         Err(status) => {
             let refusal = match status.code {
                 Code::Unauthenticated | Code::PermissionDenied => Refusal::new(
@@ -244,6 +251,8 @@ async fn upgrade(
         prefix,
         inbound_limit,
         bad_frames: None,
+        resume,
+        resuming: None,
     })
 }
 

@@ -110,10 +110,13 @@ impl Router {
                 self.sessions.join(slot, &j.group);
             }
             Some(Op::Leave(l)) => self.sessions.leave(slot, &l.group),
-            // Acknowledgements are for the stream (no sid); exchange takes them.
-            Some(Op::Ack(_)) | None => {}
+            Some(Op::Resumed(r)) => self.queue(&session, Outbound::Resumed(Some(r))),
+            // Acknowledgements are for the stream (no sid); exchange takes
+            // them. Resume goes upstream only.
+            Some(Op::Ack(_) | Op::Resume(_)) | None => {}
         }
         match msg.payload {
+            Some(payload) if msg.replay => self.queue(&session, Outbound::Replay(payload)),
             Some(payload) => self.queue(&session, Outbound::Frame(payload)),
             None if !had_op => self.counters.lose(Loss::BadDownstream, 1),
             None => {}

@@ -226,15 +226,21 @@ impl Upstream {
         result
     }
 
-    /// `Connect`: asks ws-api to admit a client; returns its uid.
-    pub async fn connect(&self, sid: &str, token: Bytes) -> Result<u64, Status> {
+    /// `Connect`: asks ws-api to admit a client (`since`: the position it
+    /// resumes from, or empty); the reply has its uid and whether to resume.
+    pub async fn connect(
+        &self,
+        sid: &str,
+        token: Bytes,
+        since: String,
+    ) -> Result<ConnectReply, Status> {
         let req = ConnectRequest {
             server: self.cfg.identity.clone(),
             sid: sid.to_owned(),
             token,
+            since,
         };
-        let reply: ConnectReply = self.call(Rpc::Connect, CONNECT, &req).await?;
-        Ok(reply.uid)
+        self.call(Rpc::Connect, CONNECT, &req).await
     }
 
     /// `Disconnect`: tells ws-api a session has ended.

@@ -30,6 +30,7 @@ use super::targets::Targets;
 use super::{BufferFull, Upstream, UpstreamConfig};
 use crate::hash::fnv1a;
 use crate::metrics::Counters;
+use crate::proto::wsapi::ConnectReply;
 use crate::router::Router;
 
 /// Every ws-api node, as this core reaches it.
@@ -151,8 +152,15 @@ impl Upstreams {
     }
 
     /// `Connect` on a live node (spread by sid: the uid is not known yet).
-    pub async fn connect(&self, sid: &str, token: Bytes) -> Result<u64, Status> {
-        self.live(fnv1a(sid.as_bytes()))?.connect(sid, token).await
+    pub async fn connect(
+        &self,
+        sid: &str,
+        token: Bytes,
+        since: String,
+    ) -> Result<ConnectReply, Status> {
+        self.live(fnv1a(sid.as_bytes()))?
+            .connect(sid, token, since)
+            .await
     }
 
     /// `Disconnect` on the uid's node.

@@ -440,6 +440,7 @@ pub async fn protobuf_round_trip(ws: &mut Client) {
     let p = Protocol {
         r#type: "bin".into(),
         payload: vec![0u8, 1, 2, 254, 255].into(),
+        ..Protocol::default()
     };
     ws.send(Message::Binary(p.encode_to_vec().into()))
         .await

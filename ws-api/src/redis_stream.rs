@@ -138,7 +138,7 @@ mod tests {
         let msg = |ty: Option<&str>| Msg {
             payload: ty.map(|t| Protocol {
                 r#type: t.into(),
-                payload: Default::default(),
+                ..Protocol::default()
             }),
             ..Msg::default()
         };
