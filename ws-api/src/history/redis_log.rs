@@ -70,6 +70,8 @@ impl std::fmt::Debug for RedisHistory {
 }
 
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+/// `HMGET epoch head acked`.
+type Meta = (Option<String>, Option<u64>, Option<u64>);
 
 impl RedisHistory {
     pub fn new(
@@ -109,10 +111,7 @@ impl RedisHistory {
     }
 
     pub async fn log(&self, uid: u64) -> Result<Option<Log>, PresenceError> {
-        let ((epoch, head, acked), raw): (
-            (Option<String>, Option<u64>, Option<u64>),
-            Vec<StreamEntry>,
-        ) = redis::pipe()
+        let ((epoch, head, acked), raw): (Meta, Vec<StreamEntry>) = redis::pipe()
             .cmd("HMGET")
             .arg(meta(uid))
             .arg("epoch")
