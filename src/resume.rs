@@ -6,8 +6,10 @@
 //! `Control.Resumed`. Messages pushed to the user meanwhile may come from
 //! any ws-api node, on any stream, and overtake the replay: the session
 //! holds every positioned live message until `Resumed`, then delivers those
-//! newer than the replay's end and drops the ones the replay already had.
-//! So the client sees no gap and no reordering at the seam. Pure logic, no
+//! newer than the replay's end and drops the ones the replay already had,
+//! also when such a live copy arrives after `Resumed` (it was pushed before
+//! the replay read the history, but its stream was slower). So the client
+//! sees no gap, no duplicate and no reordering at the seam. Pure logic, no
 //! I/O: the session feeds it and writes what it returns.
 
 use crate::proto::wsapi::Resumed;
@@ -64,21 +66,37 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Live positioned messages held while a replay runs.
+/// A session's resume: live positioned messages held while the replay
+/// runs, then the replay's end, below which live copies are dropped.
 #[derive(Debug, Default)]
 pub struct Resuming {
     held: Vec<Protocol>,
+    done: bool,
+    through: Option<Position>,
 }
 
 impl Resuming {
-    /// A live message: held if it has a position (the replay may still
-    /// bring older ones), else handed back to be delivered now.
+    /// A live message, handed back if it is to be delivered now: held
+    /// while the replay runs if it has a position (the replay may still
+    /// bring older ones); after it, dropped if the replay had it.
     pub fn live(&mut self, p: Protocol) -> Option<Protocol> {
         if p.offset.is_empty() {
             return Some(p);
         }
-        self.held.push(p);
-        None
+        if !self.done {
+            self.held.push(p);
+            return None;
+        }
+        let replayed = match (&self.through, Position::parse(&p.offset)) {
+            (Some(end), Some(pos)) => pos.epoch == end.epoch && pos.n <= end.n,
+            _ => false,
+        };
+        (!replayed).then_some(p)
+    }
+
+    /// Whether the replay is still running.
+    pub fn replaying(&self) -> bool {
+        !self.done
     }
 
     pub fn held(&self) -> usize {
@@ -88,7 +106,8 @@ impl Resuming {
     /// The replay ended: the frame for the client, then the held messages
     /// to deliver (those newer than the replay, in position order; those
     /// the replay covered are dropped: the client had them).
-    pub fn finish(self, end: Result<Resumed, Outcome>) -> (Outcome, Protocol, Vec<Protocol>) {
+    pub fn finish(&mut self, end: Result<Resumed, Outcome>) -> (Outcome, Protocol, Vec<Protocol>) {
+        self.done = true;
         let (outcome, through) = match &end {
             Ok(r) if !r.failed => (Outcome::Resumed, Position::parse(&r.offset)),
             Ok(_) => (Outcome::Failed, None),
@@ -105,8 +124,7 @@ impl Resuming {
                 ..Protocol::default()
             },
         };
-        let mut held: Vec<(Option<Position>, Protocol)> = self
-            .held
+        let mut held: Vec<(Option<Position>, Protocol)> = std::mem::take(&mut self.held)
             .into_iter()
             .map(|p| (Position::parse(&p.offset), p))
             .collect();
@@ -120,6 +138,7 @@ impl Resuming {
             })
             .map(|(_, p)| p)
             .collect();
+        self.through = through;
         (outcome, frame, deliver)
     }
 }
@@ -177,6 +196,9 @@ mod tests {
             ("resumed", "e:10")
         );
         assert_eq!(offsets(&deliver), ["e:11", "e:12"]);
+        // A live copy slower than the replay is dropped; newer ones pass.
+        assert!(r.live(at("e:10")).is_none());
+        assert!(r.live(at("e:13")).is_some());
     }
 
     #[test]

@@ -341,10 +341,12 @@ impl Session {
         match resuming.live(p) {
             Some(p) => self.feed(&p).await,
             // Held messages left the send queue: bound them the same way.
-            None if resuming.held() > self.core.config.send_queue => Err(close(
-                CloseCode::Again,
-                "too many messages during the resume: reconnect and resume",
-            )),
+            None if resuming.replaying() && resuming.held() > self.core.config.send_queue => {
+                Err(close(
+                    CloseCode::Again,
+                    "too many messages during the resume: reconnect and resume",
+                ))
+            }
             None => Ok(()),
         }
     }
@@ -353,7 +355,7 @@ impl Session {
     /// `resumed` or `resume-failed` frame, then the held messages it did
     /// not cover. A late answer after a timeout finds nothing to do.
     async fn end_resume(&mut self, answer: Option<Resumed>) -> Result<(), End> {
-        let Some(resuming) = self.resuming.take() else {
+        let Some(resuming) = self.resuming.as_mut().filter(|r| r.replaying()) else {
             return Ok(());
         };
         let (outcome, frame, held) = resuming.finish(answer.ok_or(Outcome::TimedOut));

@@ -326,7 +326,9 @@ impl Backend {
         for e in entries {
             let p = with_offset(e.msg, &epoch, e.n);
             for key in &sessions {
-                if self.to_session(key, Some(p.clone()), None, false).await {
+                // As a replay: a session resuming from before it delivers
+                // it at once, and one past it still delivers it again.
+                if self.to_session(key, Some(p.clone()), None, true).await {
                     self.stats.redelivered.fetch_add(1, Relaxed);
                 }
             }
