@@ -201,11 +201,20 @@ export class GatewayClient {
     const since = this.#positions.position;
     const protocols = [...this.#opts.protocols];
     if (this.#opts.token != null) protocols.unshift(`token.${base64url(String(this.#opts.token))}`);
-    if (since) protocols.push(`since.${since.replace(':', '.')}`);
+    let url = this.url;
+    if (since && protocols.length) {
+      protocols.push(`since.${since.replace(':', '.')}`);
+    } else if (since) {
+      // Offered alone, the entry would go unanswered (the gateway answers
+      // only a token or app entry) and the browser would fail the connection.
+      const u = new URL(url);
+      u.searchParams.set('since', since);
+      url = u.href;
+    }
     this.#emit('connecting', { attempt: this.#attempt, since });
     let ws;
     try {
-      ws = new this.#opts.WebSocket(this.url, protocols);
+      ws = new this.#opts.WebSocket(url, protocols);
     } catch (e) {
       // A malformed URL or subprotocol: retrying would fail the same way.
       this.#finish({ code: 0, reason: String(e) });

@@ -128,6 +128,19 @@ test('token and since travel as subprotocol entries; a resume replays without du
   c.close();
 });
 
+test('without a token entry the position goes in the query', async () => {
+  const c = client({ token: undefined });
+  let ws = latest();
+  assert.deepEqual(ws.protocols, []);
+  ws.open();
+  ws.frame(pushed('e1:4'));
+  ws.drop(1006);
+  ws = await reconnected();
+  assert.deepEqual(ws.protocols, []);
+  assert.equal(ws.url, 'ws://gw/gateway/ws?since=e1%3A4');
+  c.close();
+});
+
 test('acks are cumulative, batched, and never pass a gap', async () => {
   const c = client({ ackEvery: 3, ackDelay: 5 });
   const ws = latest();
