@@ -3,6 +3,7 @@
 //! an independent WebSocket client (tokio-tungstenite) and gRPC client (tonic).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod peers;
 pub mod redis_server;
 
