@@ -12,8 +12,8 @@ DEMO_LISTEN=${DEMO_LISTEN:-127.0.0.1:8000}
 READY_WITHIN=${READY_WITHIN:-10}
 bin=target/release
 
-# TODO(issue 12): --handler chat once ws-api has it, for the demo page.
-./$bin/ws-api --listen "$API_LISTEN" --handler echo & api=$!
+# chat: the demo's rooms (join/say); any other message is echoed.
+./$bin/ws-api --listen "$API_LISTEN" --handler chat & api=$!
 ./$bin/ws-gateway --listen "$GW_LISTEN" --upstream "$API_LISTEN" --admin-listen "$ADMIN_LISTEN" & gw=$!
 # The demo imports ../wsgw.js, so the server's root is clients/js.
 python3 -m http.server --bind "${DEMO_LISTEN%:*}" "${DEMO_LISTEN##*:}" --directory clients/js \
@@ -52,7 +52,7 @@ cat <<BANNER
 
 Connect to ws://$GW_LISTEN/gateway/ws with a 'token' header (a number is the uid), e.g.:
   websocat -H 'token: 42' ws://$GW_LISTEN/gateway/ws   then type: {"type":"message","payload":"aGVsbG8="}
-Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42'). ws-api (echo) sends every message back.
+Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42'). ws-api echoes every message (chat: join/say).
 JS client (clients/js/wsgw.js) chat demo: http://$DEMO_LISTEN/demo/ in two tabs, two uids, one room.
 Metrics and probes: http://$ADMIN_LISTEN/metrics /readyz. Ctrl-C stops them all.
 BANNER

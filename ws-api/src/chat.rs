@@ -3,7 +3,8 @@
 //! `{"type":"say","payload":<text>}` to speak; every member gets
 //! `{"type":"said","payload":{"room","from","text"}}` as a Push to its uid,
 //! so chat lines have positions and survive reconnects like any push.
-//! Rooms live in this node's memory (a demo, not a chat server).
+//! Any other message is echoed, as `--handler echo` does. Rooms live in
+//! this node's memory (a demo, not a chat server).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -20,16 +21,23 @@ use crate::service::Backend;
 pub struct Rooms(Mutex<HashMap<String, BTreeSet<u64>>>);
 
 impl Backend {
-    /// One upstream message of the chat handler.
-    pub async fn chat(&self, msg: &Msg) {
-        let Some(p) = &msg.payload else { return };
+    /// One upstream message of the chat handler; whether it was a chat one
+    /// (join or say), else the caller echoes it.
+    pub async fn chat(&self, msg: &Msg) -> bool {
+        let Some(p) = msg
+            .payload
+            .as_ref()
+            .filter(|p| p.r#type == "join" || p.r#type == "say")
+        else {
+            return false;
+        };
         let key = SessionKey {
             server: msg.server.clone(),
             sid: msg.sid.clone(),
         };
         let Ok(Some(uid)) = self.presence.author_of(&key).await else {
             debug!(sid = %key.sid, "chat message from an unknown session");
-            return;
+            return true;
         };
         let text = String::from_utf8_lossy(&p.payload);
         match p.r#type.as_str() {
@@ -62,5 +70,6 @@ impl Backend {
             }
             _ => {}
         }
+        true
     }
 }

@@ -163,7 +163,8 @@ impl Backend {
         appender: Option<&Appender>,
     ) -> bool {
         match self.handler {
-            Handler::Echo => {
+            Handler::Chat if self.chat(&msg).await => {}
+            Handler::Echo | Handler::Chat => {
                 if tx.send(Ok(msg)).await.is_err() {
                     return false;
                 }
@@ -178,7 +179,6 @@ impl Backend {
                 info!(server = %msg.server, sid = %msg.sid, r#type = ty, len, "upstream message");
             }
             Handler::Discard => {}
-            Handler::Chat => self.chat(&msg).await,
             Handler::RedisStream => {
                 let Some(appender) = appender else {
                     return false;
