@@ -27,6 +27,9 @@ async fn room_members_get_each_line_with_a_position() {
             .decode(v["payload"].as_str().expect("payload"))
             .expect("base64");
         let line: serde_json::Value = serde_json::from_slice(&line).expect("JSON line");
-        assert_eq!(line, serde_json::json!({"room": "r1", "from": 501, "text": "hi"}));
+        assert_eq!(
+            line,
+            serde_json::json!({"room": "r1", "from": 501, "text": "hi"})
+        );
     }
 }
