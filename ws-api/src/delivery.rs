@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
+use crate::Handler;
 use crate::history::{History, Position, Replay};
 use crate::presence::SessionKey;
 use crate::proto::wsapi::control::Op;
@@ -158,6 +159,11 @@ impl Backend {
         };
         let is_ack = p.r#type == "ack" && !p.offset.is_empty();
         if !is_ack && p.id.is_empty() {
+            return Upstream::Handle { ack: None };
+        }
+        if !is_ack && self.handler == Handler::RedisStream && matches!(history, History::Redis(_)) {
+            // Deduplicated and acknowledged by the appender, atomically with
+            // the append (crate::redis_stream).
             return Upstream::Handle { ack: None };
         }
         let key = SessionKey {

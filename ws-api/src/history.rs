@@ -242,6 +242,11 @@ fn base36(mut v: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The Redis key that marks client message `id` of `uid` as received.
+pub fn dedup_key(uid: u64, id: &str) -> String {
+    format!("ws:dedup:{{{uid}}}:{id}")
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

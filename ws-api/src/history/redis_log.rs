@@ -92,6 +92,10 @@ impl RedisHistory {
         self.retention
     }
 
+    pub fn dedup_window(&self) -> Duration {
+        self.dedup_window
+    }
+
     pub async fn append(&self, uid: u64, msg: &Protocol) -> Result<Appended, PresenceError> {
         let (epoch, n, acked): (String, u64, Option<u64>) = self
             .append
@@ -158,7 +162,7 @@ impl RedisHistory {
 
     pub async fn first_time(&self, uid: u64, id: &str) -> Result<bool, PresenceError> {
         let set: Option<String> = redis::cmd("SET")
-            .arg(format!("ws:dedup:{{{uid}}}:{id}"))
+            .arg(super::dedup_key(uid, id))
             .arg(1)
             .arg("NX")
             .arg("PX")
