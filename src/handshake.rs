@@ -269,18 +269,22 @@ pub fn parse(
         }
         .filter(|t| !t.is_empty());
     }
+    let since_entry = offered.iter().find(|p| p.starts_with("since.")).copied();
     if since.is_none()
-        && let Some(entry) = offered.iter().find(|p| p.starts_with("since."))
+        && let Some(entry) = since_entry
     {
         since = Some(Position::from_subprotocol(entry).ok_or_else(bad_since)?);
     }
     let app = offered
         .iter()
         .find(|p| subprotocols.iter().any(|s| s == *p));
+    // A browser fails a connection none of whose offered subprotocols is
+    // answered: a lone `since.` entry (token in the query) is answered too.
     let protocol = app
         .or(marker.map(|i| &offered[i]))
         .copied()
         .or(encoded.map(|(entry, _)| entry))
+        .or(since_entry)
         .map(str::to_owned);
     Ok(Some(Upgrade {
         accept_key: derive_accept_key(key),
@@ -577,6 +581,13 @@ mod tests {
         );
         let offered = "Sec-WebSocket-Protocol: token.YQ, since.k3.42\r\n";
         assert_eq!(since("/gateway/ws", offered).unwrap(), want);
+        // Alone, the since entry is the one answered (browsers need one).
+        let alone = req(
+            "/gateway/ws?token=1",
+            "Sec-WebSocket-Protocol: since.k3.42\r\n",
+        );
+        let u = parse(&alone, &paths(), &none()).unwrap().unwrap();
+        assert_eq!(u.protocol.as_deref(), Some("since.k3.42"));
         assert_eq!(since("/gateway/ws", "").unwrap(), None);
         assert_eq!(since("/gateway/ws?since=42", "").unwrap_err().status, 400);
     }
