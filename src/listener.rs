@@ -190,9 +190,9 @@ async fn upgrade(
         .map(|p| p.to_string())
         .unwrap_or_default();
     let (uid, resume) = match core.upstream.connect(claim.sid(), token, since).await {
-        Ok(reply) if reply.resume => (reply.uid, ResumePlan::Ask(req.since.clone())),
-        Ok(reply) if req.since.is_some() => (reply.uid, ResumePlan::Refused),
-        Ok(reply) => (reply.uid, ResumePlan::None),
+        Ok(reply) if reply.resume => (reply.uid, Some(ResumePlan::Ask(req.since.clone()))),
+        Ok(reply) if req.since.is_some() => (reply.uid, Some(ResumePlan::Refused)),
+        Ok(reply) => (reply.uid, None),
         Err(status) => {
             let refusal = match status.code {
                 Code::Unauthenticated | Code::PermissionDenied => Refusal::new(
@@ -251,7 +251,7 @@ async fn upgrade(
         prefix,
         inbound_limit,
         bad_frames: None,
-        resume,
+        resume: resume.map(Box::new),
         resuming: None,
     })
 }

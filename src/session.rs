@@ -66,8 +66,9 @@ pub struct Session {
     pub inbound_limit: Option<TokenBucket>,
     /// Error frames this session may still be sent; made at its first bad frame.
     pub bad_frames: Option<Box<TokenBucket>>,
-    /// What to do about a resume when the session starts.
-    pub resume: ResumePlan,
+    /// What to do about a resume when the session starts (boxed: most
+    /// sessions have none, and every byte here is in every session).
+    pub resume: Option<Box<ResumePlan>>,
     /// Messages held back while ws-api replays (docs/delivery.md).
     pub resuming: Option<Box<Resuming>>,
 }
@@ -75,7 +76,6 @@ pub struct Session {
 /// What a session does about a resume as it starts.
 #[derive(Debug)]
 pub enum ResumePlan {
-    None,
     /// ws-api answered Connect with `resume`: ask it for the replay, from
     /// the client's position (or, without one, the user's acknowledged one).
     Ask(Option<Position>),
@@ -287,8 +287,10 @@ impl Session {
 
     /// Asks ws-api for what the client missed, or tells the client it cannot.
     async fn start_resume(&mut self) -> Result<(), End> {
-        let since = match std::mem::replace(&mut self.resume, ResumePlan::None) {
-            ResumePlan::None => return Ok(()),
+        let Some(plan) = self.resume.take() else {
+            return Ok(());
+        };
+        let since = match *plan {
             ResumePlan::Ask(since) => since,
             ResumePlan::Refused => {
                 self.resuming = Some(Box::default());
