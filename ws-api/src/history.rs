@@ -139,9 +139,7 @@ impl History {
     /// reconnect then resumes even without a position.
     pub async fn behind(&self, uid: u64) -> Result<bool, PresenceError> {
         match self {
-            History::Memory(m) => Ok(m
-                .log(uid)
-                .is_some_and(|l| l.acked.is_some_and(|a| a < l.head))),
+            History::Memory(m) => Ok(m.behind(uid)),
             History::Redis(r) => r.behind(uid).await,
         }
     }

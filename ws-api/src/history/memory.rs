@@ -95,6 +95,15 @@ impl MemoryHistory {
         })
     }
 
+    /// Without copying the log: this runs on every Connect.
+    pub fn behind(&self, uid: u64) -> bool {
+        let users = self.users.lock();
+        users
+            .get(&uid)
+            .filter(|l| !self.expired(l, now_ms()))
+            .is_some_and(|l| l.acked.is_some_and(|a| a < l.head))
+    }
+
     pub fn ack(&self, uid: u64, at: &Position) {
         let mut users = self.users.lock();
         if let Some(log) = users.get_mut(&uid)
