@@ -84,3 +84,111 @@ impl Drain<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::Drain;
+    use crate::metrics::Counters;
+    use crate::sessions::{Outbound, SessionHandle, Sessions};
+    use crate::testing::{run, soon};
+
+    /// Sessions that end (give back their slot) once told to close.
+    fn sessions(n: usize, table: &Rc<Sessions>, closes: &Rc<Cell<usize>>) {
+        let counters = Arc::new(Counters::default());
+        for _ in 0..n {
+            let (handle, rx) = SessionHandle::new(16, 0, Arc::clone(&counters));
+            let slot = table.insert(handle).unwrap();
+            let (table, closes) = (Rc::clone(table), Rc::clone(closes));
+            glommio::spawn_local(async move {
+                match rx.recv().await {
+                    Some(Outbound::Close(1001, reason)) => {
+                        assert_eq!(reason, "going away: gateway shutting down");
+                        closes.set(closes.get() + 1);
+                    }
+                    other => panic!("expected Close(1001), got {other:?}"),
+                }
+                table.remove(slot);
+            })
+            .detach();
+        }
+    }
+
+    #[test]
+    fn every_session_gets_1001_within_the_window() {
+        run(async {
+            let table = Rc::new(Sessions::default());
+            let closes = Rc::new(Cell::new(0));
+            sessions(25, &table, &closes);
+            let draining = Cell::new(false);
+            let window = Duration::from_millis(100);
+            let start = Instant::now();
+            let upstream_closed = Cell::new(false);
+            let drain = Drain {
+                core: 0,
+                sessions: &table,
+                draining: &draining,
+                window,
+                deadline: start + Duration::from_secs(5),
+            };
+            let drained = soon("drain", drain.run(async { upstream_closed.set(true) })).await;
+            assert!(drained);
+            assert!(draining.get(), "the listener is told to refuse upgrades");
+            assert_eq!(closes.get(), 25);
+            assert!(table.is_empty());
+            assert!(
+                upstream_closed.get(),
+                "the streams are closed after the sessions"
+            );
+            // Spread over the window (ten batches, one per 10 ms), not all at once,
+            // and not much past it.
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(80), "{took:?}");
+            assert!(took < window + Duration::from_secs(1), "{took:?}");
+        });
+    }
+
+    #[test]
+    fn gives_up_at_the_deadline() {
+        run(async {
+            let table = Rc::new(Sessions::default());
+            // A session that never ends: nobody takes its queue.
+            let (stuck, _rx) = SessionHandle::new(16, 0, Arc::new(Counters::default()));
+            table.insert(stuck).unwrap();
+            let draining = Cell::new(false);
+            let start = Instant::now();
+            let drain = Drain {
+                core: 0,
+                sessions: &table,
+                draining: &draining,
+                window: Duration::ZERO,
+                deadline: start + Duration::from_millis(100),
+            };
+            let never = futures_lite::future::pending::<()>();
+            assert!(!soon("drain", drain.run(never)).await);
+            assert_eq!(table.len(), 1);
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(100), "{took:?}");
+        });
+    }
+
+    #[test]
+    fn no_sessions_drains_at_once() {
+        run(async {
+            let table = Sessions::default();
+            let draining = Cell::new(false);
+            let drain = Drain {
+                core: 0,
+                sessions: &table,
+                draining: &draining,
+                window: Duration::from_secs(10),
+                deadline: Instant::now() + Duration::from_secs(5),
+            };
+            assert!(soon("drain", drain.run(async {})).await);
+        });
+    }
+}

@@ -60,10 +60,14 @@ pub mod ratelimit;
 pub mod resume;
 pub mod router;
 pub mod session;
+#[cfg(test)]
+mod session_tests;
 pub mod sessions;
 pub mod shard;
 pub mod sid;
 pub mod stream;
+#[cfg(test)]
+mod testing;
 pub mod timeout;
 pub mod tls;
 pub mod upstream;
