@@ -11,6 +11,7 @@
 //! a [`drain::Drain`]. The upstream hands downstream messages to an
 //! [`upstream::Downstream`], which [`router`] implements.
 //!
+//! - [`server`]: the whole gateway in one call: shards, admin listener, resolver, drain.
 //! - [`shard`]: one pinned glommio executor per core; builds its state and starts its tasks.
 //! - [`listener`]: a core's accept loop and the path to a running session.
 //! - [`drain`]: a core's graceful shutdown (1001 to every session, then the stream).
@@ -59,6 +60,7 @@ pub mod procstat;
 pub mod ratelimit;
 pub mod resume;
 pub mod router;
+pub mod server;
 pub mod session;
 #[cfg(test)]
 mod session_tests;
