@@ -21,6 +21,7 @@ use crate::proto::wsapi::control::Op;
 use crate::proto::wsgateway::Protocol;
 use crate::sessions::{Outbound, QueueError, SessionHandle, Sessions, SharedFrame};
 use crate::sid::{Instance, Sid, SidError};
+use crate::upstream::Downstream;
 
 /// Where downstream messages go on one core.
 pub struct Router {
@@ -49,10 +50,6 @@ impl Router {
 
     pub fn set_mesh(&self, senders: Senders<Msg>) {
         self.mesh.replace(Some(senders));
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.counters
     }
 
     /// Routes one message; every message that cannot be delivered is counted.
@@ -154,6 +151,12 @@ impl Router {
             async move { me.deliver(msg) }
         })
         .await;
+    }
+}
+
+impl Downstream for Router {
+    fn deliver(&self, msg: Msg) {
+        Router::deliver(self, msg);
     }
 }
 

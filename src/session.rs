@@ -29,6 +29,7 @@ use tracing::{Instrument, debug};
 use crate::claim::Claim;
 use crate::codec::{self, Format, MsgPrefix};
 use crate::config::FrameFormat;
+use crate::context::SessionContext;
 use crate::metrics::{self, Loss};
 use crate::proto;
 use crate::proto::wsapi::control::Op;
@@ -37,7 +38,6 @@ use crate::proto::wsgateway::Protocol;
 use crate::ratelimit::TokenBucket;
 use crate::resume::{Outcome, Position, Resuming};
 use crate::sessions::{Outbound, SessionHandle};
-use crate::shard::Core;
 use crate::timeout::within;
 
 /// How a session ended, for the log line written where its task ends.
@@ -53,7 +53,7 @@ pub enum End {
 
 /// An upgraded client connection.
 pub struct Session {
-    pub core: Rc<Core>,
+    pub core: Rc<SessionContext>,
     pub ws: WebSocketStream<ClientStream>,
     pub rx: LocalReceiver<Outbound>,
     pub handle: Rc<SessionHandle>,

@@ -30,7 +30,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use crate::metrics::{Counters, Rpc};
 use crate::proto::wsapi::{
     ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
-    KeepAliveRequest,
+    KeepAliveRequest, Msg,
 };
 use grpc::{Channel, ChannelConfig, Code, Status};
 use unacked::Unacked;
@@ -38,6 +38,13 @@ use unacked::Unacked;
 const CONNECT: &str = "/wsapi.ExchangeService/Connect";
 const DISCONNECT: &str = "/wsapi.ExchangeService/Disconnect";
 const KEEP_ALIVE: &str = "/wsapi.ExchangeService/KeepAlive";
+
+/// Where a core's streams hand what ws-api sends down (other than the
+/// stream's own acknowledgements): the core's router. Defined here and
+/// implemented above, so the upstream knows nothing of sessions or cores.
+pub trait Downstream {
+    fn deliver(&self, msg: Msg);
+}
 
 /// How one core reaches each ws-api node.
 #[derive(Debug, Clone)]
