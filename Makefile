@@ -4,12 +4,13 @@ CARGO ?= cargo
 GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
 ADMIN_LISTEN ?= 127.0.0.1:9090
+DEMO_LISTEN ?= 127.0.0.1:8000
 
 .PHONY: run test lint build build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
-## run: build release, start ws-api and ws-gateway on loopback, print where to connect once ready (Ctrl-C stops both)
+## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them)
 run: build-release
-	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) bash tools/run.sh
+	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) DEMO_LISTEN=$(DEMO_LISTEN) bash tools/run.sh
 
 ## test: formatting, lints, then every test (unit, integration, bench smoke)
 test: deps lint build bench-smoke integration

@@ -145,3 +145,99 @@ impl Admission {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use glommio::LocalExecutorBuilder;
+    use glommio::channels::channel_mesh::MeshBuilder;
+
+    use super::{Admission, AdmitMsg};
+    use crate::testing::{run, soon};
+
+    #[test]
+    fn zero_limit_admits_everyone() {
+        run(async {
+            let a = Admission::new(0, 4, 0);
+            for _ in 0..100 {
+                // Owned by core 1, but a zero limit never asks it (no mesh here).
+                assert!(a.acquire(1).await);
+            }
+        });
+    }
+
+    #[test]
+    fn limit_on_the_owning_core() {
+        run(async {
+            let a = Admission::new(0, 1, 2);
+            assert!(a.acquire(7).await);
+            assert!(a.acquire(7).await);
+            assert!(!a.acquire(7).await, "a third session of uid 7");
+            assert!(a.acquire(8).await, "another user is counted apart");
+            a.release(7).await;
+            assert!(a.acquire(7).await, "a slot given back is taken again");
+            // Releasing more than was taken does not go below zero.
+            for _ in 0..5 {
+                a.release(9).await;
+            }
+            assert!(a.acquire(9).await);
+            assert!(a.counts.borrow().get(&9) == Some(&1));
+        });
+    }
+
+    #[test]
+    fn without_the_mesh_another_cores_user_is_refused() {
+        run(async {
+            let a = Admission::new(0, 2, 5);
+            assert!(!a.acquire(1).await, "uid 1 is owned by core 1, unreachable");
+            assert!(a.pending.borrow().is_empty());
+        });
+    }
+
+    /// Two cores on a real channel mesh: core 1 asks core 0, which owns uid 0.
+    #[test]
+    fn per_user_cap_across_cores() {
+        let mesh = MeshBuilder::<AdmitMsg, _>::full(2, 16);
+        let done = Arc::new(AtomicBool::new(false));
+        let core = |id: usize| {
+            let (mesh, done) = (mesh.clone(), Arc::clone(&done));
+            LocalExecutorBuilder::default()
+                .io_memory(1 << 20)
+                .name(&format!("admission-{id}"))
+                .spawn(move || async move {
+                    let (tx, rx) = mesh.join().await.unwrap();
+                    assert_eq!(tx.peer_id(), id);
+                    let a = Rc::new(Admission::new(id, 2, 1));
+                    a.set_mesh(tx);
+                    glommio::spawn_local(Rc::clone(&a).serve(rx)).detach();
+                    if id == 0 {
+                        // Serve core 1 until it is done.
+                        while !done.load(Ordering::Acquire) {
+                            glommio::timer::sleep(Duration::from_millis(5)).await;
+                        }
+                        // Core 1's session of uid 0 is counted here.
+                        assert!(!a.acquire(0).await, "uid 0 is at its limit");
+                        return;
+                    }
+                    let cross = async {
+                        assert!(a.acquire(0).await, "core 0 admits the first");
+                        assert!(!a.acquire(0).await, "core 0 refuses the second");
+                        a.release(0).await;
+                        assert!(a.acquire(0).await, "the released slot is free again");
+                        assert!(a.acquire(1).await, "uid 1 is core 1's own");
+                        assert!(!a.acquire(1).await);
+                    };
+                    soon("cross-core admission", cross).await;
+                    done.store(true, Ordering::Release);
+                })
+                .unwrap()
+        };
+        let (c0, c1) = (core(0), core(1));
+        c1.join().unwrap();
+        c0.join().unwrap();
+    }
+}

@@ -9,11 +9,11 @@ use std::rc::Rc;
 
 use tracing::{Instrument, warn};
 
-use crate::shard::Core;
+use crate::context::SessionContext;
 
 /// A session slot and what was granted on top of it.
 pub struct Claim {
-    core: Rc<Core>,
+    core: Rc<SessionContext>,
     slot: usize,
     sid: String,
     /// Set once ws-api admitted the client: it must hear `Disconnect`.
@@ -23,7 +23,7 @@ pub struct Claim {
 }
 
 impl Claim {
-    pub fn new(core: Rc<Core>, slot: usize, sid: String) -> Claim {
+    pub fn new(core: Rc<SessionContext>, slot: usize, sid: String) -> Claim {
         Claim {
             core,
             slot,
@@ -76,7 +76,7 @@ impl Drop for Claim {
 }
 
 /// Releases the per-user count, then tells ws-api the session is gone.
-async fn undo(core: Rc<Core>, sid: String, uid: u64, counted: bool) {
+async fn undo(core: Rc<SessionContext>, sid: String, uid: u64, counted: bool) {
     if counted {
         core.admission.release(uid).await;
     }

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::wsapi::Msg;
+use crate::proto::wsapi::{Control, Msg};
 use crate::proto::wsgateway::Protocol;
 use crate::upstream::grpc;
 
@@ -55,13 +55,31 @@ struct JsonIn<'a> {
     ty: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
     payload: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    offset: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    resent: bool,
 }
 
+/// The delivery fields (docs/delivery.md) are left out when unset, so a
+/// frame without them is byte for byte the Go gateway's.
 #[derive(Serialize)]
 struct JsonOut<'a> {
     #[serde(rename = "type")]
     ty: &'a str,
     payload: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    offset: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    duplicate: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// Decodes a text frame's JSON envelope.
@@ -71,6 +89,10 @@ pub fn decode_json(text: &str) -> Result<Protocol, DecodeError> {
     Ok(Protocol {
         r#type: frame.ty.into_owned(),
         payload: Bytes::from(payload),
+        offset: frame.offset,
+        id: frame.id,
+        resent: frame.resent,
+        duplicate: false,
     })
 }
 
@@ -84,8 +106,11 @@ pub fn encode_json(p: &Protocol) -> String {
     let out = JsonOut {
         ty: &p.r#type,
         payload: B64.encode(&p.payload),
+        offset: &p.offset,
+        id: &p.id,
+        duplicate: p.duplicate,
     };
-    // Serializing a struct of two strings cannot fail.
+    // Serializing a struct of strings and a bool cannot fail.
     serde_json::to_string(&out).unwrap_or_default()
 }
 
@@ -99,6 +124,7 @@ pub fn raw(binary: bool, payload: Bytes) -> Protocol {
     Protocol {
         r#type: if binary { "binary" } else { "text" }.into(),
         payload,
+        ..Protocol::default()
     }
 }
 
@@ -128,6 +154,19 @@ impl MsgPrefix {
         // Writing into a BytesMut that put_header reserved cannot run out of space.
         let _ = payload.encode(out);
     }
+
+    /// Appends the gRPC frame of `Msg{server, sid, control}` (a resume:
+    /// once per session at most). Concatenated protobuf messages merge, so
+    /// the prefix is followed by a `Msg` holding only the control.
+    pub fn encode_grpc_control(&self, control: Control, out: &mut BytesMut) {
+        let tail = Msg {
+            control: Some(control),
+            ..Msg::default()
+        };
+        grpc::codec::put_header(self.0.len() + tail.encoded_len(), out);
+        out.extend_from_slice(&self.0);
+        let _ = tail.encode(out);
+    }
 }
 
 #[cfg(test)]
@@ -138,7 +177,34 @@ mod tests {
         Protocol {
             r#type: ty.into(),
             payload: Bytes::copy_from_slice(payload),
+            ..Protocol::default()
         }
+    }
+
+    #[test]
+    fn json_carries_the_delivery_fields_only_when_set() {
+        let p = decode_json(r#"{"type":"chat","payload":"aGk=","id":"m-1","resent":true}"#)
+            .expect("decodes");
+        assert_eq!((p.id.as_str(), p.resent), ("m-1", true));
+        let ack = decode_json(r#"{"type":"ack","offset":"k3:42"}"#).expect("decodes");
+        assert_eq!(ack.offset, "k3:42");
+        let pushed = Protocol {
+            offset: "k3:43".into(),
+            ..proto("news", b"hi")
+        };
+        assert_eq!(
+            encode_json(&pushed),
+            r#"{"type":"news","payload":"aGk=","offset":"k3:43"}"#
+        );
+        let acked = Protocol {
+            id: "m-1".into(),
+            duplicate: true,
+            ..proto("ack", b"")
+        };
+        assert_eq!(
+            encode_json(&acked),
+            r#"{"type":"ack","payload":"","id":"m-1","duplicate":true}"#
+        );
     }
 
     #[test]
@@ -203,5 +269,20 @@ mod tests {
         };
         assert_eq!(msg, want);
         assert_eq!(&out[5..], &want.encode_to_vec()[..]);
+    }
+
+    #[test]
+    fn control_encoding_decodes_as_one_msg() {
+        use crate::proto::wsapi::{Resume, control::Op};
+        let control = Control {
+            op: Some(Op::Resume(Resume {
+                uid: 7,
+                since: "k3:42".into(),
+            })),
+        };
+        let mut out = BytesMut::new();
+        MsgPrefix::new("gw#0", "abc-0-1").encode_grpc_control(control.clone(), &mut out);
+        let msg = Msg::decode(&out[5..]).unwrap();
+        assert_eq!((msg.sid.as_str(), msg.control), ("abc-0-1", Some(control)));
     }
 }

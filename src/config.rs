@@ -179,6 +179,13 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 
+    /// Time ws-api has to replay what a resuming client missed; the session
+    /// holds newer messages back meanwhile, and past it the client gets
+    /// `resume-failed` and the held messages (docs/delivery.md).
+    #[arg(long, env = "WS_GATEWAY_RESUME_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub resume_timeout: Duration,
+
     /// On SIGTERM/SIGINT: how long draining may take before the process exits anyway.
     #[arg(long, env = "WS_GATEWAY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -409,6 +416,9 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.resume_timeout.is_zero() {
+            return Err(invalid("resume-timeout", "must be greater than 0"));
         }
         if self.max_frame_size > self.max_message_size {
             return Err(invalid(

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 use strum::IntoEnumIterator;
 
-use crate::metrics::{Counter, Counters, Gauge, Loss, RPC_BUCKETS, Reject, Rpc};
+use crate::metrics::{Counter, Counters, Gauge, Loss, RPC_BUCKETS, Reject, Resume, Rpc};
 use crate::procstat;
 
 /// Reads the cores' counters on each scrape.
@@ -107,7 +107,7 @@ impl Collector for GatewayCollector {
             g.encode(e.encode_descriptor(name, help, None, MetricType::Unknown)?)?;
         }
         type Field = fn(&Counters) -> &Counter;
-        let counters: [(&str, &str, Field); 15] = [
+        let counters: [(&str, &str, Field); 18] = [
             (
                 "gateway_upstream_acked_messages",
                 "Client messages ws-api acknowledged having received.",
@@ -179,6 +179,21 @@ impl Collector for GatewayCollector {
                 "Sessions closed with 1008 for more bad frames than error frames answer (10, then 1/s).",
                 |c| &c.bad_frame_closes,
             ),
+            (
+                "gateway_client_acks",
+                "Acks written to clients for their messages with an id (ws-api received them).",
+                |c| &c.client_acks,
+            ),
+            (
+                "gateway_client_resent",
+                "Client messages marked resent (sent again after a reconnect).",
+                |c| &c.client_resent,
+            ),
+            (
+                "gateway_client_duplicates",
+                "Acks marked duplicate: ws-api had received that message already.",
+                |c| &c.client_duplicates,
+            ),
         ];
         for (name, help, field) in counters {
             counter(e, name, help, self.sum(field))?;
@@ -191,6 +206,16 @@ impl Collector for GatewayCollector {
             Reject::iter().map(|r| {
                 let name: &'static str = r.into();
                 (name, self.cores.iter().map(|c| c.rejects(r)).sum())
+            }),
+        )?;
+        labelled_counter(
+            e,
+            "gateway_resumes",
+            "Resumes of sessions that asked (or had unacknowledged messages), by outcome.",
+            "outcome",
+            Resume::iter().map(|r| {
+                let name: &'static str = r.into();
+                (name, self.cores.iter().map(|c| c.resumes(r)).sum())
             }),
         )?;
         labelled_counter(

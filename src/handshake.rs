@@ -19,6 +19,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use crate::timeout::within;
 
 use crate::metrics::Reject;
+use crate::resume::Position;
 
 /// Largest upgrade request accepted (request line and headers).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -38,6 +39,9 @@ pub struct Upgrade {
     pub origin: Option<String>,
     /// `?format=protobuf`: answer in binary frames from the start.
     pub protobuf: bool,
+    /// The position to resume from (`?since=`, `X-Resume-Since`, or a
+    /// `since.<epoch>.<n>` subprotocol entry; docs/delivery.md).
+    pub since: Option<Position>,
     /// Bytes the client sent after the request (early WebSocket frames).
     pub leftover: Vec<u8>,
 }
@@ -213,12 +217,23 @@ pub fn parse(
         .filter(|t| !t.is_empty())
         .map(Bytes::copy_from_slice);
     let mut protobuf = false;
+    let bad_since = || Refusal::new(Reject::BadRequest, "since is not <epoch>:<n>");
+    let mut since = match header("x-resume-since") {
+        Some(v) => Some(
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(Position::parse)
+                .ok_or_else(bad_since)?,
+        ),
+        None => None,
+    };
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "token" if token.is_none() && !v.is_empty() => {
                 token = Some(Bytes::from(v.into_owned()))
             }
             "format" => protobuf = v == "protobuf",
+            "since" if since.is_none() => since = Some(Position::parse(&v).ok_or_else(bad_since)?),
             _ => {}
         }
     }
@@ -254,13 +269,22 @@ pub fn parse(
         }
         .filter(|t| !t.is_empty());
     }
+    let since_entry = offered.iter().find(|p| p.starts_with("since.")).copied();
+    if since.is_none()
+        && let Some(entry) = since_entry
+    {
+        since = Some(Position::from_subprotocol(entry).ok_or_else(bad_since)?);
+    }
     let app = offered
         .iter()
         .find(|p| subprotocols.iter().any(|s| s == *p));
+    // A browser fails a connection none of whose offered subprotocols is
+    // answered: a lone `since.` entry (token in the query) is answered too.
     let protocol = app
         .or(marker.map(|i| &offered[i]))
         .copied()
         .or(encoded.map(|(entry, _)| entry))
+        .or(since_entry)
         .map(str::to_owned);
     Ok(Some(Upgrade {
         accept_key: derive_accept_key(key),
@@ -268,6 +292,7 @@ pub fn parse(
         protocol,
         origin,
         protobuf,
+        since,
         leftover: buf[len..].to_vec(),
     }))
 }
@@ -538,6 +563,33 @@ mod tests {
                 .token
                 .is_none()
         );
+    }
+
+    #[test]
+    fn since_from_query_header_or_subprotocol() {
+        let since = |target: &str, headers: &str| {
+            parse(&req(target, headers), &paths(), &none()).map(|u| u.unwrap().since)
+        };
+        let want = Some(Position {
+            epoch: "k3".into(),
+            n: 42,
+        });
+        assert_eq!(since("/gateway/ws?since=k3%3A42", "").unwrap(), want);
+        assert_eq!(
+            since("/gateway/ws", "X-Resume-Since: k3:42\r\n").unwrap(),
+            want
+        );
+        let offered = "Sec-WebSocket-Protocol: token.YQ, since.k3.42\r\n";
+        assert_eq!(since("/gateway/ws", offered).unwrap(), want);
+        // Alone, the since entry is the one answered (browsers need one).
+        let alone = req(
+            "/gateway/ws?token=1",
+            "Sec-WebSocket-Protocol: since.k3.42\r\n",
+        );
+        let u = parse(&alone, &paths(), &none()).unwrap().unwrap();
+        assert_eq!(u.protocol.as_deref(), Some("since.k3.42"));
+        assert_eq!(since("/gateway/ws", "").unwrap(), None);
+        assert_eq!(since("/gateway/ws?since=42", "").unwrap_err().status, 400);
     }
 
     #[test]

@@ -3,31 +3,38 @@
 //!
 //! # Layout
 //!
-//! The modules follow a message's path. One circle remains (issue 13):
-//! [`shard`] defines the per-core `Core` and spawns [`listener`],
-//! [`keepalive`] and [`drain`], which take the whole `Core` back; and
-//! [`upstream`] hands downstream messages to [`router`]. Everything else
-//! imports only what is listed below it.
+//! The modules follow a message's path, and each imports only modules
+//! listed below it (`tests/layout.rs` checks it). Each task takes the
+//! narrow context it uses, so it can run on a glommio executor in a unit
+//! test: the accept path a [`listener::Accept`], a session and its claim a
+//! [`context::SessionContext`], keepalive a [`keepalive::Keepalive`], drain
+//! a [`drain::Drain`]. The upstream hands downstream messages to an
+//! [`upstream::Downstream`], which [`router`] implements.
 //!
-//! - [`config`]: the one `Config` struct (flags and env), validated once.
-//! - [`shard`]: one pinned glommio executor per core; owns everything below.
+//! - [`server`]: the whole gateway in one call: shards, admin listener, resolver, drain.
+//! - [`shard`]: one pinned glommio executor per core; builds its state and starts its tasks.
 //! - [`listener`]: a core's accept loop and the path to a running session.
 //! - [`drain`]: a core's graceful shutdown (1001 to every session, then the stream).
-//! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
-//! - [`claim`]: what a connection holds (slot, admission, per-user count), given back by one guard.
-//! - [`session`]: one client's read/write loop after the upgrade.
-//! - [`sessions`]: a core's sid → session table, groups, and the bounded send queues.
 //! - [`keepalive`]: server pings, one timer per core.
-//! - [`admission`], [`ratelimit`]: per-user limit (owner core per uid), token buckets.
+//! - [`session`]: one client's read/write loop after the upgrade.
+//! - [`claim`]: what a connection holds (slot, admission, per-user count), given back by one guard.
+//! - [`context`]: what a core's sessions share (config, counters, table, upstream, admission).
+//! - [`admission`]: per-user limit (owner core per uid).
 //! - [`router`]: downstream `Msg` → owning core → session.
 //! - [`mesh`]: receiving from the cross-core channel meshes.
+//! - [`sessions`]: a core's sid → session table, groups, and the bounded send queues.
+//! - [`config`]: the one `Config` struct (flags and env), validated once.
+//! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
+//! - [`resume`]: positions, and what a session holds back while ws-api replays (docs/delivery.md).
+//! - [`tls`], [`stream`]: wss:// with rustls (reloadable), plain or TLS client streams.
+//! - [`ratelimit`]: token buckets.
+//! - [`codec`], [`sid`]: pure encodings (client frames, session ids).
 //! - [`upstream`]: a core's HTTP/2 connection, `ExchangeMsg` stream and unary calls.
-//! - [`codec`], [`sid`], [`hash`]: pure encodings (client frames, session ids) and the one hash.
-//! - [`metrics`]: per-core counters, every loss under a reason.
-//! - [`admin`], [`exposition`], [`procstat`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
 //! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
 //! - [`timeout`]: the one helper that bounds a wait by a timer.
-//! - [`tls`], [`stream`]: wss:// with rustls (reloadable), plain or TLS client streams.
+//! - [`hash`]: the one hash.
+//! - [`admin`], [`exposition`], [`procstat`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
+//! - [`metrics`]: per-core counters, every loss under a reason.
 //! - [`proto`]: types generated from `proto/` at build time.
 //!
 // Three justified exceptions, allowed where they stand: glommio takes
@@ -40,6 +47,7 @@ pub mod claim;
 pub mod codec;
 pub mod compat;
 pub mod config;
+pub mod context;
 pub mod drain;
 pub mod exposition;
 pub mod handshake;
@@ -50,12 +58,18 @@ pub mod mesh;
 pub mod metrics;
 pub mod procstat;
 pub mod ratelimit;
+pub mod resume;
 pub mod router;
+pub mod server;
 pub mod session;
+#[cfg(test)]
+mod session_tests;
 pub mod sessions;
 pub mod shard;
 pub mod sid;
 pub mod stream;
+#[cfg(test)]
+mod testing;
 pub mod timeout;
 pub mod tls;
 pub mod upstream;

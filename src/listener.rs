@@ -5,29 +5,50 @@
 //! stops the accept loop, and accept failures (such as running out of file
 //! descriptors) back off instead of spinning.
 
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, field, info_span, warn};
 
 use crate::claim::Claim;
 use crate::codec::{Format, MsgPrefix};
 use crate::config::RefuseInBand;
+use crate::context::SessionContext;
 use crate::handshake::{self, Refusal, Upgrade};
 use crate::metrics::Reject;
-use crate::ratelimit::TokenBucket;
-use crate::session::Session;
+use crate::ratelimit::{PerIp, TokenBucket};
+use crate::session::{ResumePlan, Session};
 use crate::sessions::SessionHandle;
-use crate::shard::Core;
-use crate::sid::Sid;
+use crate::sid::{Instance, Sid};
 use crate::stream::ClientStream;
 use crate::timeout::within;
+use crate::tls::Tls;
 use crate::upstream::grpc::Code;
+
+/// What a core's accept path uses: the sessions' context, and what only
+/// the upgrade needs (limits, TLS, the shutdown flag, tungstenite's settings).
+pub struct Accept {
+    /// The core's id: its sessions' sids carry it.
+    pub id: usize,
+    pub instance: Instance,
+    /// What the sessions started here share.
+    pub session: Rc<SessionContext>,
+    pub ws_config: WebSocketConfig,
+    /// Set once shutdown began: upgrades in flight are refused.
+    pub draining: Rc<Cell<bool>>,
+    /// This core's share of `--connect-rate`.
+    pub connect_limit: Option<RefCell<TokenBucket>>,
+    /// This core's share of `--per-ip-connect-rate`.
+    pub per_ip_limit: Option<RefCell<PerIp>>,
+    /// wss:// settings, shared by all cores (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
+}
 
 /// Binds this core's listening socket. SO_REUSEPORT lets every core bind
 /// the same address (the kernel spreads connections over them);
@@ -53,7 +74,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// Accepts connections forever.
-pub async fn serve(core: Rc<Core>, listener: TcpListener) {
+pub async fn serve(core: Rc<Accept>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(5);
     loop {
         match listener.accept().await {
@@ -70,7 +91,7 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     }
 }
 
-async fn connection(core: Rc<Core>, tcp: TcpStream) {
+async fn connection(core: Rc<Accept>, tcp: TcpStream) {
     let peer = tcp.peer_addr().ok();
     let span = info_span!("conn", core = core.id, peer = ?peer, sid = field::Empty);
     async move {
@@ -83,7 +104,7 @@ async fn connection(core: Rc<Core>, tcp: TcpStream) {
                 let accept = async {
                     let accept =
                         async { tls.acceptor().accept(tcp).await.map_err(|e| e.to_string()) };
-                    let accepted = within(core.config.handshake_timeout, accept).await;
+                    let accepted = within(core.session.config.handshake_timeout, accept).await;
                     let tls =
                         accepted.unwrap_or_else(|| Err("TLS handshake timed out".to_owned()))?;
                     Ok::<_, String>(ClientStream::Tls(Box::new(tls)))
@@ -91,7 +112,7 @@ async fn connection(core: Rc<Core>, tcp: TcpStream) {
                 match Box::pin(accept).await {
                     Ok(stream) => stream,
                     Err(e) => {
-                        core.counters.reject(Reject::Tls);
+                        core.session.counters.reject(Reject::Tls);
                         debug!(error = %e, "TLS handshake failed");
                         return;
                     }
@@ -112,11 +133,12 @@ async fn connection(core: Rc<Core>, tcp: TcpStream) {
 
 /// Turns a TCP connection into a session, or refuses it with an HTTP status.
 async fn upgrade(
-    core: Rc<Core>,
+    core: Rc<Accept>,
     mut stream: ClientStream,
     peer: Option<SocketAddr>,
 ) -> Option<Session> {
-    let cfg = &core.config;
+    let ctx = &core.session;
+    let cfg = &ctx.config;
     let req = match handshake::read_request(
         &mut stream,
         &cfg.paths,
@@ -162,14 +184,14 @@ async fn upgrade(
         refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
     }
-    if core.sessions.len() >= cfg.max_connections_per_core {
+    if ctx.sessions.len() >= cfg.max_connections_per_core {
         let refusal = Refusal::new(Reject::Overloaded, "too many connections");
         refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
     }
     let (handle, rx) =
-        SessionHandle::new(cfg.send_queue, core.tick.get(), Arc::clone(&core.counters));
-    let Some(slot) = core.sessions.insert(Rc::clone(&handle)) else {
+        SessionHandle::new(cfg.send_queue, ctx.tick.get(), Arc::clone(&ctx.counters));
+    let Some(slot) = ctx.sessions.insert(Rc::clone(&handle)) else {
         let refusal = Refusal::new(Reject::Overloaded, "session table full");
         refuse(&core, &mut stream, Some(&req), refusal).await;
         return None;
@@ -182,10 +204,17 @@ async fn upgrade(
     .to_string();
     tracing::Span::current().record("sid", sid.as_str());
     // From here every refusal drops the claim, which gives back what it holds.
-    let mut claim = Claim::new(Rc::clone(&core), slot, sid);
+    let mut claim = Claim::new(Rc::clone(ctx), slot, sid);
 
-    let uid = match core.upstream.connect(claim.sid(), token).await {
-        Ok(uid) => uid,
+    let since = req
+        .since
+        .as_ref()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let (uid, resume) = match ctx.upstream.connect(claim.sid(), token, since).await {
+        Ok(reply) if reply.resume => (reply.uid, Some(ResumePlan::Ask(req.since.clone()))),
+        Ok(reply) if req.since.is_some() => (reply.uid, Some(ResumePlan::Refused)),
+        Ok(reply) => (reply.uid, None),
         Err(status) => {
             let refusal = match status.code {
                 Code::Unauthenticated | Code::PermissionDenied => Refusal::new(
@@ -202,7 +231,7 @@ async fn upgrade(
         }
     };
     claim.admitted(uid);
-    if !core.admission.acquire(uid).await {
+    if !ctx.admission.acquire(uid).await {
         let why = format!(
             "too many connections for this user (limit {})",
             cfg.max_connections_per_user
@@ -223,10 +252,10 @@ async fn upgrade(
         Some(core.ws_config),
     )
     .await;
-    core.counters.handshakes.inc();
-    core.counters.online.inc();
+    ctx.counters.handshakes.inc();
+    ctx.counters.online.inc();
     debug!(uid, "session started");
-    let prefix = MsgPrefix::new(core.upstream.identity(), claim.sid());
+    let prefix = MsgPrefix::new(ctx.upstream.identity(), claim.sid());
     let inbound_limit = (cfg.max_inbound_rate > 0.0)
         .then(|| TokenBucket::new(cfg.max_inbound_rate, cfg.max_inbound_rate.max(1.0)));
     Some(Session {
@@ -235,7 +264,7 @@ async fn upgrade(
         } else {
             Format::Json
         },
-        core,
+        core: Rc::clone(ctx),
         ws,
         rx,
         handle,
@@ -244,15 +273,17 @@ async fn upgrade(
         prefix,
         inbound_limit,
         bad_frames: None,
+        resume: resume.map(Box::new),
+        resuming: None,
     })
 }
 
 /// Counts and answers a refusal: in-band for browsers (`--refuse-in-band`)
 /// once the request is a valid upgrade, else with its HTTP status.
-async fn refuse(core: &Core, stream: &mut ClientStream, req: Option<&Upgrade>, refusal: Refusal) {
-    core.counters.reject(refusal.kind);
+async fn refuse(core: &Accept, stream: &mut ClientStream, req: Option<&Upgrade>, refusal: Refusal) {
+    core.session.counters.reject(refusal.kind);
     debug!(status = refusal.status, reason = %refusal.reason, "upgrade refused");
-    let in_band = match core.config.refuse_in_band {
+    let in_band = match core.session.config.refuse_in_band {
         RefuseInBand::Always => true,
         RefuseInBand::Never => false,
         RefuseInBand::Auto => req.is_some_and(|r| r.origin.is_some()),

@@ -56,6 +56,15 @@ pub enum Loss {
 }
 
 /// A unary call to ws-api, for its latency histogram (label: its gRPC method name).
+/// How a session's resume ended (docs/delivery.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Resume {
+    Resumed,
+    Failed,
+    TimedOut,
+}
+
 #[derive(Debug, Clone, Copy, EnumCount, EnumIter, IntoStaticStr)]
 pub enum Rpc {
     Connect,
@@ -193,6 +202,13 @@ pub struct Counters {
     pub inbound_rate_closes: Counter,
     /// Sessions closed for sending bad frames faster than error frames answer them.
     pub bad_frame_closes: Counter,
+    /// `{"type":"ack","id"}` frames written to clients: ws-api received their message.
+    pub client_acks: Counter,
+    /// Client messages marked `resent` (sent again after a reconnect).
+    pub client_resent: Counter,
+    /// Acks marked `duplicate`: ws-api had that message already.
+    pub client_duplicates: Counter,
+    resumes: [Counter; Resume::COUNT],
     rejects: [Counter; Reject::COUNT],
     losses: [Counter; Loss::COUNT],
 }
@@ -204,6 +220,14 @@ impl Counters {
 
     pub fn lose(&self, d: Loss, n: u64) {
         self.losses[d as usize].add(n);
+    }
+
+    pub fn resumed(&self, r: Resume) {
+        self.resumes[r as usize].inc();
+    }
+
+    pub fn resumes(&self, r: Resume) -> u64 {
+        self.resumes[r as usize].get()
     }
 
     pub fn rejects(&self, r: Reject) -> u64 {

@@ -21,6 +21,7 @@ use crate::proto::wsapi::control::Op;
 use crate::proto::wsgateway::Protocol;
 use crate::sessions::{Outbound, QueueError, SessionHandle, Sessions, SharedFrame};
 use crate::sid::{Instance, Sid, SidError};
+use crate::upstream::Downstream;
 
 /// Where downstream messages go on one core.
 pub struct Router {
@@ -49,10 +50,6 @@ impl Router {
 
     pub fn set_mesh(&self, senders: Senders<Msg>) {
         self.mesh.replace(Some(senders));
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.counters
     }
 
     /// Routes one message; every message that cannot be delivered is counted.
@@ -110,10 +107,13 @@ impl Router {
                 self.sessions.join(slot, &j.group);
             }
             Some(Op::Leave(l)) => self.sessions.leave(slot, &l.group),
-            // Acknowledgements are for the stream (no sid); exchange takes them.
-            Some(Op::Ack(_)) | None => {}
+            Some(Op::Resumed(r)) => self.queue(&session, Outbound::Resumed(Some(r))),
+            // Acknowledgements are for the stream (no sid); exchange takes
+            // them. Resume goes upstream only.
+            Some(Op::Ack(_) | Op::Resume(_)) | None => {}
         }
         match msg.payload {
+            Some(payload) if msg.replay => self.queue(&session, Outbound::Replay(payload)),
             Some(payload) => self.queue(&session, Outbound::Frame(payload)),
             None if !had_op => self.counters.lose(Loss::BadDownstream, 1),
             None => {}
@@ -151,6 +151,12 @@ impl Router {
             async move { me.deliver(msg) }
         })
         .await;
+    }
+}
+
+impl Downstream for Router {
+    fn deliver(&self, msg: Msg) {
+        Router::deliver(self, msg);
     }
 }
 

@@ -29,11 +29,15 @@ use tracing::{Instrument, debug};
 use crate::claim::Claim;
 use crate::codec::{self, Format, MsgPrefix};
 use crate::config::FrameFormat;
-use crate::metrics::Loss;
+use crate::context::SessionContext;
+use crate::metrics::{self, Loss};
+use crate::proto;
+use crate::proto::wsapi::control::Op;
+use crate::proto::wsapi::{Control, Resumed};
 use crate::proto::wsgateway::Protocol;
 use crate::ratelimit::TokenBucket;
+use crate::resume::{Outcome, Position, Resuming};
 use crate::sessions::{Outbound, SessionHandle};
-use crate::shard::Core;
 use crate::timeout::within;
 
 /// How a session ended, for the log line written where its task ends.
@@ -49,7 +53,7 @@ pub enum End {
 
 /// An upgraded client connection.
 pub struct Session {
-    pub core: Rc<Core>,
+    pub core: Rc<SessionContext>,
     pub ws: WebSocketStream<ClientStream>,
     pub rx: LocalReceiver<Outbound>,
     pub handle: Rc<SessionHandle>,
@@ -62,6 +66,21 @@ pub struct Session {
     pub inbound_limit: Option<TokenBucket>,
     /// Error frames this session may still be sent; made at its first bad frame.
     pub bad_frames: Option<Box<TokenBucket>>,
+    /// What to do about a resume when the session starts (boxed: most
+    /// sessions have none, and every byte here is in every session).
+    pub resume: Option<Box<ResumePlan>>,
+    /// Messages held back while ws-api replays (docs/delivery.md).
+    pub resuming: Option<Box<Resuming>>,
+}
+
+/// What a session does about a resume as it starts.
+#[derive(Debug)]
+pub enum ResumePlan {
+    /// ws-api answered Connect with `resume`: ask it for the replay, from
+    /// the client's position (or, without one, the user's acknowledged one).
+    Ask(Option<Position>),
+    /// The client asked but ws-api keeps no history: `resume-failed` now.
+    Refused,
 }
 
 /// Error frames answer bad client frames at most this often per second,
@@ -88,6 +107,9 @@ impl Session {
     }
 
     async fn serve(&mut self) -> End {
+        if let Err(end) = self.start_resume().await {
+            return Box::pin(self.finish(end)).await;
+        }
         // The per-message steps are boxed: an idle session's task then holds
         // only this loop's wait (about 0.6 KiB instead of about 2.5 KiB),
         // for one small allocation per message.
@@ -173,6 +195,9 @@ impl Session {
         if protocol.r#type == "HEARTBEAT" {
             self.keep_alive();
         }
+        if protocol.resent {
+            counters.client_resent.inc();
+        }
         let prefix = &self.prefix;
         if self
             .core
@@ -207,7 +232,9 @@ impl Session {
             let mut next = Some(first);
             while let Some(out) = next {
                 match out {
-                    Outbound::Frame(p) => self.feed(&p).await?,
+                    Outbound::Frame(p) => self.live(p).await?,
+                    Outbound::Replay(p) => self.feed(&p).await?,
+                    Outbound::Resumed(r) => self.end_resume(r).await?,
                     Outbound::Shared(f) => {
                         let msg = match self.format {
                             Format::Json => Message::Text(f.json.clone()),
@@ -258,6 +285,96 @@ impl Session {
         Ok(())
     }
 
+    /// Asks ws-api for what the client missed, or tells the client it cannot.
+    async fn start_resume(&mut self) -> Result<(), End> {
+        let Some(plan) = self.resume.take() else {
+            return Ok(());
+        };
+        let since = match *plan {
+            ResumePlan::Ask(since) => since,
+            ResumePlan::Refused => {
+                self.resuming = Some(Box::default());
+                return self
+                    .end_resume(Some(Resumed {
+                        failed: true,
+                        ..Resumed::default()
+                    }))
+                    .await;
+            }
+        };
+        let control = Control {
+            op: Some(Op::Resume(proto::wsapi::Resume {
+                uid: self.uid,
+                since: since.map(|p| p.to_string()).unwrap_or_default(),
+            })),
+        };
+        self.resuming = Some(Box::default());
+        let prefix = &self.prefix;
+        let asked = self
+            .core
+            .upstream
+            .enqueue(self.uid, |buf| prefix.encode_grpc_control(control, buf));
+        if asked.is_err() {
+            return self.end_resume(None).await;
+        }
+        // The answer comes through the send queue; so does the deadline.
+        let handle = Rc::clone(&self.handle);
+        let timeout = self.core.config.resume_timeout;
+        let deadline = async move {
+            glommio::timer::sleep(timeout).await;
+            let _ = handle.push(Outbound::Resumed(None));
+        };
+        glommio::spawn_local(deadline).detach();
+        Ok(())
+    }
+
+    /// A live message: held while a replay runs if it has a position.
+    async fn live(&mut self, p: Protocol) -> Result<(), End> {
+        let counters = &self.core.counters;
+        if p.r#type == "ack" && !p.id.is_empty() {
+            counters.client_acks.inc();
+            if p.duplicate {
+                counters.client_duplicates.inc();
+            }
+        }
+        let Some(resuming) = self.resuming.as_mut() else {
+            return self.feed(&p).await;
+        };
+        match resuming.live(p) {
+            Some(p) => self.feed(&p).await,
+            // Held messages left the send queue: bound them the same way.
+            None if resuming.replaying() && resuming.held() > self.core.config.send_queue => {
+                Err(close(
+                    CloseCode::Again,
+                    "too many messages during the resume: reconnect and resume",
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The replay is over (`None`: `--resume-timeout` passed first): the
+    /// `resumed` or `resume-failed` frame, then the held messages it did
+    /// not cover. A late answer after a timeout finds nothing to do.
+    async fn end_resume(&mut self, answer: Option<Resumed>) -> Result<(), End> {
+        let Some(resuming) = self.resuming.as_mut().filter(|r| r.replaying()) else {
+            return Ok(());
+        };
+        let (outcome, frame, held) = resuming.finish(answer.ok_or(Outcome::TimedOut));
+        let counted = match outcome {
+            Outcome::Resumed => metrics::Resume::Resumed,
+            Outcome::Failed => metrics::Resume::Failed,
+            Outcome::TimedOut => metrics::Resume::TimedOut,
+        };
+        self.core.counters.resumed(counted);
+        debug!(?outcome, held = held.len(), "resume ended");
+        self.feed(&frame).await?;
+        for p in &held {
+            self.feed(p).await?;
+        }
+        self.ws.flush().await.map_err(End::Io)
+    }
+
     async fn feed(&mut self, p: &Protocol) -> Result<(), End> {
         let raw = self.core.config.frame_format == FrameFormat::Raw;
         let text = || Utf8Bytes::try_from(p.payload.clone()).ok();
@@ -282,6 +399,7 @@ impl Session {
         let p = Protocol {
             r#type: "error".into(),
             payload: Bytes::copy_from_slice(reason.as_bytes()),
+            ..Protocol::default()
         };
         self.feed(&p).await?;
         self.ws.flush().await.map_err(End::Io)

@@ -16,6 +16,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::codec;
 use crate::metrics::Counters;
+use crate::proto::wsapi::Resumed;
 use crate::proto::wsgateway::Protocol;
 
 /// What the core asks a session to do.
@@ -25,6 +26,11 @@ pub enum Outbound {
     Frame(Protocol),
     /// Send a message that many sessions get, encoded once for all of them.
     Shared(Rc<SharedFrame>),
+    /// A message of a resume's replay: delivered even while newer ones are held.
+    Replay(Protocol),
+    /// The replay is complete: ws-api's answer, or `None` when
+    /// `--resume-timeout` passed first.
+    Resumed(Option<Resumed>),
     /// Send a WebSocket ping (server-driven keepalive).
     Ping,
     /// Close the connection with this code and reason.

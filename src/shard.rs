@@ -23,6 +23,10 @@ use tracing::info;
 
 use crate::admission::{Admission, AdmitMsg};
 use crate::config::Config;
+use crate::context::SessionContext;
+use crate::drain::Drain;
+use crate::keepalive::Keepalive;
+use crate::listener::{self, Accept};
 use crate::metrics::Counters;
 use crate::proto::wsapi::Msg;
 use crate::ratelimit::{PerIp, TokenBucket};
@@ -34,29 +38,31 @@ use crate::upstream::UpstreamConfig;
 use crate::upstream::grpc::ChannelConfig;
 use crate::upstream::pool::Upstreams;
 use crate::upstream::targets::Targets;
-use crate::{drain, keepalive, listener};
 
-/// Everything one core owns, shared by its tasks through `Rc`.
-pub struct Core {
-    pub id: usize,
-    pub config: Config,
-    pub instance: Instance,
-    pub sessions: Rc<Sessions>,
-    pub counters: Arc<Counters>,
-    pub upstream: Rc<Upstreams>,
-    pub router: Rc<Router>,
-    pub ws_config: WebSocketConfig,
-    /// Set once shutdown began: upgrades in flight are refused.
-    pub draining: Cell<bool>,
-    /// Keepalive rounds so far (see `keepalive.rs`).
-    pub tick: Cell<u64>,
-    pub admission: Rc<Admission>,
-    /// This core's share of `--connect-rate`.
-    pub connect_limit: Option<RefCell<TokenBucket>>,
-    /// This core's share of `--per-ip-connect-rate`.
-    pub per_ip_limit: Option<RefCell<PerIp>>,
-    /// wss:// settings, shared by all cores (reloaded on SIGHUP).
-    pub tls: Option<Arc<Tls>>,
+/// Everything one core owns; its tasks each get the part they use.
+struct Core {
+    id: usize,
+    /// What the accept path uses; holds the sessions' context.
+    accept: Rc<Accept>,
+    router: Rc<Router>,
+}
+
+impl Core {
+    fn session(&self) -> &Rc<SessionContext> {
+        &self.accept.session
+    }
+
+    fn keepalive(&self) -> Keepalive {
+        let ctx = self.session();
+        Keepalive {
+            core: self.id,
+            interval: ctx.config.ping_interval,
+            app_ping: ctx.config.app_ping,
+            sessions: Rc::clone(&ctx.sessions),
+            tick: Rc::clone(&ctx.tick),
+            counters: Arc::clone(&ctx.counters),
+        }
+    }
 }
 
 /// io_uring submission queue entries per core (see `spawn`).
@@ -158,17 +164,18 @@ async fn run(spec: ShardSpec) {
         .await
         .unwrap_or_else(|e| panic!("core {} could not join the admission mesh: {e}", spec.id));
     let core = build_core(&spec, addr);
+    let ctx = Rc::clone(core.session());
     core.router.set_mesh(senders);
-    core.admission.set_mesh(admit_tx);
+    ctx.admission.set_mesh(admit_tx);
     glommio::spawn_local(Rc::clone(&core.router).serve_mesh(receivers)).detach();
-    glommio::spawn_local(Rc::clone(&core.admission).serve(admit_rx)).detach();
-    glommio::spawn_local(keepalive::run(Rc::clone(&core))).detach();
-    core.upstream
+    glommio::spawn_local(Rc::clone(&ctx.admission).serve(admit_rx)).detach();
+    glommio::spawn_local(core.keepalive().run()).detach();
+    ctx.upstream
         .start(&core.router, spec.config.upstream_resolve_interval);
     info!(
         core = core.id,
         cpu = spec.cpu,
-        identity = core.upstream.identity(),
+        identity = ctx.upstream.identity(),
         "core started"
     );
     // SAFETY: the descriptor comes from an owned std socket that gives it up.
@@ -178,35 +185,56 @@ async fn run(spec: ShardSpec) {
         let mut byte = [0u8; 1];
         let _ = stop_rx.read(&mut byte).await;
     };
-    future::or(listener::serve(Rc::clone(&core), listener), stop).await;
-    let deadline = Instant::now() + spec.config.shutdown_timeout;
-    drain::drain(core, spec.config.drain_window, deadline).await;
+    future::or(listener::serve(Rc::clone(&core.accept), listener), stop).await;
+    let drain = Drain {
+        core: core.id,
+        sessions: &ctx.sessions,
+        draining: &core.accept.draining,
+        window: spec.config.drain_window,
+        deadline: Instant::now() + spec.config.shutdown_timeout,
+    };
+    drain.run(ctx.upstream.close()).await;
 }
 
-fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
+/// How a core reaches ws-api, from the flags.
+pub(crate) fn upstream_config(config: &Config, identity: String, epoch_ms: u64) -> UpstreamConfig {
+    UpstreamConfig {
+        identity,
+        epoch: epoch_ms.to_string(),
+        channel: ChannelConfig {
+            connect_timeout: config.rpc_timeout,
+            stream_window: 1 << 20,
+            connection_window: 16 << 20,
+            // ws-api's replies echo client messages, plus the Msg envelope.
+            max_message: (4 << 20).max(config.max_message_size + 64 * 1024),
+        },
+        rpc_timeout: config.rpc_timeout,
+        keepalive: config.upstream_keepalive,
+        buffer_limit: config.upstream_buffer,
+        flush_interval: config.upstream_flush_interval,
+        reconnect_min: config.reconnect_min,
+        reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),
+    }
+}
+
+/// tungstenite's settings for a core's sessions, from the flags.
+pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(512)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(64 * 1024 + config.max_message_size * 4)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_frame_size))
+}
+
+fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Core {
     let config = &spec.config;
     let base = advertise(config, bound);
     let instance = Instance::new(&base, spec.epoch_ms);
     let counters = Arc::clone(&spec.counters);
     let sessions = Rc::new(Sessions::default());
     let upstream = Upstreams::new(
-        UpstreamConfig {
-            identity: format!("{base}#{}", spec.id),
-            epoch: spec.epoch_ms.to_string(),
-            channel: ChannelConfig {
-                connect_timeout: config.rpc_timeout,
-                stream_window: 1 << 20,
-                connection_window: 16 << 20,
-                // ws-api's replies echo client messages, plus the Msg envelope.
-                max_message: (4 << 20).max(config.max_message_size + 64 * 1024),
-            },
-            rpc_timeout: config.rpc_timeout,
-            keepalive: config.upstream_keepalive,
-            buffer_limit: config.upstream_buffer,
-            flush_interval: config.upstream_flush_interval,
-            reconnect_min: config.reconnect_min,
-            reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),
-        },
+        upstream_config(config, format!("{base}#{}", spec.id), spec.epoch_ms),
         Arc::clone(&spec.targets),
         Arc::clone(&counters),
     );
@@ -216,28 +244,25 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
         Rc::clone(&sessions),
         Arc::clone(&counters),
     ));
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(512)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(64 * 1024 + config.max_message_size * 4)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_frame_size));
-    Rc::new(Core {
-        id: spec.id,
+    let ws_config = ws_config(config);
+    let session = Rc::new(SessionContext {
         config: config.clone(),
-        instance,
-        sessions,
         counters,
+        sessions,
+        tick: Rc::new(Cell::new(0)),
         upstream,
-        router,
-        ws_config,
-        draining: Cell::new(false),
-        tick: Cell::new(0),
         admission: Rc::new(Admission::new(
             spec.id,
             spec.cores,
             config.max_connections_per_user,
         )),
+    });
+    let accept = Rc::new(Accept {
+        id: spec.id,
+        instance,
+        session,
+        ws_config,
+        draining: Rc::new(Cell::new(false)),
         connect_limit: (config.connect_rate > 0.0).then(|| {
             let share = config.connect_rate / spec.cores as f64;
             RefCell::new(TokenBucket::new(share, share.max(1.0)))
@@ -247,5 +272,10 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Rc<Core> {
             RefCell::new(PerIp::new(share, share.max(1.0)))
         }),
         tls: spec.tls.clone(),
-    })
+    });
+    Core {
+        id: spec.id,
+        accept,
+        router,
+    }
 }

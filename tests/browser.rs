@@ -5,138 +5,25 @@
 //! code sees `open` before that `close`); clean closes (`wasClean === true`) for a kick, a
 //! drain and an oversized message; app subprotocols beside the token.
 //!
-//! `tests/browser/driver.mjs` serves a page from two origins, keeps
-//! Chromium open and runs one call per stdin line in the page (`page.js`:
-//! `new WebSocket(...)`, send, wait for the next event), answering each with
-//! one JSON line: what the page's event handlers saw. The test acts between
-//! calls (kick, SIGTERM, killing ws-api) and asserts every field.
-//!
-//! Needs `/usr/bin/chromium` (apt `chromium`) and `npm ci` in
-//! `tests/browser`. Where either is missing the test says so loudly, and
-//! under `CI=true` it fails instead of skipping.
+//! The page (`tests/browser/page.js`, through `tests/common/browser.rs`)
+//! runs one call per step: `new WebSocket(...)`, send, wait for the next
+//! event, answering with what the page's event handlers saw. The test acts
+//! between calls (kick, SIGTERM, killing ws-api) and asserts every field.
+//! Where Chromium is missing the test says so loudly, and under `CI=true`
+//! it fails instead of skipping.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
+use common::browser::Browser;
 use common::*;
 use serde_json::{Value, json};
 use ws_api::proto::wsapi::KickRequest;
 
-/// How long Chromium may take to start and load both pages.
-const STARTUP: Duration = Duration::from_secs(45);
-/// A page call waits at most 10 s for an event; the driver answers by then.
-const CALL: Duration = Duration::from_secs(20);
-
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/bin/chromium".into())
-}
-
-/// Chromium cannot run here: fails under CI, else says so loudly.
-fn unavailable(why: &str) {
-    cannot_run("the browser test (chromium, tests/browser npm ci)", why);
-}
-
-/// Headless Chromium with a page on an allowed and a foreign origin.
-struct Browser {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    /// The page's origin, `http://127.0.0.1:<port>`.
-    app: String,
-    /// Another origin (another port) with the same page.
-    foreign: String,
-}
-
+/// The calls of `tests/browser/page.js`: raw WebSockets in the page.
 impl Browser {
-    /// Starts the driver; `None` (after a loud message) where Chromium or
-    /// playwright-core is missing and `CI` is not `true`.
-    fn start() -> Option<Browser> {
-        let chromium = chromium_path();
-        if !chromium.exists() {
-            unavailable(&format!("{} is missing", chromium.display()));
-            return None;
-        }
-        if !dir()
-            .join("node_modules/playwright-core/package.json")
-            .exists()
-        {
-            unavailable("tests/browser/node_modules/playwright-core is missing");
-            return None;
-        }
-        let mut child = match Command::new("node")
-            .arg(dir().join("driver.mjs"))
-            .env("CHROMIUM", &chromium)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // Its own process group, so that Drop ends Chromium with it.
-            .process_group(0)
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                unavailable(&format!("cannot run node: {e}"));
-                return None;
-            }
-        };
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut browser = Browser {
-            child,
-            stdin,
-            lines,
-            app: String::new(),
-            foreign: String::new(),
-        };
-        let ready = browser.line(STARTUP, "the driver's ready line");
-        assert_eq!(ready["event"], "ready", "{ready}");
-        eprintln!("browser: {ready}");
-        browser.app = ready["app"].as_str().expect("app origin").to_owned();
-        browser.foreign = ready["foreign"].as_str().expect("foreign").to_owned();
-        Some(browser)
-    }
-
-    fn line(&self, limit: Duration, what: &str) -> Value {
-        let line = self
-            .lines
-            .recv_timeout(limit)
-            .unwrap_or_else(|e| panic!("no {what} from driver.mjs within {limit:?}: {e}"));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"))
-    }
-
-    /// Runs `call(args...)` of page.js in `page` ("app" or "foreign").
-    fn call(&mut self, page: &str, call: &str, args: Value) -> Value {
-        let cmd = json!({"page": page, "call": call, "args": args});
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{cmd}").expect("write to driver");
-        stdin.flush().expect("flush");
-        let result = self.line(CALL, &format!("answer to {cmd}"));
-        eprintln!("{cmd}\n  -> {result}");
-        assert_ne!(result["event"], "driver-error", "{result}");
-        result
-    }
-
     /// `new WebSocket(url[, protocols])` in `page` as socket `name`; its
     /// first event (open or close).
     fn open(&mut self, page: &str, name: &str, url: &str, protocols: Option<&[&str]>) -> Value {
@@ -176,21 +63,6 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // End of stdin: the driver closes Chromium and exits.
-        drop(self.stdin.take());
-        let until = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Whatever is left of the group (node, Chromium) goes now.
-        // SAFETY: kill(2) on the process group of our own child.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
 fn assert_open(ev: &Value, protocol: &str) {
     assert_eq!(ev, &json!({"event": "open", "protocol": protocol}));
 }
@@ -215,7 +87,7 @@ fn until_admitting(gw: &Proc) {
 
 #[test]
 fn chromium_echoes_and_reads_every_refusal() {
-    let Some(mut b) = Browser::start() else {
+    let Some(mut b) = Browser::start("page.html") else {
         return;
     };
     let mut api = ws_api("127.0.0.1:0", "echo");
@@ -279,7 +151,7 @@ fn chromium_echoes_and_reads_every_refusal() {
 
 #[test]
 fn chromium_sees_clean_closes_for_kick_drain_and_oversize() {
-    let Some(mut b) = Browser::start() else {
+    let Some(mut b) = Browser::start("page.html") else {
         return;
     };
     let api = ws_api("127.0.0.1:0", "echo");
@@ -328,7 +200,7 @@ fn chromium_sees_clean_closes_for_kick_drain_and_oversize() {
 
 #[test]
 fn chromium_opens_with_app_subprotocols_beside_the_token() {
-    let Some(mut b) = Browser::start() else {
+    let Some(mut b) = Browser::start("page.html") else {
         return;
     };
     let api = ws_api("127.0.0.1:0", "echo");
@@ -365,7 +237,8 @@ fn chromium_opens_with_app_subprotocols_beside_the_token() {
             let ev = b.next("app", name);
             assert_eq!(ev["event"], "message", "{ev}");
             let pushed = frame("note", b"to 42");
-            assert_eq!(ev["data"], pushed.as_str(), "{ev}");
+            let data = ev["data"].as_str().expect("text");
+            assert_eq!(without_offset(data), pushed, "{ev}");
         }
         let closing = b.call("app", "wsClose", json!([name, 1000, "done"]));
         assert_eq!(closing["event"], "closing", "{closing}");

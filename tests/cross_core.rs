@@ -56,7 +56,10 @@ impl ExchangeService for Crossing {
     }
 
     async fn connect(&self, _: Request<ConnectRequest>) -> Result<Response<ConnectReply>, Status> {
-        Ok(Response::new(ConnectReply { uid: 1 }))
+        Ok(Response::new(ConnectReply {
+            uid: 1,
+            resume: false,
+        }))
     }
 
     async fn disconnect(

@@ -103,7 +103,7 @@ async fn push_by_uid(peer: Peer) {
     for ws in &mut user {
         let got = recv(ws).await.into_text().unwrap();
         assert_eq!(
-            got.as_str(),
+            without_offset(got.as_str()),
             format!(r#"{{"type":"news","payload":"{b64}"}}"#)
         );
     }

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# `make run`: starts ws-api (echo) and ws-gateway on loopback, prints where
-# to connect once the gateway answers /readyz, and stops both on Ctrl-C. If
-# either process fails to start, says which and exits non-zero.
+# `make run`: starts ws-api (echo) and ws-gateway on loopback, and a static
+# server for clients/js (the JS client's chat demo), prints where to connect
+# once the gateway answers /readyz, and stops them all on Ctrl-C. If a
+# process fails to start, says which and exits non-zero.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GW_LISTEN=${GW_LISTEN:-127.0.0.1:8080}
 API_LISTEN=${API_LISTEN:-127.0.0.1:8081}
 ADMIN_LISTEN=${ADMIN_LISTEN:-127.0.0.1:9090}
+DEMO_LISTEN=${DEMO_LISTEN:-127.0.0.1:8000}
 READY_WITHIN=${READY_WITHIN:-10}
 bin=target/release
 
-./$bin/ws-api --listen "$API_LISTEN" --handler echo & api=$!
+# chat: the demo's rooms (join/say); any other message is echoed.
+./$bin/ws-api --listen "$API_LISTEN" --handler chat & api=$!
 ./$bin/ws-gateway --listen "$GW_LISTEN" --upstream "$API_LISTEN" --admin-listen "$ADMIN_LISTEN" & gw=$!
-trap 'kill $api $gw 2>/dev/null; wait 2>/dev/null' EXIT
+# The demo imports ../wsgw.js, so the server's root is clients/js.
+python3 -m http.server --bind "${DEMO_LISTEN%:*}" "${DEMO_LISTEN##*:}" --directory clients/js \
+    >/dev/null 2>&1 & demo=$!
+trap 'kill $api $gw $demo 2>/dev/null; wait 2>/dev/null' EXIT
 trap 'exit 0' INT TERM
 
 # GET /readyz with bash's /dev/tcp: 0 once it answers 200.
@@ -28,6 +34,7 @@ ready() {
 alive() {
     kill -0 "$api" 2>/dev/null || { echo "make run: ws-api did not start (its error is above)" >&2; return 1; }
     kill -0 "$gw" 2>/dev/null || { echo "make run: ws-gateway did not start (its error is above)" >&2; return 1; }
+    kill -0 "$demo" 2>/dev/null || { echo "make run: the demo's web server did not start on $DEMO_LISTEN (in use? set DEMO_LISTEN)" >&2; return 1; }
 }
 
 deadline=$((SECONDS + READY_WITHIN))
@@ -45,8 +52,9 @@ cat <<BANNER
 
 Connect to ws://$GW_LISTEN/gateway/ws with a 'token' header (a number is the uid), e.g.:
   websocat -H 'token: 42' ws://$GW_LISTEN/gateway/ws   then type: {"type":"message","payload":"aGVsbG8="}
-Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42'). ws-api (echo) sends every message back.
-Metrics and probes: http://$ADMIN_LISTEN/metrics /readyz. Ctrl-C stops both.
+Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42'). ws-api echoes every message (chat: join/say).
+JS client (clients/js/wsgw.js) chat demo: http://$DEMO_LISTEN/demo/ in two tabs, two uids, one room.
+Metrics and probes: http://$ADMIN_LISTEN/metrics /readyz. Ctrl-C stops them all.
 BANNER
 
 wait -n "$api" "$gw"

@@ -30,26 +30,25 @@ use h2::{Ping, PingPong, SendStream};
 use prost::Message;
 use tracing::{debug, info, warn};
 
-use super::Upstream;
 use super::grpc::client::with_deadline;
 use super::grpc::{Channel, Code, Status, Streaming};
+use super::{Downstream, Upstream};
 use crate::metrics::Loss;
 use crate::proto::wsapi::Msg;
 use crate::proto::wsapi::control::Op;
-use crate::router::Router;
 
 const EXCHANGE: &str = "/wsapi.ExchangeService/ExchangeMsg";
 
 impl Upstream {
     /// Keeps the stream up until [`Upstream::close`]; `lost` runs after each failed connection.
-    pub async fn run(self: Rc<Self>, router: Rc<Router>, lost: impl Fn()) {
+    pub async fn run(self: Rc<Self>, downstream: Rc<impl Downstream>, lost: impl Fn()) {
         let Some(wake) = self.wake_rx.borrow_mut().take() else {
             return;
         };
         let mut delay = self.cfg.reconnect_min;
         let mut down: Option<Down> = None;
         loop {
-            let err = self.connection(&wake, &router).await;
+            let err = self.connection(&wake, &*downstream).await;
             let up_for = self.up_since.take().map(|at| at.elapsed());
             self.set_up(false);
             self.channel.replace(None);
@@ -127,7 +126,7 @@ impl Upstream {
     }
 
     /// One HTTP/2 connection, from dial to failure.
-    async fn connection(&self, wake: &LocalReceiver<()>, router: &Router) -> Status {
+    async fn connection(&self, wake: &LocalReceiver<()>, downstream: &impl Downstream) -> Status {
         let (channel, mut conn) = match Channel::connect(self.addr, &self.cfg.channel).await {
             Ok(c) => c,
             Err(e) => return e,
@@ -150,7 +149,7 @@ impl Upstream {
                 return e;
             }
             future::or(
-                self.stream(&channel, wake, router),
+                self.stream(&channel, wake, downstream),
                 self.keepalive(ping_pong),
             )
             .await
@@ -198,7 +197,12 @@ impl Upstream {
         }
     }
 
-    async fn stream(&self, channel: &Channel, wake: &LocalReceiver<()>, router: &Router) -> Status {
+    async fn stream(
+        &self,
+        channel: &Channel,
+        wake: &LocalReceiver<()>,
+        downstream: &impl Downstream,
+    ) -> Status {
         let first = self.unacked.borrow().first().unwrap_or(self.next_seq.get());
         let first = first.to_string();
         let metadata = [
@@ -217,7 +221,7 @@ impl Upstream {
         info!(upstream = %self.addr, identity = %self.cfg.identity, "ws-api stream up");
         let inbound = async {
             match Streaming::new(response, channel.max_message()).await {
-                Ok(mut inbound) => self.read(&mut inbound, router).await,
+                Ok(mut inbound) => self.read(&mut inbound, downstream).await,
                 Err(e) => e,
             }
         };
@@ -261,18 +265,18 @@ impl Upstream {
         }
     }
 
-    /// Hands messages from ws-api to the router until the stream fails;
+    /// Hands messages from ws-api downstream (to the router) until the stream fails;
     /// takes the stream's acknowledgements itself.
-    async fn read(&self, inbound: &mut Streaming, router: &Router) -> Status {
+    async fn read(&self, inbound: &mut Streaming, downstream: &impl Downstream) -> Status {
         loop {
             match inbound.message().await {
                 Ok(Some(bytes)) => match Msg::decode(bytes) {
                     Ok(msg) => match ack_of(&msg) {
                         Some(seq) => self.acked(seq),
-                        None => router.deliver(msg),
+                        None => downstream.deliver(msg),
                     },
                     Err(e) => {
-                        router.counters().lose(Loss::BadDownstream, 1);
+                        self.counters.lose(Loss::BadDownstream, 1);
                         warn!(error = %e, "undecodable Msg from ws-api");
                     }
                 },

@@ -30,7 +30,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use crate::metrics::{Counters, Rpc};
 use crate::proto::wsapi::{
     ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
-    KeepAliveRequest,
+    KeepAliveRequest, Msg,
 };
 use grpc::{Channel, ChannelConfig, Code, Status};
 use unacked::Unacked;
@@ -38,6 +38,13 @@ use unacked::Unacked;
 const CONNECT: &str = "/wsapi.ExchangeService/Connect";
 const DISCONNECT: &str = "/wsapi.ExchangeService/Disconnect";
 const KEEP_ALIVE: &str = "/wsapi.ExchangeService/KeepAlive";
+
+/// Where a core's streams hand what ws-api sends down (other than the
+/// stream's own acknowledgements): the core's router. Defined here and
+/// implemented above, so the upstream knows nothing of sessions or cores.
+pub trait Downstream {
+    fn deliver(&self, msg: Msg);
+}
 
 /// How one core reaches each ws-api node.
 #[derive(Debug, Clone)]
@@ -226,15 +233,21 @@ impl Upstream {
         result
     }
 
-    /// `Connect`: asks ws-api to admit a client; returns its uid.
-    pub async fn connect(&self, sid: &str, token: Bytes) -> Result<u64, Status> {
+    /// `Connect`: asks ws-api to admit a client (`since`: the position it
+    /// resumes from, or empty); the reply has its uid and whether to resume.
+    pub async fn connect(
+        &self,
+        sid: &str,
+        token: Bytes,
+        since: String,
+    ) -> Result<ConnectReply, Status> {
         let req = ConnectRequest {
             server: self.cfg.identity.clone(),
             sid: sid.to_owned(),
             token,
+            since,
         };
-        let reply: ConnectReply = self.call(Rpc::Connect, CONNECT, &req).await?;
-        Ok(reply.uid)
+        self.call(Rpc::Connect, CONNECT, &req).await
     }
 
     /// `Disconnect`: tells ws-api a session has ended.

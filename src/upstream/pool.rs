@@ -27,10 +27,10 @@ use tracing::{info, warn};
 
 use super::grpc::{Code, Status};
 use super::targets::Targets;
-use super::{BufferFull, Upstream, UpstreamConfig};
+use super::{BufferFull, Downstream, Upstream, UpstreamConfig};
 use crate::hash::fnv1a;
 use crate::metrics::Counters;
-use crate::router::Router;
+use crate::proto::wsapi::ConnectReply;
 
 /// Every ws-api node, as this core reaches it.
 pub struct Upstreams {
@@ -63,24 +63,25 @@ impl Upstreams {
         &self.cfg.identity
     }
 
-    /// Connects to every node, and follows the node set every `resolve` interval.
-    pub fn start(self: &Rc<Self>, router: &Rc<Router>, resolve: Duration) {
-        self.apply(&self.targets.get(), router);
+    /// Connects to every node, and follows the node set every `resolve`
+    /// interval; what the nodes send down goes to `downstream`.
+    pub fn start<D: Downstream + 'static>(self: &Rc<Self>, downstream: &Rc<D>, resolve: Duration) {
+        self.apply(&self.targets.get(), downstream);
         if resolve.is_zero() || !self.targets.has_names() {
             return;
         }
-        let (pool, router) = (Rc::clone(self), Rc::clone(router));
+        let (pool, downstream) = (Rc::clone(self), Rc::clone(downstream));
         let watch = spawn_local(async move {
             loop {
                 glommio::timer::sleep(resolve).await;
-                pool.apply(&pool.targets.get(), &router);
+                pool.apply(&pool.targets.get(), &downstream);
             }
         });
         self.watcher.replace(Some(watch));
     }
 
     /// Adds the nodes that appeared, retires those that went away.
-    fn apply(self: &Rc<Self>, want: &[SocketAddr], router: &Rc<Router>) {
+    fn apply<D: Downstream + 'static>(self: &Rc<Self>, want: &[SocketAddr], downstream: &Rc<D>) {
         if self.closing.get() {
             return;
         }
@@ -105,8 +106,9 @@ impl Upstreams {
             }
             let node = Upstream::new(addr, Rc::clone(&self.cfg), Arc::clone(&self.counters));
             let (pool, lost) = (Rc::clone(self), Rc::clone(&node));
-            let task =
-                spawn_local(Rc::clone(&node).run(Rc::clone(router), move || pool.take_over(&lost)));
+            let task = spawn_local(
+                Rc::clone(&node).run(Rc::clone(downstream), move || pool.take_over(&lost)),
+            );
             self.tasks.borrow_mut().push((addr, task.detach()));
             let mut nodes = self.nodes.borrow_mut();
             let at = nodes.partition_point(|n| n.addr < addr);
@@ -151,8 +153,15 @@ impl Upstreams {
     }
 
     /// `Connect` on a live node (spread by sid: the uid is not known yet).
-    pub async fn connect(&self, sid: &str, token: Bytes) -> Result<u64, Status> {
-        self.live(fnv1a(sid.as_bytes()))?.connect(sid, token).await
+    pub async fn connect(
+        &self,
+        sid: &str,
+        token: Bytes,
+        since: String,
+    ) -> Result<ConnectReply, Status> {
+        self.live(fnv1a(sid.as_bytes()))?
+            .connect(sid, token, since)
+            .await
     }
 
     /// `Disconnect` on the uid's node.

@@ -1,10 +1,13 @@
-// Drives Debian's Chromium (through playwright-core) for tests/browser.rs.
+// Drives Debian's Chromium (through playwright-core) for tests/browser.rs
+// and tests/js_client.rs.
 //
-//   node tests/browser/driver.mjs
+//   node tests/browser/driver.mjs [PAGE]
 //
-// Serves page.html/page.js from two static HTTP servers on 127.0.0.1:0 (two
+// Serves the files below from two static HTTP servers on 127.0.0.1:0 (two
 // ports, so two origins: "app", the one the gateway allows, and "foreign"),
-// launches headless Chromium with one page on each, and prints one JSON
+// launches headless Chromium with PAGE (default page.html: raw WebSockets;
+// client.html: clients/js/wsgw.js) open on each, waits for the page's
+// script to set window.pageReady, and prints one JSON
 // line: {"event":"ready","app":ORIGIN,"foreign":ORIGIN, versions...}.
 //
 // Then it reads commands from stdin, one JSON line each, runs them in the
@@ -13,9 +16,9 @@
 //   {"page":"app","call":"wsOpen","args":["a","ws://127.0.0.1:PORT/gateway/ws?token=42"]}
 //   -> {"event":"open","protocol":""}
 //
-// (page.js lists the calls.) The test starts the gateway only once it knows
-// the page's origin, and acts between steps (kick, SIGTERM, killing ws-api),
-// hence commands rather than a fixed script. Every wait in the page has a
+// (page.js and client.js list the calls.) The test starts the gateway only
+// once it knows the page's origin, and acts between steps (kick, SIGTERM,
+// killing ws-api), hence commands rather than a fixed script. Every wait in the page has a
 // deadline, so each command is answered. At the end of stdin it closes the
 // browser and exits 0. Environment: CHROMIUM (default /usr/bin/chromium).
 import { createServer } from 'node:http';
@@ -26,10 +29,17 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const html = 'text/html; charset=utf-8';
+const js = 'text/javascript; charset=utf-8';
 const files = {
-  '/page.html': ['page.html', 'text/html; charset=utf-8'],
-  '/page.js': ['page.js', 'text/javascript; charset=utf-8'],
+  '/page.html': ['page.html', html],
+  '/page.js': ['page.js', js],
+  '/client.html': ['client.html', html],
+  '/client.js': ['client.js', js],
+  // The client under test, as an app would serve it.
+  '/wsgw.js': ['../../clients/js/wsgw.js', js],
 };
+const pageFile = process.argv[2] || 'page.html';
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -78,8 +88,8 @@ for (const [name, site] of [['app', app], ['foreign', foreign]]) {
   const page = await context.newPage();
   page.on('console', (m) => process.stderr.write(`[${name} console] ${m.text()}\n`));
   page.on('pageerror', (e) => process.stderr.write(`[${name} pageerror] ${e}\n`));
-  await page.goto(`${site.origin}/page.html`, { timeout: 15000 });
-  await page.waitForFunction(() => typeof window.wsOpen === 'function', null, { timeout: 15000 });
+  await page.goto(`${site.origin}/${pageFile}`, { timeout: 15000 });
+  await page.waitForFunction(() => window.pageReady === true, null, { timeout: 15000 });
   pages[name] = page;
 }
 const pkg = JSON.parse(await readFile(join(here, 'node_modules/playwright-core/package.json'), 'utf8'));

@@ -78,4 +78,4 @@ function wsClose(name, code, reason) {
   return { event: 'closing', readyState: s.ws.readyState };
 }
 
-Object.assign(window, { wsOpen, wsNext, wsSend, wsSendLarge, wsClose });
+Object.assign(window, { wsOpen, wsNext, wsSend, wsSendLarge, wsClose, pageReady: true });

@@ -3,6 +3,7 @@
 //! an independent WebSocket client (tokio-tungstenite) and gRPC client (tonic).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod peers;
 pub mod redis_server;
 
@@ -14,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -440,6 +442,7 @@ pub async fn protobuf_round_trip(ws: &mut Client) {
     let p = Protocol {
         r#type: "bin".into(),
         payload: vec![0u8, 1, 2, 254, 255].into(),
+        ..Protocol::default()
     };
     ws.send(Message::Binary(p.encode_to_vec().into()))
         .await
@@ -482,4 +485,119 @@ pub async fn push(api: SocketAddr, uid: u64, code: &str, payload: &str) -> i64 {
         .expect("push")
         .into_inner()
         .success_count
+}
+
+/// Messages the resume tests push while a client is away.
+pub const PUSHED: u64 = 1000;
+
+/// Connects as `uid`, resuming from `since` (`X-Resume-Since`) if given.
+pub async fn connect_since(gw: SocketAddr, uid: u64, since: Option<&str>) -> Client {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let mut req = format!("ws://{gw}/gateway/ws")
+            .into_client_request()
+            .expect("request");
+        let headers = req.headers_mut();
+        headers.insert("token", uid.to_string().parse().expect("token"));
+        if let Some(since) = since {
+            headers.insert("x-resume-since", since.parse().expect("since"));
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => return ws,
+            // 503 while the stream is not up; refused while a restarted
+            // gateway is not listening yet.
+            Err(e) if Instant::now() < until => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("connect to {gw} failed: {e}"),
+        }
+    }
+}
+
+/// The next JSON frame; `None` once the connection is closed or broken.
+pub async fn next_json(ws: &mut Client) -> Option<Value> {
+    let next = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("JSON frame"));
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, next)
+        .await
+        .expect("a frame before the deadline")
+}
+
+pub fn offset(v: &Value) -> (String, u64) {
+    let s = v["offset"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no offset: {v}"));
+    let (epoch, n) = s.split_once(':').expect("epoch:n");
+    (epoch.to_owned(), n.parse().expect("n"))
+}
+
+/// Reads the resumed session until message `PUSHED`: what follows `last`
+/// must be every offset after it exactly once, in order, with `resumed`
+/// right after the replayed ones.
+pub async fn expect_resumed_in_order(ws: &mut Client, epoch: &str, last: u64) {
+    let mut want = last + 1;
+    let mut resumed_at = None;
+    while want <= PUSHED {
+        let v = next_json(ws).await.expect("the resumed session stays open");
+        match v["type"].as_str() {
+            Some("resumed") => {
+                let (e, through) = offset(&v);
+                assert_eq!(e, epoch);
+                assert_eq!(through, want - 1, "resumed after exactly the replay");
+                resumed_at = Some(through);
+            }
+            Some("news") => {
+                let (e, n) = offset(&v);
+                assert_eq!((e.as_str(), n), (epoch, want), "gap, duplicate or reorder");
+                want += 1;
+            }
+            other => panic!("unexpected frame {other:?}: {v}"),
+        }
+    }
+    assert!(resumed_at.is_some(), "no resumed frame");
+}
+
+/// Reads `n` pushes; returns the epoch and the last offset.
+pub async fn read_pushes(ws: &mut Client, n: u64) -> (String, u64) {
+    let mut last = (String::new(), 0);
+    for want in 1..=n {
+        let v = next_json(ws).await.expect("open");
+        assert_eq!(v["type"], "news", "{v}");
+        last = offset(&v);
+        assert_eq!(last.1, want);
+    }
+    last
+}
+
+/// Pushes `PUSHED` messages to `uid`, one after the other, from a task.
+pub fn push_in_background(api: SocketAddr, uid: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut client = biz(api).await;
+        for i in 1..=PUSHED {
+            let msg = ws_api::proto::wsapi::BizMsg {
+                biz_code: "news".into(),
+                biz_payload: i.to_string(),
+                uid,
+                ..Default::default()
+            };
+            client.push(msg).await.expect("push");
+        }
+    })
+}
+
+/// A pushed JSON frame with its position (`offset`) taken out, as the
+/// tests that are about routing, not positions, compare it.
+pub fn without_offset(text: &str) -> String {
+    let v: Value = serde_json::from_str(text).expect("JSON frame");
+    format!(r#"{{"type":{},"payload":{}}}"#, v["type"], v["payload"])
 }

@@ -16,8 +16,8 @@ use crate::presence::{SessionKey, unavailable};
 use crate::proto::wsapi::biz_msg_service_server::BizMsgService;
 use crate::proto::wsapi::control::Op;
 use crate::proto::wsapi::{
-    BizMsg, Close, Control, GroupMsg, GroupReply, GroupRequest, Join, KickReply, KickRequest,
-    Leave, Msg, PushBizMsgReply,
+    BizMsg, Close, GroupMsg, GroupReply, GroupRequest, Join, KickReply, KickRequest, Leave, Msg,
+    PushBizMsgReply,
 };
 use crate::proto::wsgateway::Protocol;
 use crate::service::Backend;
@@ -30,28 +30,14 @@ fn protocol(code: String, payload: String) -> Protocol {
     Protocol {
         r#type: code,
         payload: payload.into_bytes().into(),
+        ..Protocol::default()
     }
 }
 
 impl Biz {
-    /// Sends `msg` down the stream of `key.server`; whether a stream took it.
-    async fn to_session(
-        &self,
-        key: &SessionKey,
-        payload: Option<Protocol>,
-        control: Option<Op>,
-    ) -> bool {
-        let Some(tx) = self.0.streams.get(&key.server) else {
-            return false;
-        };
-        let msg = Msg {
-            server: key.server.clone(),
-            sid: key.sid.clone(),
-            payload,
-            control: control.map(|op| Control { op: Some(op) }),
-            group: String::new(),
-        };
-        tx.send(Ok(msg)).await.is_ok()
+    /// Sends a control to one session; whether a stream took it.
+    async fn to_session(&self, key: &SessionKey, op: Op) -> bool {
+        self.0.to_session(key, None, Some(op), false).await
     }
 
     /// Sends one message down every stream (every gateway core).
@@ -64,6 +50,7 @@ impl Biz {
                 payload: Some(payload.clone()),
                 control: None,
                 group: group.to_owned(),
+                replay: false,
             };
             reached += usize::from(tx.send(Ok(msg)).await.is_ok());
         }
@@ -96,7 +83,7 @@ impl Biz {
                     group: req.group.clone(),
                 })
             };
-            if self.to_session(&key, None, Some(op)).await {
+            if self.to_session(&key, op).await {
                 self.0
                     .presence
                     .set_member(&req.group, &key, join)
@@ -114,16 +101,11 @@ impl BizMsgService for Biz {
     async fn push(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
         let biz = req.into_inner();
         let payload = protocol(biz.biz_code, biz.biz_payload);
-        let keys = self
+        let reached = self
             .0
-            .presence
-            .sessions(biz.uid)
+            .push_to_user(biz.uid, payload)
             .await
             .map_err(|e| unavailable("Push", &e))?;
-        let mut reached = 0;
-        for key in keys {
-            reached += i64::from(self.to_session(&key, Some(payload.clone()), None).await);
-        }
         Ok(Response::new(PushBizMsgReply {
             success_count: reached,
         }))
@@ -150,7 +132,7 @@ impl BizMsgService for Biz {
                 code,
                 reason: req.reason.clone(),
             });
-            closed += i64::from(self.to_session(&key, None, Some(op)).await);
+            closed += i64::from(self.to_session(&key, op).await);
         }
         Ok(Response::new(KickReply { closed }))
     }

@@ -11,13 +11,21 @@
 //! - [`streams`]: the open `ExchangeMsg` streams, by gateway core identity.
 //! - [`service`]: `ExchangeService` on top of both.
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
+//! - [`history`]: each user's stream of pushed messages (positions,
+//!   acknowledged position, client message ids), in memory or Redis.
+//! - [`delivery`]: positions on pushes, resume replays, acknowledgements
+//!   both ways and redelivery (docs/delivery.md).
 //! - [`acks`]: numbering, de-duplication and acknowledgement of a
 //!   gateway core's upstream messages.
+//! - [`chat`]: the demo's chat rooms (`--handler chat`).
 //! - [`Handler`]: what happens to each upstream message (echo, log,
 //!   discard, or [`redis_stream`]: XADD to a Redis Stream per type).
 
 pub mod acks;
 pub mod biz;
+pub mod chat;
+pub mod delivery;
+pub mod history;
 pub mod presence;
 pub mod redis_stream;
 pub mod service;
@@ -44,4 +52,6 @@ pub enum Handler {
     Discard,
     /// Append it to the Redis Stream named by its type (needs `--redis`).
     RedisStream,
+    /// The demo's chat rooms ([`chat`]).
+    Chat,
 }

@@ -11,6 +11,8 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use ws_api::Handler;
 use ws_api::biz::Biz;
+use ws_api::delivery::{Delivery, Redelivery};
+use ws_api::history::{History, MemoryHistory, RedisHistory, Retention};
 use ws_api::presence::{Presence, RedisPresence, sweeper};
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
@@ -56,6 +58,23 @@ struct Args {
     /// once). For tests of the gateway against both behaviours.
     #[arg(long, env = "WS_API_LAZY_HEADERS")]
     lazy_headers: bool,
+    /// Messages kept per user for resume (docs/delivery.md); 0 keeps no
+    /// history and gives pushes no position.
+    #[arg(long, env = "WS_API_HISTORY_SIZE", default_value_t = 100)]
+    history_size: usize,
+    /// How long a pushed message is kept for resume.
+    #[arg(long, env = "WS_API_HISTORY_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    history_ttl: Duration,
+    /// A message a user that acknowledges leaves unacknowledged this long is
+    /// sent again.
+    #[arg(long, env = "WS_API_ACK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    ack_timeout: Duration,
+    /// How many times unacknowledged messages are sent again.
+    #[arg(long, env = "WS_API_ACK_RETRIES", default_value_t = 3)]
+    ack_retries: u32,
+    /// How long a client message id is remembered to drop its duplicates.
+    #[arg(long, env = "WS_API_DEDUP_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    dedup_window: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,9 +83,16 @@ fn main() -> anyhow::Result<()> {
         eprintln!("ws-api: --handler redis-stream needs --redis redis://host:port");
         std::process::exit(2);
     }
-    if args.server_ttl < Duration::from_millis(100) {
-        eprintln!("ws-api: --server-ttl must be at least 100ms");
-        std::process::exit(2);
+    for (flag, d) in [
+        ("--server-ttl", args.server_ttl),
+        ("--history-ttl", args.history_ttl),
+        ("--ack-timeout", args.ack_timeout),
+        ("--dedup-window", args.dedup_window),
+    ] {
+        if d < Duration::from_millis(100) {
+            eprintln!("ws-api: {flag} must be at least 100ms");
+            std::process::exit(2);
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -95,8 +121,42 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot reach redis at {}", redact(url)))?,
         ),
     };
-    let backend = Backend::with_presence(args.handler, presence, args.stream_maxlen);
+    let retention = Retention {
+        size: args.history_size,
+        ttl: args.history_ttl,
+    };
+    let history = match &presence {
+        _ if args.history_size == 0 => None,
+        Presence::Memory(_) => Some(History::Memory(MemoryHistory::new(
+            retention,
+            args.dedup_window,
+        ))),
+        Presence::Redis(r) => Some(History::Redis(RedisHistory::new(
+            r.conn(),
+            retention,
+            args.dedup_window,
+        ))),
+    };
+    let redelivery = Redelivery {
+        ack_timeout: args.ack_timeout,
+        retries: args.ack_retries,
+    };
+    let delivery = Delivery::new(history, redelivery);
+    let backend = Backend::new(args.handler, presence, args.stream_maxlen, delivery);
     sweeper::spawn(backend.clone());
+    tokio::spawn(backend.clone().redeliver());
+    if let Some(History::Memory(_)) = &backend.delivery.history {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let Some(History::Memory(m)) = &backend.delivery.history {
+                    m.sweep();
+                }
+            }
+        });
+    }
     let store = if args.redis.is_some() {
         "redis"
     } else {

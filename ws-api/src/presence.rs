@@ -136,6 +136,15 @@ impl Presence {
         }
     }
 
+    /// The uid of a session that sent a message: also for one this node has
+    /// just disconnected (its Disconnect can overtake its last messages).
+    pub async fn author_of(&self, key: &SessionKey) -> Result<Option<u64>, PresenceError> {
+        match self {
+            Presence::Memory(m) => Ok(m.uid_of(key)),
+            Presence::Redis(r) => r.author_of(key).await,
+        }
+    }
+
     /// The uid of a live session, if the store knows it.
     pub async fn uid_of(&self, key: &SessionKey) -> Result<Option<u64>, PresenceError> {
         match self {

@@ -15,6 +15,14 @@
 //! a slow Redis slows that gateway core's stream instead of growing memory.
 //! A failed pipeline counts all its messages in `Stats::xadd_errors`; the
 //! first failure and every 1000th after it are logged at warn.
+//!
+//! A message with a client `id` (docs/delivery.md) is appended by a Lua
+//! script in the same pipeline that appends it only if its dedup key is new
+//! (`SET NX` and `XADD` together), and the client's `{"type":"ack","id"}`
+//! goes out only once that pipeline has succeeded: an acknowledged message
+//! is in Redis, and a ws-api that dies before appending it has not marked it
+//! seen either, so the client's resend is appended. Messages keep their
+//! order: ids go through the same queue and pipeline as the rest.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,6 +30,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::history::{History, dedup_key};
 use crate::presence::{Presence, SessionKey};
 use crate::proto::wsapi::Msg;
 use crate::service::Backend;
@@ -77,6 +86,12 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
     };
     let mut conn = redis.conn();
     let mut batch = Vec::with_capacity(BATCH);
+    // With Redis history, ids are deduplicated here (see the module doc).
+    let dedup_window = match &backend.delivery.history {
+        Some(History::Redis(h)) => Some(h.dedup_window()),
+        _ => None,
+    };
+    let mut with_ids = Vec::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         for msg in batch.drain(..) {
@@ -102,6 +117,28 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
                 ..msg
             };
             let payload = msg.payload.as_ref().map_or(&[][..], |p| &p.payload[..]);
+            let id = msg.payload.as_ref().map_or("", |p| p.id.as_str());
+            if let Some(window) = dedup_window.filter(|_| !id.is_empty()) {
+                pipe.cmd("EVAL")
+                    .arg(APPEND_ONCE)
+                    .arg(2)
+                    .arg(dedup_key(uid, id))
+                    .arg(stream_name(&msg))
+                    .arg(window.as_millis() as u64)
+                    .arg(backend.stream_maxlen)
+                    .arg(&msg.server)
+                    .arg(&msg.sid)
+                    .arg(uid)
+                    .arg(payload);
+                with_ids.push((
+                    SessionKey {
+                        server: msg.server.clone(),
+                        sid: msg.sid.clone(),
+                    },
+                    id.to_owned(),
+                ));
+                continue;
+            }
             pipe.cmd("XADD")
                 .arg(stream_name(&msg))
                 .arg("MAXLEN")
@@ -119,14 +156,33 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
                 .ignore();
         }
         let n = pipe.len();
-        match pipe.exec_async(&mut conn).await {
-            Ok(()) => {
+        // One reply per message with an id: 1 appended, 0 a duplicate.
+        match pipe.query_async::<Vec<u8>>(&mut conn).await {
+            Ok(fresh) => {
                 backend.stats.xadd.fetch_add(n as u64, Relaxed);
+                for ((key, id), fresh) in with_ids.drain(..).zip(fresh) {
+                    if fresh == 0 {
+                        backend.stats.client_duplicates.fetch_add(1, Relaxed);
+                    }
+                    backend.answer_id(&key, &id, fresh == 0).await;
+                }
             }
-            Err(err) => failed(&backend, n, &err),
+            Err(err) => {
+                with_ids.clear();
+                failed(&backend, n, &err);
+            }
         }
     }
 }
+
+/// Appends a message with a client id unless that id was seen (`SET NX`),
+/// atomically: KEYS dedup key, stream; ARGV window ms, maxlen, server, sid,
+/// uid, payload. Returns 1 when appended, 0 for a duplicate.
+const APPEND_ONCE: &str = r"
+if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'server', ARGV[3], 'sid', ARGV[4], 'uid', ARGV[5], 'payload', ARGV[6])
+return 1
+";
 
 #[cfg(test)]
 mod tests {
@@ -138,7 +194,7 @@ mod tests {
         let msg = |ty: Option<&str>| Msg {
             payload: ty.map(|t| Protocol {
                 r#type: t.into(),
-                payload: Default::default(),
+                ..Protocol::default()
             }),
             ..Msg::default()
         };

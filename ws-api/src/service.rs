@@ -14,6 +14,8 @@ use tracing::{debug, info, warn};
 
 use crate::Handler;
 use crate::acks::{ACK_EVERY, Received, Sequence};
+use crate::chat::Rooms;
+use crate::delivery::{Delivery, Upstream};
 use crate::presence::{Presence, SessionKey, uid_for_token, unavailable};
 use crate::proto::wsapi::exchange_service_server::ExchangeService;
 use crate::proto::wsapi::{
@@ -34,18 +36,18 @@ pub struct Backend {
     pub handler: Handler,
     /// `MAXLEN ~` of the `redis-stream` handler's streams.
     pub stream_maxlen: usize,
+    /// Positions, resume, acknowledgements (docs/delivery.md).
+    pub delivery: Delivery,
+    /// `--handler chat`'s rooms.
+    pub rooms: Rooms,
 }
 
 impl Backend {
-    /// A backend with in-memory presence.
-    pub fn new(handler: Handler) -> Arc<Backend> {
-        Backend::with_presence(handler, Presence::default(), 0)
-    }
-
-    pub fn with_presence(
+    pub fn new(
         handler: Handler,
         presence: Presence,
         stream_maxlen: usize,
+        delivery: Delivery,
     ) -> Arc<Backend> {
         Arc::new(Backend {
             presence,
@@ -54,6 +56,8 @@ impl Backend {
             stats: Stats::default(),
             handler,
             stream_maxlen,
+            delivery,
+            rooms: Rooms::default(),
         })
     }
 
@@ -120,8 +124,24 @@ impl Backend {
                 registered = Some((msg.server.clone(), id));
             }
             self.stats.upstream.fetch_add(1, Relaxed);
-            if !self.handle(msg, &tx, appender.as_ref()).await {
-                break;
+            let ack = match self.intercept(&msg).await {
+                Upstream::Consumed => None,
+                Upstream::Handle { ack } => {
+                    let key = ack.map(|id| {
+                        let key = SessionKey {
+                            server: msg.server.clone(),
+                            sid: msg.sid.clone(),
+                        };
+                        (key, id)
+                    });
+                    if !self.handle(msg, &tx, appender.as_ref()).await {
+                        break;
+                    }
+                    key
+                }
+            };
+            if let Some((key, id)) = ack {
+                self.answer_id(&key, &id, false).await;
             }
             if let Some(ack) = seq.as_mut().and_then(|s| s.ack(false))
                 && tx.send(Ok(ack)).await.is_err()
@@ -143,7 +163,8 @@ impl Backend {
         appender: Option<&Appender>,
     ) -> bool {
         match self.handler {
-            Handler::Echo => {
+            Handler::Chat if self.chat(&msg).await => {}
+            Handler::Echo | Handler::Chat => {
                 if tx.send(Ok(msg)).await.is_err() {
                     return false;
                 }
@@ -231,7 +252,7 @@ impl ExchangeService for Exchange {
             return Err(Status::permission_denied("token denied"));
         }
         let uid = uid_for_token(&req.token);
-        debug!(server = %req.server, sid = %req.sid, uid, "connect");
+        debug!(server = %req.server, sid = %req.sid, uid, since = %req.since, "connect");
         let key = SessionKey {
             server: req.server,
             sid: req.sid,
@@ -241,7 +262,8 @@ impl ExchangeService for Exchange {
             .connect(uid, key)
             .await
             .map_err(|e| unavailable("Connect", &e))?;
-        Ok(Response::new(ConnectReply { uid }))
+        let resume = self.backend.should_resume(uid, &req.since).await;
+        Ok(Response::new(ConnectReply { uid, resume }))
     }
 
     async fn disconnect(

@@ -74,4 +74,17 @@ pub struct Stats {
     pub xadd_errors: AtomicU64,
     /// Messages appended with uid 0 because presence did not know the session.
     pub unknown_uid: AtomicU64,
+    /// Pushes given a position in their user's stream.
+    pub positioned: AtomicU64,
+    /// Messages sent again by resumes.
+    pub replayed: AtomicU64,
+    pub resume_failed: AtomicU64,
+    /// Messages sent again for want of an acknowledgement.
+    pub redelivered: AtomicU64,
+    /// Users whose unacknowledged messages ran out of retries.
+    pub redelivery_gave_up: AtomicU64,
+    /// Cumulative acknowledgements from clients.
+    pub client_acks: AtomicU64,
+    /// Client messages with an id already received (not handled again).
+    pub client_duplicates: AtomicU64,
 }

@@ -113,6 +113,7 @@ impl Node {
             server: server.into(),
             sid: sid.into(),
             token: token.as_bytes().to_vec().into(),
+            ..ConnectRequest::default()
         };
         self.exchange()
             .connect(req)
@@ -318,6 +319,7 @@ async fn redis_stream_handler_appends_by_type() {
         payload: Some(Protocol {
             r#type: ty.into(),
             payload: body.to_vec().into(),
+            ..Protocol::default()
         }),
         ..Default::default()
     };
@@ -389,6 +391,7 @@ async fn a_redis_restart_is_survived() {
                 server: "gw#0".into(),
                 sid: sid.into(),
                 token: b"42".to_vec().into(),
+                ..ConnectRequest::default()
             };
             client.connect(req).await
         }

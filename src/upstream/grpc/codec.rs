@@ -119,6 +119,7 @@ mod tests {
             .map(|i| Protocol {
                 r#type: format!("t{i}"),
                 payload: Bytes::from(vec![i as u8; i * 7]),
+                ..Protocol::default()
             })
             .collect();
         for m in &msgs {

@@ -1,0 +1,340 @@
+//! Each user's stream of pushed messages (docs/delivery.md): positions
+//! `<epoch>:<n>`, the last `--history-size` messages for `--history-ttl`,
+//! and the user's acknowledged position. In memory by default; in Redis
+//! with `--redis`, so any node can replay any user's history.
+//!
+//! Both stores answer a resume with the same rule ([`plan_replay`]), so the
+//! two cannot disagree on what a position means.
+
+mod memory;
+mod redis_log;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use memory::MemoryHistory;
+pub use redis_log::RedisHistory;
+
+use crate::presence::PresenceError;
+use crate::proto::wsgateway::Protocol;
+
+/// A position in a user's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: String,
+    pub n: u64,
+}
+
+impl Position {
+    /// Parses `<epoch>:<n>`.
+    pub fn parse(s: &str) -> Option<Position> {
+        let (epoch, n) = s.split_once(':')?;
+        let valid = !epoch.is_empty()
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let n = n.parse().ok().filter(|_| valid)?;
+        Some(Position {
+            epoch: epoch.to_owned(),
+            n,
+        })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.n)
+    }
+}
+
+/// One message of a user's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub n: u64,
+    /// Unix ms when it was pushed.
+    pub at_ms: u64,
+    pub msg: Protocol,
+}
+
+/// What an append assigned.
+#[derive(Debug)]
+pub struct Appended {
+    pub position: Position,
+    /// The user's acknowledged offset, if the user has ever acknowledged:
+    /// only then are unacknowledged messages sent again.
+    pub acked: Option<u64>,
+}
+
+/// A user's stream as a resume sees it.
+#[derive(Debug, Default)]
+pub struct Log {
+    pub epoch: String,
+    pub head: u64,
+    pub acked: Option<u64>,
+    /// Kept entries, oldest first.
+    pub entries: Vec<Entry>,
+}
+
+/// The answer to a resume.
+#[derive(Debug, PartialEq)]
+pub enum Replay {
+    /// Every message after the position (of `epoch`), then `through`: the
+    /// position of the last one, or the position itself when none was
+    /// missed (empty when the user has no history at all).
+    Messages {
+        epoch: String,
+        entries: Vec<Entry>,
+        through: String,
+    },
+    /// Another epoch, older than the kept history, or beyond its end.
+    Failed,
+}
+
+/// Retention and epochs of both stores.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Messages kept per user (0: no history, no positions).
+    pub size: usize,
+    /// How long a message is kept; a user with no push for this long
+    /// loses the history and gets a new epoch.
+    pub ttl: Duration,
+}
+
+/// One of the two stores.
+#[derive(Debug)]
+pub enum History {
+    Memory(MemoryHistory),
+    Redis(RedisHistory),
+}
+
+impl History {
+    /// Appends `msg` to `uid`'s stream and returns its position.
+    pub async fn append(&self, uid: u64, msg: &Protocol) -> Result<Appended, PresenceError> {
+        match self {
+            History::Memory(m) => Ok(m.append(uid, msg)),
+            History::Redis(r) => r.append(uid, msg).await,
+        }
+    }
+
+    /// The user's stream (what the resume rule needs).
+    pub async fn log(&self, uid: u64) -> Result<Option<Log>, PresenceError> {
+        match self {
+            History::Memory(m) => Ok(m.log(uid)),
+            History::Redis(r) => r.log(uid).await,
+        }
+    }
+
+    /// Records a cumulative acknowledgement (ignored for another epoch or
+    /// beyond the head).
+    pub async fn ack(&self, uid: u64, at: &Position) -> Result<(), PresenceError> {
+        match self {
+            History::Memory(m) => {
+                m.ack(uid, at);
+                Ok(())
+            }
+            History::Redis(r) => r.ack(uid, at).await,
+        }
+    }
+
+    /// Whether the user has acknowledged before and is behind now: a
+    /// reconnect then resumes even without a position.
+    pub async fn behind(&self, uid: u64) -> Result<bool, PresenceError> {
+        match self {
+            History::Memory(m) => Ok(m.behind(uid)),
+            History::Redis(r) => r.behind(uid).await,
+        }
+    }
+
+    /// Whether `(uid, id)` is new within the dedup window (and records it).
+    pub async fn first_time(&self, uid: u64, id: &str) -> Result<bool, PresenceError> {
+        match self {
+            History::Memory(m) => Ok(m.first_time(uid, id)),
+            History::Redis(r) => r.first_time(uid, id).await,
+        }
+    }
+
+    pub fn retention(&self) -> Retention {
+        match self {
+            History::Memory(m) => m.retention(),
+            History::Redis(r) => r.retention(),
+        }
+    }
+
+    /// What to replay after `since` (`None`: after the acknowledged position).
+    pub async fn replay(
+        &self,
+        uid: u64,
+        since: Option<&Position>,
+    ) -> Result<Replay, PresenceError> {
+        let log = self.log(uid).await?;
+        Ok(plan_replay(log, since, now_ms(), self.retention().ttl))
+    }
+}
+
+/// The resume rule, for both stores: the messages after `since` (or after
+/// the acknowledged position), if every one of them is still kept.
+pub fn plan_replay(
+    log: Option<Log>,
+    since: Option<&Position>,
+    now_ms: u64,
+    ttl: Duration,
+) -> Replay {
+    let Some(log) = log else {
+        // No history at all: a position from before is from a lost epoch.
+        return match since {
+            Some(_) => Replay::Failed,
+            None => Replay::Messages {
+                epoch: String::new(),
+                entries: Vec::new(),
+                through: String::new(),
+            },
+        };
+    };
+    let from = match since {
+        Some(p) if p.epoch != log.epoch => return Replay::Failed,
+        Some(p) => p.n,
+        None => log.acked.unwrap_or(log.head),
+    };
+    if from > log.head {
+        return Replay::Failed;
+    }
+    let oldest_kept = now_ms.saturating_sub(ttl.as_millis() as u64);
+    let entries: Vec<Entry> = log
+        .entries
+        .into_iter()
+        .filter(|e| e.n > from && e.n <= log.head && e.at_ms >= oldest_kept)
+        .collect();
+    let complete =
+        entries.len() as u64 == log.head - from && entries.first().is_none_or(|e| e.n == from + 1);
+    if !complete {
+        return Replay::Failed;
+    }
+    Replay::Messages {
+        through: format!("{}:{}", log.epoch, log.head),
+        epoch: log.epoch,
+        entries,
+    }
+}
+
+/// A new epoch: lowercase base-36 of the time in µs and a random number,
+/// so two nodes (or two lives of one node) never pick the same.
+pub fn new_epoch() -> String {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let random = std::collections::hash_map::RandomState::new();
+    let salt = std::hash::BuildHasher::hash_one(&random, us) % 1296;
+    format!("{}{}", base36(us), base36(salt))
+}
+
+fn base36(mut v: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The Redis key that marks client message `id` of `uid` as received.
+pub fn dedup_key(uid: u64, id: &str) -> String {
+    format!("ws:dedup:{{{uid}}}:{id}")
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(300);
+    const NOW: u64 = 1_000_000_000;
+
+    fn log(head: u64, kept: std::ops::RangeInclusive<u64>, acked: Option<u64>) -> Option<Log> {
+        Some(Log {
+            epoch: "e1".into(),
+            head,
+            acked,
+            entries: kept
+                .map(|n| Entry {
+                    n,
+                    at_ms: NOW,
+                    msg: Protocol::default(),
+                })
+                .collect(),
+        })
+    }
+
+    fn at(epoch: &str, n: u64) -> Position {
+        Position {
+            epoch: epoch.into(),
+            n,
+        }
+    }
+
+    fn replayed(r: Replay) -> (Vec<u64>, String) {
+        match r {
+            Replay::Messages {
+                entries, through, ..
+            } => (entries.iter().map(|e| e.n).collect(), through),
+            Replay::Failed => panic!("failed"),
+        }
+    }
+
+    #[test]
+    fn replays_exactly_what_follows_the_position() {
+        let r = plan_replay(log(10, 1..=10, None), Some(&at("e1", 7)), NOW, TTL);
+        assert_eq!(replayed(r), (vec![8, 9, 10], "e1:10".into()));
+        let r = plan_replay(log(10, 1..=10, None), Some(&at("e1", 10)), NOW, TTL);
+        assert_eq!(replayed(r), (vec![], "e1:10".into()));
+    }
+
+    #[test]
+    fn without_a_position_replays_after_the_ack() {
+        let r = plan_replay(log(10, 1..=10, Some(8)), None, NOW, TTL);
+        assert_eq!(replayed(r), (vec![9, 10], "e1:10".into()));
+        let r = plan_replay(log(10, 1..=10, None), None, NOW, TTL);
+        assert_eq!(replayed(r), (vec![], "e1:10".into()));
+        let r = plan_replay(None, None, NOW, TTL);
+        assert_eq!(replayed(r), (vec![], String::new()));
+    }
+
+    #[test]
+    fn fails_for_a_lost_trimmed_or_future_position() {
+        for (log, since) in [
+            (log(10, 1..=10, None), at("e0", 3)),
+            (log(150, 51..=150, None), at("e1", 40)),
+            (log(10, 1..=10, None), at("e1", 11)),
+            (None, at("e1", 3)),
+        ] {
+            assert_eq!(plan_replay(log, Some(&since), NOW, TTL), Replay::Failed);
+        }
+        // Kept, but older than the TTL.
+        let mut old = log(3, 1..=3, None).unwrap();
+        old.entries[0].at_ms = NOW - TTL.as_millis() as u64 - 1;
+        assert_eq!(
+            plan_replay(Some(old), Some(&at("e1", 0)), NOW, TTL),
+            Replay::Failed
+        );
+    }
+
+    #[test]
+    fn positions_and_epochs() {
+        assert_eq!(Position::parse("e1:42"), Some(at("e1", 42)));
+        assert_eq!(at("e1", 42).to_string(), "e1:42");
+        for bad in ["", "e1", ":1", "E1:1", "e1:x"] {
+            assert_eq!(Position::parse(bad), None, "{bad:?}");
+        }
+        let (a, b) = (new_epoch(), new_epoch());
+        assert_ne!(a, b);
+        assert!(Position::parse(&format!("{a}:1")).is_some());
+    }
+}

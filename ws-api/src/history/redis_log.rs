@@ -1,0 +1,184 @@
+//! History in Redis (`--redis`), shared by every node:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `ws:hist:{<uid>}` | HASH | `epoch`, `head` (last offset), `acked` (acknowledged offset, once the user acks) |
+//! | `ws:hist:{<uid>}:log` | STREAM | entry id `<n>-0`, fields `at` (unix ms), `msg` (protobuf `Protocol`); `MAXLEN ~ --history-size` |
+//! | `ws:dedup:{<uid>}:<id>` | STRING | a client message id seen, PX `--dedup-window` |
+//!
+//! Both history keys expire `--history-ttl` after the user's last push; the
+//! next push then starts a new epoch. An append is one Lua script (offset,
+//! entry and expiry together), so concurrent pushes from several nodes get
+//! consecutive offsets. The braces keep a user's keys in one cluster slot.
+
+use std::time::Duration;
+
+use prost::Message;
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use super::{Appended, Entry, Log, Position, Retention, new_epoch, now_ms};
+use crate::presence::PresenceError;
+use crate::proto::wsgateway::Protocol;
+
+const APPEND: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0)
+end
+local n = redis.call('HINCRBY', KEYS[1], 'head', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], n .. '-0', 'at', ARGV[3], 'msg', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return {epoch, n, redis.call('HGET', KEYS[1], 'acked')}
+";
+
+const ACK: &str = r"
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[2])
+if n > tonumber(redis.call('HGET', KEYS[1], 'head')) then return 0 end
+local acked = tonumber(redis.call('HGET', KEYS[1], 'acked') or '-1')
+if n > acked then redis.call('HSET', KEYS[1], 'acked', n) end
+return 1
+";
+
+fn meta(uid: u64) -> String {
+    format!("ws:hist:{{{uid}}}")
+}
+
+fn entries(uid: u64) -> String {
+    format!("ws:hist:{{{uid}}}:log")
+}
+
+/// History in Redis.
+pub struct RedisHistory {
+    conn: ConnectionManager,
+    retention: Retention,
+    dedup_window: Duration,
+    append: Script,
+    ack: Script,
+}
+
+impl std::fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHistory")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+/// `HMGET epoch head acked`.
+type Meta = (Option<String>, Option<u64>, Option<u64>);
+
+impl RedisHistory {
+    pub fn new(
+        conn: ConnectionManager,
+        retention: Retention,
+        dedup_window: Duration,
+    ) -> RedisHistory {
+        RedisHistory {
+            conn,
+            retention,
+            dedup_window,
+            append: Script::new(APPEND),
+            ack: Script::new(ACK),
+        }
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    pub fn dedup_window(&self) -> Duration {
+        self.dedup_window
+    }
+
+    pub async fn append(&self, uid: u64, msg: &Protocol) -> Result<Appended, PresenceError> {
+        let (epoch, n, acked): (String, u64, Option<u64>) = self
+            .append
+            .key(meta(uid))
+            .key(entries(uid))
+            .arg(new_epoch())
+            .arg(self.retention.size)
+            .arg(now_ms())
+            .arg(msg.encode_to_vec())
+            .arg(self.retention.ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Appended {
+            position: Position { epoch, n },
+            acked,
+        })
+    }
+
+    pub async fn log(&self, uid: u64) -> Result<Option<Log>, PresenceError> {
+        let ((epoch, head, acked), raw): (Meta, Vec<StreamEntry>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(meta(uid))
+            .arg("epoch")
+            .arg("head")
+            .arg("acked")
+            .cmd("XRANGE")
+            .arg(entries(uid))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let (Some(epoch), Some(head)) = (epoch, head) else {
+            return Ok(None);
+        };
+        let entries = raw.into_iter().filter_map(parse_entry).collect();
+        Ok(Some(Log {
+            epoch,
+            head,
+            acked,
+            entries,
+        }))
+    }
+
+    pub async fn behind(&self, uid: u64) -> Result<bool, PresenceError> {
+        let (head, acked): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(meta(uid))
+            .arg("head")
+            .arg("acked")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(matches!((head, acked), (Some(h), Some(a)) if a < h))
+    }
+
+    pub async fn ack(&self, uid: u64, at: &Position) -> Result<(), PresenceError> {
+        let _: u64 = self
+            .ack
+            .key(meta(uid))
+            .arg(&at.epoch)
+            .arg(at.n)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn first_time(&self, uid: u64, id: &str) -> Result<bool, PresenceError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(super::dedup_key(uid, id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.dedup_window.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+}
+
+/// `(id "<n>-0", [at, msg])` → an entry; a malformed one is skipped (and
+/// then shows as a gap, so a resume over it fails rather than skip it).
+fn parse_entry((id, fields): StreamEntry) -> Option<Entry> {
+    let n = id.split_once('-')?.0.parse().ok()?;
+    let field = |name: &str| fields.iter().find(|(f, _)| f == name).map(|(_, v)| v);
+    let at_ms = std::str::from_utf8(field("at")?).ok()?.parse().ok()?;
+    let msg = Protocol::decode(&field("msg")?[..]).ok()?;
+    Some(Entry { n, at_ms, msg })
+}
