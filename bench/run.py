@@ -416,10 +416,34 @@ def start_redis(plan, log):
     return proc, port
 
 
-def metric_by(admin, name, label):
-    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPReqQFullDoCookies", "TCPReqQFullDrop")
+
+
+def tcp_counters():
+    """The kernel's accept-queue counters (TcpExt in /proc/net/netstat; the whole machine's)."""
+    with open("/proc/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    values = dict(zip(lines[0][1:], map(int, lines[1][1:])))
+    return {k: values.get(k, 0) for k in TCP_COUNTERS}
+
+
+def metric_by(text, name, label):
     return {m.group(1): float(m.group(2)) for m in
             re.finditer(rf'^{name}{{[^}}]*{label}="([^"]*)"[^}}]*}} (\S+)$', text, re.M)}
+
+
+def rpc_latency(text, method):
+    """The gateway's histogram of one unary call to ws-api: calls, mean, and the bucket bounds below which
+    half and 99 % of them finished (seconds)."""
+    name = "gateway_upstream_rpc_duration_seconds"
+    total = metric_by(text, f"{name}_count", "method").get(method, 0)
+    mean = metric_by(text, f"{name}_sum", "method").get(method, 0) / max(1, total)
+    buckets = [(float(m.group(1)), float(m.group(2))) for m in
+               re.finditer(rf'^{name}_bucket{{le="([^"]+)",method="{method}"}} (\S+)$', text, re.M)]
+
+    def within(q):
+        return next((le for le, n in buckets if n >= q * total), None)
+    return {"calls": total, "mean_s": mean, "p50_le_s": within(0.5), "p99_le_s": within(0.99)}
 
 
 def resume_case(plan, scale, store):
@@ -480,8 +504,9 @@ def resume_case(plan, scale, store):
         expect(RESUME_LINES[1])
         if redis:
             before_push["redis_ops"] = redis_ops(redis[1]) - before_push["redis_ops"]
-        who.append(("gateway", gw.pid))
+        who += [("gateway", gw.pid), ("bench", bench_proc.pid)]
         a = {n: cpu_seconds(pid) for n, pid in who}
+        tcp0 = tcp_counters()
         ops0 = redis_ops(redis[1]) if redis else None
         t0 = time.time()
         bench_proc.stdin.write("\n")
@@ -489,6 +514,7 @@ def resume_case(plan, scale, store):
         expect(RESUME_LINES[2])
         window = time.time() - t0
         b = {n: cpu_seconds(pid) for n, pid in who}
+        tcp = {k: v - tcp0[k] for k, v in tcp_counters().items()}
         ops = redis_ops(redis[1]) - ops0 if redis else None
         for line in bench_proc.stdout:
             print(line, end="", flush=True)
@@ -496,11 +522,14 @@ def resume_case(plan, scale, store):
         with open(out) as f:
             r = json.load(f)
         os.unlink(out)
+        metrics = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
         with open(f"{logs}-gateway2.log") as f:
             warnings = sum(1 for line in f if " WARN " in line or " ERROR " in line)
         return {"store": store, "report": r, "window_s": window, "shutdown_s": shutdown_s, "restart_s": restart_s,
-                "cpu_s": {n: b[n] - a[n] for n in b}, "redis_ops": ops, "push_redis_ops": before_push["redis_ops"],
-                "resumes": metric_by(admin, "gateway_resumes_total", "outcome"), "gateway_warnings": warnings,
+                "cpu_s": {n: b[n] - a[n] for n in b}, "tcp": tcp, "redis_ops": ops, "push_redis_ops": before_push["redis_ops"],
+                "resumes": metric_by(metrics, "gateway_resumes_total", "outcome"),
+                "rejected": {k: v for k, v in metric_by(metrics, "gateway_handshakes_rejected_total", "reason").items()
+                             if v}, "connect_rpc": rpc_latency(metrics, "Connect"), "gateway_warnings": warnings,
                 "logs": logs}
     finally:
         for p in reversed(procs):
@@ -684,6 +713,22 @@ def other_rows(results):
 RESUME_STORES = ("memory", "redis")
 
 
+def replay_cell(r):
+    p = r.get("replay_us")
+    return f"{p['p50'] / 1e3:.0f} / {p['p99'] / 1e3:.0f} ms" if p else "—"
+
+
+def connect_rpc(c):
+    rpc = c.get("connect_rpc")
+    if not rpc:
+        return "Connect latency not recorded"
+
+    def bound(v):
+        return "∞" if v in (None, float("inf")) else f"{v * 1e3:g} ms"
+    return (f"{rpc['calls']:,.0f} Connect calls to ws-api, mean {rpc['mean_s'] * 1e3:.1f} ms, p50 ≤ "
+            f"{bound(rpc['p50_le_s'])}, p99 ≤ {bound(rpc['p99_le_s'])}")
+
+
 def resume_section(results):
     """The resume storm's table and per-store notes; nothing when the run had no storm."""
     cases = [results[f"resume-{st}"] for st in RESUME_STORES if f"resume-{st}" in results]
@@ -704,9 +749,11 @@ def resume_section(results):
             f"| {c['store']} | {r['users']:,} × {r['messages_per_user']} | **{r['storm_seconds']:.2f} s** | "
             f"{ru['p50'] / 1e3:.0f} / {ru['p99'] / 1e3:.0f} / {ru['max'] / 1e3:.0f} ms | "
             f"{r['storm_handshake_us']['p50'] / 1e3:.0f} / {r['storm_handshake_us']['p99'] / 1e3:.0f} ms | "
+            f"{replay_cell(r)} | "
             f"{r['resumed']:,} / {r['resume_failed']} / {sum(r['errors'].values())} | "
             f"{r['replayed']:,} of {r['expected_replayed']:,} ({r['duplicates']} dup, {r['missing']} missing) | "
-            f"{share('gateway')} | {share('api')} | {share('redis')} | {ops} | {sum(r['retries'].values())} |")
+            f"{share('gateway')} | {share('api')} | {share('redis')} | {share('bench')} | {ops} | "
+            f"{c.get('tcp', {}).get('ListenOverflows', '—')} | {sum(r['retries'].values())} |")
         push_ops = ("" if c["push_redis_ops"] is None else
                     f", {c['push_redis_ops']:,} Redis commands with the old gateway's disconnects "
                     f"({c['push_redis_ops'] / max(1, r['pushed']):.2f} per push)")
@@ -714,7 +761,7 @@ def resume_section(results):
             f"- {c['store']}: first connections {r['connections_established']:,} in {r['connect_seconds']:.1f} s, "
             f"ended by {r['lost']}; gateway SIGTERM to exit {c['shutdown_s']:.1f} s, to the new one ready "
             f"{c['restart_s']:.1f} s; {r['pushed']:,} pushes meanwhile in {r['push_seconds']:.1f} s{push_ops}; "
-            f"storm window {w:.2f} s; gateway_resumes_total {c['resumes']}; reconnect retries {r['retries'] or 0}; "
+            f"storm window {w:.2f} s; {connect_rpc(c)}; upgrades refused {c.get('rejected') or 0}; kernel TCP counters over it {c.get('tcp')}; gateway_resumes_total {c['resumes']}; reconnect retries {r['retries'] or 0}; "
             f"errors {r['errors'] or 0}; {c['gateway_warnings']} warnings in the new gateway's log"
             + (f"; DEADLINE during {r['deadline_hit']}" if r.get("deadline_hit") else "") + ".")
     return [
@@ -724,14 +771,20 @@ def resume_section(results):
         "(1001 closes over its --drain-window) and a new one starts on the same port; K messages are pushed "
         "to every user meanwhile; then all reconnect at once with `X-Resume-Since` (`ws-bench resume "
         "--restart`). Time: first reconnect attempt to the last `resumed`; per client: its attempt to its "
-        "`resumed` (a refused or 503 attempt is retried after 20–100 ms). CPU: /proc/<pid>/stat from the "
+        "`resumed` (a refused or 503 attempt is retried after 20–100 ms), split into the handshake (TCP connect "
+        "to 101, which waits for the gateway's Connect call to ws-api) and 101 → `resumed` (the replay as the "
+        "client sees it). CPU: /proc/<pid>/stat from the "
         "bench's start signal to its last `resumed` (% of one core over that window); ws-api `--threads 1`, "
         "redis-server and ws-bench share the load CPU. Redis commands: INFO stats total_commands_processed "
-        "over the same window.",
+        "over the same window. Listen overflows: the kernel's TcpExt ListenOverflows over the window (a full accept "
+        "queue drops the handshake's last ACK, and the gateway's SYN-ACK is sent again 1, 3, 7 s later); the "
+        "whole machine's, but nothing else here accepts that fast.",
         "",
         "| store | users × K | all resumed in | per client p50 / p99 / max | reconnect handshake p50 / p99 | "
-        "resumed / failed / errors | replayed | gateway CPU | ws-api CPU | Redis CPU | Redis commands | retries |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "101 → resumed p50 / p99 | "
+        "resumed / failed / errors | replayed | gateway CPU | ws-api CPU | Redis CPU | ws-bench CPU | Redis commands | "
+        "listen overflows | retries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *notes,

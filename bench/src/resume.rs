@@ -94,6 +94,8 @@ struct Tally {
     resume: Histogram<u64>,
     /// The handshake of the reconnect that resumed, microseconds.
     handshake: Histogram<u64>,
+    /// Its 101 to `resumed` (ws-api's replay as the client sees it), microseconds.
+    replay: Histogram<u64>,
     last_resumed: Option<Instant>,
 }
 
@@ -150,6 +152,7 @@ pub struct ResumeReport {
     pub storm_seconds: f64,
     pub resume_us: Percentiles,
     pub storm_handshake_us: Percentiles,
+    pub replay_us: Percentiles,
     /// The phase the deadline cut short, if any.
     pub deadline_hit: Option<String>,
     pub bench_cpu_seconds: f64,
@@ -203,6 +206,7 @@ async fn storm(common: &Common, args: &ResumeArgs, users: usize) -> anyhow::Resu
             wrong_resumed_offset: 0,
             resume: histogram(),
             handshake: histogram(),
+            replay: histogram(),
             last_resumed: None,
         }),
         connected: Cell::new(0),
@@ -297,6 +301,7 @@ async fn storm(common: &Common, args: &ResumeArgs, users: usize) -> anyhow::Resu
             .map_or(0.0, |l| l.duration_since(storm_start).as_secs_f64()),
         resume_us: Percentiles::of(&t.resume),
         storm_handshake_us: Percentiles::of(&t.handshake),
+        replay_us: Percentiles::of(&t.replay),
         deadline_hit: deadline_hit.into_inner(),
         bench_cpu_seconds: procstat::self_cpu_seconds() - cpu0,
     })
@@ -463,12 +468,12 @@ async fn resume(
         *sh.tally().errors.entry(reason).or_default() += 1;
         None
     };
-    let (mut ws, handshake) = {
+    let (mut ws, handshake, upgraded) = {
         let _slot = sh.storm_slots.acquire().await;
         loop {
             let t0 = Instant::now();
             match sh.target.connect_since(i, Some(&since)).await {
-                Ok(ws) => break (ws, t0.elapsed()),
+                Ok(ws) => break (ws, t0.elapsed(), Instant::now()),
                 // Refused, reset or 503 while the gateway is busy or its
                 // stream to ws-api not up: clients retry, so does the bench.
                 Err(reason) if !ended(phase) => {
@@ -525,6 +530,9 @@ async fn resume(
                 .resume
                 .record(now.duration_since(start).as_micros().max(1) as u64);
             let _ = t.handshake.record(handshake.as_micros().max(1) as u64);
+            let _ = t
+                .replay
+                .record(now.duration_since(upgraded).as_micros().max(1) as u64);
             t.last_resumed = Some(t.last_resumed.map_or(now, |l| l.max(now)));
         }
         None => t.resume_failed += 1,
@@ -541,6 +549,7 @@ impl ResumeReport {
     pub fn text(&self) -> String {
         let r = &self.resume_us;
         let h = &self.storm_handshake_us;
+        let p = &self.replay_us;
         let mut s = format!(
             "== ws-bench resume {} ({} users × {} messages, {})\n",
             self.name,
@@ -580,12 +589,14 @@ impl ResumeReport {
         );
         s += &format!(
             "per client, attempt to resumed: p50 {:.1} ms p99 {:.1} ms max {:.1} ms; \
-             handshake p50 {:.1} ms p99 {:.1} ms\n",
+             handshake p50 {:.1} ms p99 {:.1} ms; 101 to resumed p50 {:.1} ms p99 {:.1} ms\n",
             r.p50 as f64 / 1e3,
             r.p99 as f64 / 1e3,
             r.max as f64 / 1e3,
             h.p50 as f64 / 1e3,
-            h.p99 as f64 / 1e3
+            h.p99 as f64 / 1e3,
+            p.p50 as f64 / 1e3,
+            p.p99 as f64 / 1e3
         );
         s += &format!(
             "replayed {} of {} expected; duplicates {} missing {} wrong resumed offset {}\n",
