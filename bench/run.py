@@ -508,6 +508,7 @@ def resume_case(plan, scale, store):
         a = {n: cpu_seconds(pid) for n, pid in who}
         tcp0 = tcp_counters()
         ops0 = redis_ops(redis[1]) if redis else None
+        load0 = os.getloadavg()[0]
         t0 = time.time()
         bench_proc.stdin.write("\n")
         bench_proc.stdin.flush()
@@ -526,7 +527,8 @@ def resume_case(plan, scale, store):
         with open(f"{logs}-gateway2.log") as f:
             warnings = sum(1 for line in f if " WARN " in line or " ERROR " in line)
         return {"store": store, "report": r, "window_s": window, "shutdown_s": shutdown_s, "restart_s": restart_s,
-                "cpu_s": {n: b[n] - a[n] for n in b}, "tcp": tcp, "redis_ops": ops, "push_redis_ops": before_push["redis_ops"],
+                "cpu_s": {n: b[n] - a[n] for n in b}, "tcp": tcp,
+                "loadavg": [load0, os.getloadavg()[0]], "redis_ops": ops, "push_redis_ops": before_push["redis_ops"],
                 "resumes": metric_by(metrics, "gateway_resumes_total", "outcome"),
                 "rejected": {k: v for k, v in metric_by(metrics, "gateway_handshakes_rejected_total", "reason").items()
                              if v}, "connect_rpc": rpc_latency(metrics, "Connect"), "gateway_warnings": warnings,
@@ -729,7 +731,7 @@ def connect_rpc(c):
             f"{bound(rpc['p50_le_s'])}, p99 ≤ {bound(rpc['p99_le_s'])}")
 
 
-def resume_section(results):
+def resume_section(results, doc_cpus):
     """The resume storm's table and per-store notes; nothing when the run had no storm."""
     cases = [results[f"resume-{st}"] for st in RESUME_STORES if f"resume-{st}" in results]
     if not cases:
@@ -763,6 +765,8 @@ def resume_section(results):
             f"{c['restart_s']:.1f} s; {r['pushed']:,} pushes meanwhile in {r['push_seconds']:.1f} s{push_ops}; "
             f"storm window {w:.2f} s; {connect_rpc(c)}; upgrades refused {c.get('rejected') or 0}; kernel TCP counters over it {c.get('tcp')}; gateway_resumes_total {c['resumes']}; reconnect retries {r['retries'] or 0}; "
             f"errors {r['errors'] or 0}; {c['gateway_warnings']} warnings in the new gateway's log"
+            + (f"; 1-min load average {c['loadavg'][0]:.1f} → {c['loadavg'][1]:.1f} on "
+               f"{doc_cpus} CPUs" if c.get("loadavg") else "")
             + (f"; DEADLINE during {r['deadline_hit']}" if r.get("deadline_hit") else "") + ".")
     return [
         "## Resume storm",
@@ -896,7 +900,7 @@ def render(doc):
         "|---|---|",
         *other_rows(results),
         "",
-    ] if "idle" in results else []) + resume_section(results)
+    ] if "idle" in results else []) + resume_section(results, m["cpus_usable"])
 
 
 def free_base(out, name):
