@@ -407,6 +407,16 @@ def redis_ops(port):
     return int(re.search(r"total_commands_processed:(\d+)", redis_call(port, "INFO", "stats")).group(1))
 
 
+def redis_calls(port):
+    """Calls per command name (INFO commandstats)."""
+    text = redis_call(port, "INFO", "commandstats")
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_([^:]+):calls=(\d+)", text)}
+
+
+def calls_since(port, before):
+    return {k: v - before.get(k, 0) for k, v in redis_calls(port).items() if v - before.get(k, 0)}
+
+
 def start_redis(plan, log):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -494,7 +504,8 @@ def resume_case(plan, scale, store):
 
         who = [("api", api.pid)] + ([("redis", redis[0].pid)] if redis else [])
         expect(RESUME_LINES[0])
-        before_push = {"redis_ops": redis_ops(redis[1]) if redis else None}
+        before_push = {"redis_ops": redis_ops(redis[1]) if redis else None,
+                       "calls": redis_calls(redis[1]) if redis else None}
         t = time.time()
         gw.terminate()
         gw.wait(timeout=60)
@@ -504,10 +515,12 @@ def resume_case(plan, scale, store):
         expect(RESUME_LINES[1])
         if redis:
             before_push["redis_ops"] = redis_ops(redis[1]) - before_push["redis_ops"]
+            before_push["calls"] = calls_since(redis[1], before_push["calls"])
         who += [("gateway", gw.pid), ("bench", bench_proc.pid)]
         a = {n: cpu_seconds(pid) for n, pid in who}
         tcp0 = tcp_counters()
         ops0 = redis_ops(redis[1]) if redis else None
+        calls0 = redis_calls(redis[1]) if redis else None
         load0 = os.getloadavg()[0]
         t0 = time.time()
         bench_proc.stdin.write("\n")
@@ -517,6 +530,7 @@ def resume_case(plan, scale, store):
         b = {n: cpu_seconds(pid) for n, pid in who}
         tcp = {k: v - tcp0[k] for k, v in tcp_counters().items()}
         ops = redis_ops(redis[1]) - ops0 if redis else None
+        calls = calls_since(redis[1], calls0) if redis else None
         for line in bench_proc.stdout:
             print(line, end="", flush=True)
         bench_proc.wait(timeout=60)
@@ -529,6 +543,7 @@ def resume_case(plan, scale, store):
         return {"store": store, "report": r, "window_s": window, "shutdown_s": shutdown_s, "restart_s": restart_s,
                 "cpu_s": {n: b[n] - a[n] for n in b}, "tcp": tcp,
                 "loadavg": [load0, os.getloadavg()[0]], "redis_ops": ops, "push_redis_ops": before_push["redis_ops"],
+                "redis_calls": calls, "push_redis_calls": before_push["calls"],
                 "resumes": metric_by(metrics, "gateway_resumes_total", "outcome"),
                 "rejected": {k: v for k, v in metric_by(metrics, "gateway_handshakes_rejected_total", "reason").items()
                              if v}, "connect_rpc": rpc_latency(metrics, "Connect"), "gateway_warnings": warnings,
@@ -758,12 +773,14 @@ def resume_section(results, doc_cpus):
             f"{c.get('tcp', {}).get('ListenOverflows', '—')} | {sum(r['retries'].values())} |")
         push_ops = ("" if c["push_redis_ops"] is None else
                     f", {c['push_redis_ops']:,} Redis commands with the old gateway's disconnects "
-                    f"({c['push_redis_ops'] / max(1, r['pushed']):.2f} per push)")
+                    f"({c['push_redis_ops'] / max(1, r['pushed']):.2f} per push: {c.get('push_redis_calls')})")
         notes.append(
             f"- {c['store']}: first connections {r['connections_established']:,} in {r['connect_seconds']:.1f} s, "
             f"ended by {r['lost']}; gateway SIGTERM to exit {c['shutdown_s']:.1f} s, to the new one ready "
             f"{c['restart_s']:.1f} s; {r['pushed']:,} pushes meanwhile in {r['push_seconds']:.1f} s{push_ops}; "
-            f"storm window {w:.2f} s; {connect_rpc(c)}; upgrades refused {c.get('rejected') or 0}; kernel TCP counters over it {c.get('tcp')}; gateway_resumes_total {c['resumes']}; reconnect retries {r['retries'] or 0}; "
+            f"storm window {w:.2f} s"
+            + (f", Redis commands in it {c['redis_calls']}" if c.get("redis_calls") else "")
+            + f"; {connect_rpc(c)}; upgrades refused {c.get('rejected') or 0}; kernel TCP counters over it {c.get('tcp')}; gateway_resumes_total {c['resumes']}; reconnect retries {r['retries'] or 0}; "
             f"errors {r['errors'] or 0}; {c['gateway_warnings']} warnings in the new gateway's log"
             + (f"; 1-min load average {c['loadavg'][0]:.1f} → {c['loadavg'][1]:.1f} on "
                f"{doc_cpus} CPUs" if c.get("loadavg") else "")
