@@ -732,7 +732,7 @@ RESUME_STORES = ("memory", "redis")
 
 def replay_cell(r):
     p = r.get("replay_us")
-    return f"{p['p50'] / 1e3:.0f} / {p['p99'] / 1e3:.0f} ms" if p else "—"
+    return f"{p['p50'] / 1e3:.1f} / {p['p99'] / 1e3:.0f} ms" if p else "—"
 
 
 def connect_rpc(c):
