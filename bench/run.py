@@ -344,13 +344,225 @@ def push_case(plan, scale, broadcast=False):
         stack.close()
 
 
+# ---- resume storm (issue 12) ----
+
+RESUME_LINES = ("ws-bench resume: positions read", "ws-bench resume: pushed, waiting for a line on stdin",
+                "ws-bench resume: storm over")  # resume.rs: POSITIONS_READ, WAITING_FOR_GO, STORM_OVER
+
+
+def start_logged(cmd, pattern, log, timeout=30):
+    """Starts cmd with stdout and stderr to the file log (a storm's warnings must not fill a pipe nobody reads)
+    and waits for the banner line matching pattern; returns (proc, match)."""
+    out = open(log, "w")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    out.close()
+    deadline = time.time() + timeout
+    with open(log) as f:
+        while time.time() < deadline:
+            line = f.readline()
+            if m := re.search(pattern, line):
+                return proc, m
+            if not line:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{os.path.basename(cmd[0])} exited before printing its banner (see {log})")
+                time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError(f"{os.path.basename(cmd[0])}: no banner within {timeout}s (see {log})")
+
+
+def wait_ready(admin, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://{admin}/readyz", timeout=1).status == 200:
+                return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError(f"ws-gateway at {admin} not ready within {timeout}s")
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_call(port, *args):
+    """One command over a raw socket (RESP); returns the reply's text."""
+    req = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(req.encode())
+        data = s.recv(65536)
+        if data.startswith(b"$"):
+            size = int(data[1:data.index(b"\r\n")])
+            head = data.index(b"\r\n") + 2
+            while len(data) < head + size:
+                data += s.recv(65536)
+            return data[head:head + size].decode()
+        return data.decode().strip()
+
+
+def redis_ops(port):
+    return int(re.search(r"total_commands_processed:(\d+)", redis_call(port, "INFO", "stats")).group(1))
+
+
+def redis_calls(port):
+    """Calls per command name (INFO commandstats)."""
+    text = redis_call(port, "INFO", "commandstats")
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_([^:]+):calls=(\d+)", text)}
+
+
+def calls_since(port, before):
+    return {k: v - before.get(k, 0) for k, v in redis_calls(port).items() if v - before.get(k, 0)}
+
+
+def start_redis(plan, log):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc, _ = start_logged([*taskset(plan), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no"], r"[Rr]eady to accept connections", log)
+    return proc, port
+
+
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPReqQFullDoCookies", "TCPReqQFullDrop")
+
+
+def tcp_counters():
+    """The kernel's accept-queue counters (TcpExt in /proc/net/netstat; the whole machine's)."""
+    with open("/proc/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    values = dict(zip(lines[0][1:], map(int, lines[1][1:])))
+    return {k: values.get(k, 0) for k in TCP_COUNTERS}
+
+
+def metric_by(text, name, label):
+    return {m.group(1): float(m.group(2)) for m in
+            re.finditer(rf'^{name}{{[^}}]*{label}="([^"]*)"[^}}]*}} (\S+)$', text, re.M)}
+
+
+def rpc_latency(text, method):
+    """The gateway's histogram of one unary call to ws-api: calls, mean, and the bucket bounds below which
+    half and 99 % of them finished (seconds)."""
+    name = "gateway_upstream_rpc_duration_seconds"
+    total = metric_by(text, f"{name}_count", "method").get(method, 0)
+    mean = metric_by(text, f"{name}_sum", "method").get(method, 0) / max(1, total)
+    buckets = [(float(m.group(1)), float(m.group(2))) for m in
+               re.finditer(rf'^{name}_bucket{{le="([^"]+)",method="{method}"}} (\S+)$', text, re.M)]
+
+    def within(q):
+        return next((le for le, n in buckets if n >= q * total), None)
+    return {"calls": total, "mean_s": mean, "p50_le_s": within(0.5), "p99_le_s": within(0.99)}
+
+
+def resume_case(plan, scale, store):
+    """A resume storm: users connect and learn their position, the gateway restarts (SIGTERM, 1001 closes
+    spread over its --drain-window; the same port at once), K messages are pushed to each user meanwhile, and
+    all reconnect at once with X-Resume-Since. CPU and Redis commands are counted from the bench's 'go' to
+    its last 'resumed'."""
+    users, k = scale["resume_users"], scale["resume_messages"]
+    logs = f"/tmp/ws-bench-{os.getpid()}-resume-{store}"
+    procs, out = [], f"{logs}.json"
+    try:
+        redis = None
+        if store == "redis":
+            rp, port = start_redis(plan, f"{logs}-redis.log")
+            procs.append(rp)
+            redis = (rp, port)
+        api, m = start_logged([*taskset(plan), f"{REL}/ws-api", "--listen", LOCAL, "--handler", "discard",
+                               "--threads", "1", *(["--redis", f"redis://127.0.0.1:{redis[1]}"] if redis else [])],
+                              r"ws-api listening on (\S+)", f"{logs}-api.log")
+        procs.append(api)
+        api_addr = m.group(1)
+
+        def gateway(listen, n):
+            proc, m = start_logged([f"{REL}/ws-gateway", "--listen", listen, "--admin-listen", LOCAL, "--upstream",
+                                    api_addr, "--cpus", str(plan["core"]), "--log", "warn"],
+                                   r"ws-gateway listening on wss?://([^/\s]+)", f"{logs}-gateway{n}.log")
+            procs.append(proc)
+            with open(f"{logs}-gateway{n}.log") as f:
+                admin = re.search(r"admin listening on http://(\S+)", f.read()).group(1)
+            wait_ready(admin)
+            return proc, m.group(1), admin
+
+        gw, addr, _ = gateway(LOCAL, 1)
+        cmd = [f"{REL}/ws-bench", "resume", "--host", addr, "--api", api_addr, "--user", str(users),
+               "--messages", str(k), "--restart", "--threads", "1", "--deadline", scale["resume_deadline"],
+               "--json", out, "--name", f"resume-{store}"]
+        print("$", " ".join(cmd), flush=True)
+        bench_proc = subprocess.Popen([*taskset(plan), *cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+        procs.append(bench_proc)
+
+        def expect(line):
+            for got in bench_proc.stdout:
+                print(got, end="", flush=True)
+                if got.strip() == line:
+                    return
+            raise RuntimeError(f"ws-bench resume ended before '{line}'")
+
+        who = [("api", api.pid)] + ([("redis", redis[0].pid)] if redis else [])
+        expect(RESUME_LINES[0])
+        before_push = {"redis_ops": redis_ops(redis[1]) if redis else None,
+                       "calls": redis_calls(redis[1]) if redis else None}
+        t = time.time()
+        gw.terminate()
+        gw.wait(timeout=60)
+        shutdown_s = time.time() - t
+        gw, _, admin = gateway(addr, 2)
+        restart_s = time.time() - t
+        expect(RESUME_LINES[1])
+        if redis:
+            before_push["redis_ops"] = redis_ops(redis[1]) - before_push["redis_ops"]
+            before_push["calls"] = calls_since(redis[1], before_push["calls"])
+        who += [("gateway", gw.pid), ("bench", bench_proc.pid)]
+        a = {n: cpu_seconds(pid) for n, pid in who}
+        tcp0 = tcp_counters()
+        ops0 = redis_ops(redis[1]) if redis else None
+        calls0 = redis_calls(redis[1]) if redis else None
+        load0 = os.getloadavg()[0]
+        t0 = time.time()
+        bench_proc.stdin.write("\n")
+        bench_proc.stdin.flush()
+        expect(RESUME_LINES[2])
+        window = time.time() - t0
+        b = {n: cpu_seconds(pid) for n, pid in who}
+        tcp = {k: v - tcp0[k] for k, v in tcp_counters().items()}
+        ops = redis_ops(redis[1]) - ops0 if redis else None
+        calls = calls_since(redis[1], calls0) if redis else None
+        for line in bench_proc.stdout:
+            print(line, end="", flush=True)
+        bench_proc.wait(timeout=60)
+        with open(out) as f:
+            r = json.load(f)
+        os.unlink(out)
+        metrics = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+        with open(f"{logs}-gateway2.log") as f:
+            warnings = sum(1 for line in f if " WARN " in line or " ERROR " in line)
+        return {"store": store, "report": r, "window_s": window, "shutdown_s": shutdown_s, "restart_s": restart_s,
+                "cpu_s": {n: b[n] - a[n] for n in b}, "tcp": tcp,
+                "loadavg": [load0, os.getloadavg()[0]], "redis_ops": ops, "push_redis_ops": before_push["redis_ops"],
+                "redis_calls": calls, "push_redis_calls": before_push["calls"],
+                "resumes": metric_by(metrics, "gateway_resumes_total", "outcome"),
+                "rejected": {k: v for k, v in metric_by(metrics, "gateway_handshakes_rejected_total", "reason").items()
+                             if v}, "connect_rpc": rpc_latency(metrics, "Connect"), "gateway_warnings": warnings,
+                "logs": logs}
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                stop(p)
+
+
 SCALES = {
     "full": {"users": 10000, "users40k": 2000, "duration": "30s", "short_duration": "20s", "warmup": "5s", "idle_users": 19000,
              "idle_hold": "10s", "sat_users": 200, "sat_duration": "8s", "sat_warmup": "2s",
-             "rates": [20000, 40000, 80000, 120000, 160000, 240000], "push_users": 10000},
+             "rates": [20000, 40000, 80000, 120000, 160000, 240000], "push_users": 10000,
+             "resume_users": 10000, "resume_messages": 10, "resume_deadline": "180s"},
     "smoke": {"users": 200, "users40k": 100, "duration": "3s", "short_duration": "3s", "warmup": "1s", "idle_users": 300,
               "idle_hold": "1s", "sat_users": 50, "sat_duration": "2s", "sat_warmup": "500ms",
-              "rates": [2000, 6000], "push_users": 200},
+              "rates": [2000, 6000], "push_users": 200, "resume_users": 200, "resume_messages": 3,
+              "resume_deadline": "60s"},
 }
 
 
@@ -515,11 +727,97 @@ def other_rows(results):
     return rows
 
 
+RESUME_STORES = ("memory", "redis")
+
+
+def replay_cell(r):
+    p = r.get("replay_us")
+    return f"{p['p50'] / 1e3:.1f} / {p['p99'] / 1e3:.0f} ms" if p else "—"
+
+
+def connect_rpc(c):
+    rpc = c.get("connect_rpc")
+    if not rpc:
+        return "Connect latency not recorded"
+
+    def bound(v):
+        return "∞" if v in (None, float("inf")) else f"{v * 1e3:g} ms"
+    return (f"{rpc['calls']:,.0f} Connect calls to ws-api, mean {rpc['mean_s'] * 1e3:.1f} ms, p50 ≤ "
+            f"{bound(rpc['p50_le_s'])}, p99 ≤ {bound(rpc['p99_le_s'])}")
+
+
+def resume_section(results, doc_cpus):
+    """The resume storm's table and per-store notes; nothing when the run had no storm."""
+    cases = [results[f"resume-{st}"] for st in RESUME_STORES if f"resume-{st}" in results]
+    if not cases:
+        return []
+    rows, notes = [], []
+    for c in cases:
+        if "skipped" in c:
+            notes.append(f"- {c['store']}: not run ({c['skipped']}).")
+            continue
+        r, cpu, w = c["report"], c["cpu_s"], c["window_s"]
+
+        def share(n):
+            return f"{cpu[n]:.2f} s ({100 * cpu[n] / max(w, 1e-9):.0f} %)" if n in cpu else "—"
+        ops = "—" if c["redis_ops"] is None else f"{c['redis_ops']:,} ({c['redis_ops'] / max(1, r['reconnected']):.1f} per client)"
+        ru = r["resume_us"]
+        rows.append(
+            f"| {c['store']} | {r['users']:,} × {r['messages_per_user']} | **{r['storm_seconds']:.2f} s** | "
+            f"{ru['p50'] / 1e3:.0f} / {ru['p99'] / 1e3:.0f} / {ru['max'] / 1e3:.0f} ms | "
+            f"{r['storm_handshake_us']['p50'] / 1e3:.0f} / {r['storm_handshake_us']['p99'] / 1e3:.0f} ms | "
+            f"{replay_cell(r)} | "
+            f"{r['resumed']:,} / {r['resume_failed']} / {sum(r['errors'].values())} | "
+            f"{r['replayed']:,} of {r['expected_replayed']:,} ({r['duplicates']} dup, {r['missing']} missing) | "
+            f"{share('gateway')} | {share('api')} | {share('redis')} | {share('bench')} | {ops} | "
+            f"{c.get('tcp', {}).get('ListenOverflows', '—')} | {sum(r['retries'].values())} |")
+        push_ops = ("" if c["push_redis_ops"] is None else
+                    f", {c['push_redis_ops']:,} Redis commands with the old gateway's disconnects "
+                    f"({c['push_redis_ops'] / max(1, r['pushed']):.2f} per push: {c.get('push_redis_calls')})")
+        notes.append(
+            f"- {c['store']}: first connections {r['connections_established']:,} in {r['connect_seconds']:.1f} s, "
+            f"ended by {r['lost']}; gateway SIGTERM to exit {c['shutdown_s']:.1f} s, to the new one ready "
+            f"{c['restart_s']:.1f} s; {r['pushed']:,} pushes meanwhile in {r['push_seconds']:.1f} s{push_ops}; "
+            f"storm window {w:.2f} s"
+            + (f", Redis commands in it {c['redis_calls']}" if c.get("redis_calls") else "")
+            + f"; {connect_rpc(c)}; upgrades refused {c.get('rejected') or 0}; kernel TCP counters over it {c.get('tcp')}; gateway_resumes_total {c['resumes']}; reconnect retries {r['retries'] or 0}; "
+            f"errors {r['errors'] or 0}; {c['gateway_warnings']} warnings in the new gateway's log"
+            + (f"; 1-min load average {c['loadavg'][0]:.1f} → {c['loadavg'][1]:.1f} on "
+               f"{doc_cpus} CPUs" if c.get("loadavg") else "")
+            + (f"; DEADLINE during {r['deadline_hit']}" if r.get("deadline_hit") else "") + ".")
+    return [
+        "## Resume storm",
+        "",
+        "Users connect (one per uid) and read their position from one Push each; the gateway gets SIGTERM "
+        "(1001 closes over its --drain-window) and a new one starts on the same port; K messages are pushed "
+        "to every user meanwhile; then all reconnect at once with `X-Resume-Since` (`ws-bench resume "
+        "--restart`). Time: first reconnect attempt to the last `resumed`; per client: its attempt to its "
+        "`resumed` (a refused or 503 attempt is retried after 20–100 ms), split into the handshake (TCP connect "
+        "to 101, which waits for the gateway's Connect call to ws-api) and 101 → `resumed` (the replay as the "
+        "client sees it). CPU: /proc/<pid>/stat from the "
+        "bench's start signal to its last `resumed` (% of one core over that window); ws-api `--threads 1`, "
+        "redis-server and ws-bench share the load CPU. Redis commands: INFO stats total_commands_processed "
+        "over the same window. Listen overflows: the kernel's TcpExt ListenOverflows over the window (a full accept "
+        "queue drops the handshake's last ACK, and the gateway's SYN-ACK is sent again 1, 3, 7 s later); the "
+        "whole machine's, but nothing else here accepts that fast.",
+        "",
+        "| store | users × K | all resumed in | per client p50 / p99 / max | reconnect handshake p50 / p99 | "
+        "101 → resumed p50 / p99 | "
+        "resumed / failed / errors | replayed | gateway CPU | ws-api CPU | Redis CPU | ws-bench CPU | Redis commands | "
+        "listen overflows | retries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        *notes,
+        "",
+    ]
+
+
 def check(results):
     """Failures that make the run (and `make test`) fail."""
     bad = []
     for key, *_ in MESSAGE_CASES:
-        for kind in ("gateway", "floor"):
+        for kind in ("gateway", "floor") if key in results else ():
             r = results[key][kind]
             if r["connections_failed"] or r["messages_lost"] or r["connections_closed_early"]:
                 bad.append(f"{key}/{kind}: {r['connections_failed']} failed, {r['messages_lost']} lost, "
@@ -527,9 +825,16 @@ def check(results):
             got = r.get("target_messages_in")
             if got is not None and got < r["messages_sent"]:
                 bad.append(f"{key}/{kind}: sent {r['messages_sent']}, {kind} counted {got:.0f}")
-    for kind in ("gateway", "floor"):
+    for kind in ("gateway", "floor") if "idle" in results else ():
         if results["idle"][kind]["connections_failed"]:
             bad.append(f"idle/{kind}: {results['idle'][kind]['connections_failed']} connections failed")
+    for store in RESUME_STORES:
+        r = results.get(f"resume-{store}", {}).get("report")
+        if r and (r["resumed"] != r["positions_read"] or r["positions_read"] != r["users"] or r["duplicates"]
+                  or r["missing"] or r["wrong_resumed_offset"] or r["replayed"] != r["expected_replayed"]
+                  or r.get("deadline_hit")):
+            bad.append(f"resume-{store}: {r['resumed']} of {r['users']} resumed, {r['duplicates']} duplicates, "
+                       f"{r['missing']} missing, deadline {r.get('deadline_hit')}")
     return bad
 
 
@@ -548,6 +853,9 @@ def render(doc):
     """The results file's Markdown, from the JSON document alone (see --render)."""
     m, results, timings, plan = doc["machine"], doc["results"], doc["case_seconds"], doc["plan"]
     scale, quiet, smoke = doc["scale_params"], doc["quiet"], doc["scale"] == "smoke"
+    command = "make bench-smoke" if smoke else "make bench"
+    if doc.get("only"):
+        command = f"python3 bench/run.py{' --smoke' if smoke else ''} --only {doc['only']}"
     perf_note = "" if m["perf"] else " perf is absent here, so syscalls per message are n/a."
     wait_note = (" Before each pair the run waits (up to 5 min) for the machine to be 90 % idle, and reruns a pair "
                  f"(twice at most) when a CPU was busier than the processes measured on it by more than {DISTURBED} "
@@ -560,9 +868,10 @@ def render(doc):
         f"Placement: {plan['placement']}. The floor is `ws-bench sink` (one thread, level-triggered epoll, one "
         "`read` per readiness into a shared 64 KiB buffer, frames parsed only to skip them), run right after the "
         "gateway under the same ws-bench load.",
-        f"Command: `{'make bench-smoke' if smoke else 'make bench'}` ({doc['elapsed_s']:.0f} s; per case: "
+        f"Command: `{command}` ({doc['elapsed_s']:.0f} s; per case: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ").",
         "",
+    ] + ([
         "## Per-message cost against the floor",
         "",
         f"Each load runs {scale['duration']} (seed one-way cases) or {scale['short_duration']} (the others) after "
@@ -586,6 +895,7 @@ def render(doc):
         "",
         *json_vs_protobuf(results),
         "",
+    ] if all(k in results for k, *_ in MESSAGE_CASES) else []) + ([
         "## Saturation, one-way, one core",
         "",
         f"{scale['sat_users']} connections, 50 B JSON frames, ws-api `--handler discard`; each step "
@@ -600,13 +910,14 @@ def render(doc):
         "",
         *saturation_summary(results["saturation"]),
         "",
+    ] if "saturation" in results else []) + ([
         "## Other cases (gateway only)",
         "",
         "| case | result |",
         "|---|---|",
         *other_rows(results),
         "",
-    ]
+    ] if "idle" in results else []) + resume_section(results, m["cpus_usable"])
 
 
 def free_base(out, name):
@@ -624,6 +935,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--no-wait", action="store_true",
                     help="full run: do not wait for a quiet machine nor rerun disturbed cases")
+    ap.add_argument("--only", metavar="PREFIXES",
+                    help="only the cases whose key starts with one of these (comma-separated, e.g. resume); "
+                         "the results file gets -<PREFIXES> in its name")
     ap.add_argument("--render", metavar="JSON", help="only write the .md of an earlier run's .json beside it")
     args = ap.parse_args()
     if args.render:
@@ -648,19 +962,28 @@ def main():
         print(f"-- {key}: {timings[key]} s", flush=True)
 
     quiet = None if args.smoke or args.no_wait else {"idle": 90, "max_wait": 300, "retries": 2}
-    for case in MESSAGE_CASES:
-        timed(case[0], lambda c=case: paired_case(plan, scale, c, quiet))
-    timed("saturation", lambda: saturation(plan, scale, quiet))
-    timed("idle", lambda: idle_case(plan, scale, m))
-    timed("push", lambda: push_case(plan, scale))
-    timed("broadcast", lambda: push_case(plan, scale, broadcast=True))
+    cases = [(c[0], lambda c=c: paired_case(plan, scale, c, quiet)) for c in MESSAGE_CASES]
+    cases += [("saturation", lambda: saturation(plan, scale, quiet)), ("idle", lambda: idle_case(plan, scale, m)),
+              ("push", lambda: push_case(plan, scale)), ("broadcast", lambda: push_case(plan, scale, broadcast=True))]
+    for store in RESUME_STORES:
+        if store == "redis" and shutil.which("redis-server") is None:
+            cases.append((f"resume-{store}", lambda: {"store": "redis", "skipped": "redis-server absent: make deps"}))
+        else:
+            cases.append((f"resume-{store}", lambda st=store: resume_case(plan, scale, st)))
+    prefixes = args.only.split(",") if args.only else [""]
+    for key, fn in cases:
+        if any(key.startswith(p) for p in prefixes):
+            if key.startswith("resume"):
+                wait_quiet(quiet, [])
+            timed(key, fn)
     doc = {"machine": m, "plan": plan, "scale": kind, "scale_params": scale, "quiet": quiet,
-           "date": datetime.date.today().isoformat(), "commit": git_commit(),
+           "date": datetime.date.today().isoformat(), "commit": git_commit(), "only": args.only,
            "elapsed_s": time.time() - started, "case_seconds": timings, "results": results}
     lines = render(doc)
     if kind == "full":
         os.makedirs(args.out, exist_ok=True)
-        base = free_base(args.out, f"{doc['date']}-{m['host']}")
+        suffix = f"-{args.only.replace(',', '+')}" if args.only else ""
+        base = free_base(args.out, f"{doc['date']}-{m['host']}{suffix}")
         with open(base + ".json", "w") as f:
             json.dump(doc, f, indent=1)
         with open(base + ".md", "w") as f:

@@ -70,8 +70,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(socket.into_raw_fd()) })
 }
 
-/// The accept queue of each core's listener (the kernel caps it at `somaxconn`).
-const LISTEN_BACKLOG: i32 = 1024;
+/// The accept queue of each core's listener (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default). 1024 overflowed in the resume
+/// storm (`make bench`, 10,000 clients reconnecting at once to one core:
+/// 4,497 SYNs dropped and retried a second later; bench/results/2026-11-25-vm-resume.md).
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// Accepts connections forever.
 pub async fn serve(core: Rc<Accept>, listener: TcpListener) {

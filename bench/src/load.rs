@@ -81,6 +81,15 @@ impl Target {
 
     /// Opens connection `i` (numbered from 0), bound to its source address.
     pub async fn connect(&self, i: usize) -> Result<WebSocketStream<TcpStream>, String> {
+        self.connect_since(i, None).await
+    }
+
+    /// Opens connection `i` resuming after `since` (`X-Resume-Since`), if given.
+    pub async fn connect_since(
+        &self,
+        i: usize,
+        since: Option<&str>,
+    ) -> Result<WebSocketStream<TcpStream>, String> {
         let sock = TcpSocket::new_v4().map_err(|e| io_reason(&e))?;
         if !self.sources.is_empty() {
             let ip = self.sources[i % self.sources.len()];
@@ -96,6 +105,10 @@ impl Target {
             let token = self.token.replace("{i}", &(i + 1).to_string());
             req.headers_mut()
                 .insert("token", token.parse().map_err(|_| "bad_token".to_owned())?);
+            if let Some(since) = since {
+                let since = since.parse().map_err(|_| "bad_since".to_owned())?;
+                req.headers_mut().insert("x-resume-since", since);
+            }
             tokio_tungstenite::client_async(req, stream)
                 .await
                 .map(|(ws, _)| ws)

@@ -6,11 +6,12 @@
 //! Modules: [`load`] drives connections, [`stats`] collects and reports,
 //! [`procstat`] reads CPU and memory from /proc, [`window`] measures the
 //! steady window (CPU split, syscalls), [`push`] measures ws-api `Push`
-//! fan-out, and [`sink`] is the floor: a minimal epoll WebSocket server.
+//! fan-out, [`resume`] a resume storm, and [`sink`] is the floor: a minimal epoll WebSocket server.
 
 mod load;
 mod procstat;
 mod push;
+mod resume;
 mod sink;
 mod stats;
 mod window;
@@ -61,6 +62,14 @@ enum Command {
         /// One Broadcast per round instead of a Push per user.
         #[arg(long)]
         broadcast: bool,
+    },
+    /// Resume storm: users learn their position, lose their connections,
+    /// miss --messages pushes each, then all reconnect at once and resume.
+    Resume {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        resume: resume::ResumeArgs,
     },
     /// The floor: a single-threaded epoll WebSocket server that answers the
     /// upgrade and reads and discards every frame.
@@ -240,6 +249,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             broadcast,
         } => push::run(&common, &api, rounds, broadcast)?,
+        Command::Resume { common, resume } => return resume::run(&common, &resume),
         Command::Sink { listen, cpu, echo } => return sink::run(listen, cpu, echo),
     };
     print!("{}", report.text());
