@@ -78,13 +78,6 @@ fn assert_clean_close(ev: &Value, code: u16, reason_ok: impl Fn(&str) -> bool) {
     assert_eq!(ev["error"], false, "an error event came first: {ev}");
 }
 
-/// Waits (over HTTP, without an Origin) until the gateway admits clients.
-fn until_admitting(gw: &Proc) {
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(connect(gw.addr, "1"));
-}
-
 #[test]
 fn chromium_echoes_and_reads_every_refusal() {
     let Some(mut b) = Browser::start("page.html") else {
@@ -101,7 +94,7 @@ fn chromium_echoes_and_reads_every_refusal() {
             "1",
         ],
     );
-    until_admitting(&gw);
+    until_ready(&gw);
     let url = format!("ws://{}/gateway/ws", gw.addr);
 
     let ev = b.open("app", "a", &format!("{url}?token=42"), None);
@@ -156,7 +149,7 @@ fn chromium_sees_clean_closes_for_kick_drain_and_oversize() {
     };
     let api = ws_api("127.0.0.1:0", "echo");
     let mut gw = gateway(api.addr, 2, &["--allowed-origins", &b.app]);
-    until_admitting(&gw);
+    until_ready(&gw);
     let url = format!("ws://{}/gateway/ws", gw.addr);
 
     // A 100 KiB text message over the 64 KiB default: 1009 while the
@@ -209,7 +202,7 @@ fn chromium_opens_with_app_subprotocols_beside_the_token() {
         2,
         &["--allowed-origins", &b.app, "--subprotocols", "graphql-ws"],
     );
-    until_admitting(&gw);
+    until_ready(&gw);
     let url = format!("ws://{}/gateway/ws", gw.addr);
     // "a+b/c=" cannot be a subprotocol; base64url of it can.
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("a+b/c=");

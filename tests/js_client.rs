@@ -80,11 +80,6 @@ fn messages(seen: &Value) -> &Vec<Value> {
     seen["messages"].as_array().expect("messages")
 }
 
-/// Waits (over HTTP, without an Origin) until the gateway admits clients.
-fn until_admitting(gw: &Proc) {
-    runtime().block_on(connect(gw.addr, "1"));
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
@@ -122,7 +117,7 @@ fn connects_with_a_token_echoes_and_answers_app_pings() {
     // ws-api echoes everything, so the client's HEARTBEAT answers to the
     // gateway's PINGs come back as messages.
     let gw = gateway(api.addr, 2, &["--ping-interval", "300ms", "--app-ping"]);
-    until_admitting(&gw);
+    until_ready(&gw);
 
     b.start_client("c", &gw, options(Some("42")));
     let open = b.wait_state("c", "open", 1);
@@ -159,7 +154,7 @@ fn stops_on_a_refusal_and_retries_after_the_hint_while_ws_api_is_down() {
     let mut api = ws_api("127.0.0.1:0", "echo");
     let gw = gateway(api.addr, 2, &[]);
     let admin = gw.admin.expect("admin address");
-    until_admitting(&gw);
+    until_ready(&gw);
 
     // No token: 4401, final; the client does not come back.
     b.start_client("anonymous", &gw, options(None));
@@ -175,7 +170,7 @@ fn stops_on_a_refusal_and_retries_after_the_hint_while_ws_api_is_down() {
     // ws-api down: 4503 "...; retry after 1s"; the client waits at least
     // that long, and comes up by itself once ws-api is back.
     let api_addr = api.addr;
-    // No session left (until_admitting's is gone), for the count below.
+    // No session open, for the count below.
     wait_for_metric(admin, "gateway_websocket_online_totals", 0.0);
     api.kill();
     b.start_client("patient", &gw, options(Some("9")));
@@ -216,7 +211,7 @@ fn resumes_across_a_gateway_restart_without_gaps_or_duplicates() {
     let api = ws_api("127.0.0.1:0", "echo");
     let mut gw = gateway(api.addr, 2, &[]);
     let (listen, admin) = (gw.addr, gw.admin.expect("admin address"));
-    until_admitting(&gw);
+    until_ready(&gw);
     b.start_client("c", &gw, options(Some("7")));
     b.wait_state("c", "live", 1);
 
@@ -262,7 +257,7 @@ fn send_with_ack_resolves_once_ws_api_has_it() {
     let api = ws_api("127.0.0.1:0", "echo");
     let gw = gateway(api.addr, 2, &[]);
     let admin = gw.admin.expect("admin address");
-    until_admitting(&gw);
+    until_ready(&gw);
     b.start_client("c", &gw, options(Some("11")));
     b.wait_state("c", "live", 1);
 

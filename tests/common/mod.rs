@@ -285,9 +285,23 @@ pub async fn try_connect(gw: SocketAddr, token: Option<&str>) -> Result<Client, 
         req.headers_mut()
             .insert("token", t.parse().expect("token header"));
     }
-    tokio_tungstenite::connect_async(req)
+    handshake(req).await.map(|(ws, _)| ws)
+}
+
+/// The WebSocket handshake, bounded: a gateway that accepts and never
+/// answers fails the test here, by name, instead of at the runner's timeout.
+pub async fn handshake(
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Result<
+    (
+        Client,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    WsError,
+> {
+    tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req))
         .await
-        .map(|(ws, _)| ws)
+        .expect("no answer to the WebSocket handshake before the deadline")
 }
 
 /// Connects, retrying while the gateway answers 503 (its stream to ws-api is not up yet).
@@ -354,7 +368,7 @@ pub async fn connect_with_sid(gw: SocketAddr, token: &str) -> (Client, String) {
             .expect("request");
         req.headers_mut()
             .insert("token", token.parse().expect("token header"));
-        match tokio_tungstenite::connect_async(req).await {
+        match handshake(req).await {
             Ok((ws, resp)) => {
                 let sid = resp.headers()["x-session-id"]
                     .to_str()
@@ -502,7 +516,7 @@ pub async fn connect_since(gw: SocketAddr, uid: u64, since: Option<&str>) -> Cli
         if let Some(since) = since {
             headers.insert("x-resume-since", since.parse().expect("since"));
         }
-        match tokio_tungstenite::connect_async(req).await {
+        match handshake(req).await {
             Ok((ws, _)) => return ws,
             // 503 while the stream is not up; refused while a restarted
             // gateway is not listening yet.
@@ -600,4 +614,16 @@ pub fn push_in_background(api: SocketAddr, uid: u64) -> tokio::task::JoinHandle<
 pub fn without_offset(text: &str) -> String {
     let v: Value = serde_json::from_str(text).expect("JSON frame");
     format!(r#"{{"type":{},"payload":{}}}"#, v["type"], v["payload"])
+}
+
+/// Waits until the gateway's `/readyz` says 200: every core's stream to
+/// ws-api is up, so a client lands on a core that admits it whichever core
+/// the kernel picks (one successful connect proves only one core).
+pub fn until_ready(gw: &Proc) {
+    let admin = gw.admin.expect("admin address");
+    let until = Instant::now() + DEADLINE;
+    while http_get(admin, "/readyz").0 != 200 {
+        assert!(Instant::now() < until, "gateway never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
