@@ -21,6 +21,7 @@ use std::io::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::grpc::biz_msg_service_client::BizMsgServiceClient;
 use anyhow::Context;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -29,8 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use ws_api::proto::wsapi::BizMsg;
-use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
+use ws_proto::wsapi::BizMsg;
 
 use crate::Common;
 use crate::load::{Target, raise_nofile};
