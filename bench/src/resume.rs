@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use ws_proto::wsapi::BizMsg;
 
 use crate::Common;
-use crate::load::{Target, raise_nofile};
+use crate::load::{Target, users_within_nofile};
 use crate::procstat;
 use crate::stats::Percentiles;
 
@@ -159,14 +159,7 @@ pub struct ResumeReport {
 }
 
 pub fn run(common: &Common, args: &ResumeArgs) -> anyhow::Result<()> {
-    let nofile = raise_nofile();
-    let users = common.user.min(nofile.saturating_sub(64) as usize);
-    if users < common.user {
-        eprintln!(
-            "ws-bench: open-files limit {nofile}: capping --user {} to {users}",
-            common.user
-        );
-    }
+    let (users, _) = users_within_nofile(common);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
