@@ -35,7 +35,7 @@
 //! - [`hash`]: the one hash.
 //! - [`admin`], [`exposition`], [`procstat`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
 //! - [`metrics`]: per-core counters, every loss under a reason.
-//! - [`proto`]: types generated from `proto/` at build time.
+//! - [`proto`]: the wire types, from the `ws-proto` crate (generated from `proto/` once, shared with ws-api and ws-bench).
 //!
 // Three justified exceptions, allowed where they stand: glommio takes
 // sockets as raw descriptors, and glibc's malloc_trim has no safe wrapper.
@@ -74,12 +74,6 @@ pub mod timeout;
 pub mod tls;
 pub mod upstream;
 
-/// Generated from `proto/` by `build.rs` (protox + prost, no system protoc).
-pub mod proto {
-    pub mod wsgateway {
-        include!(concat!(env!("OUT_DIR"), "/wsgateway.rs"));
-    }
-    pub mod wsapi {
-        include!(concat!(env!("OUT_DIR"), "/wsapi.rs"));
-    }
-}
+/// The wire types, generated from `proto/` once, in the `ws-proto` crate
+/// that ws-api and ws-bench share.
+pub use ws_proto as proto;

@@ -12,49 +12,10 @@
 //! sees no gap, no duplicate and no reordering at the seam. Pure logic, no
 //! I/O: the session feeds it and writes what it returns.
 
+pub use ws_proto::Position;
+
 use crate::proto::wsapi::Resumed;
 use crate::proto::wsgateway::Protocol;
-
-/// A position in a user's stream, `<epoch>:<n>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub epoch: String,
-    pub n: u64,
-}
-
-impl Position {
-    /// Parses `<epoch>:<n>`; the epoch is lowercase letters and digits.
-    pub fn parse(s: &str) -> Option<Position> {
-        let (epoch, n) = s.split_once(':')?;
-        Position::from_parts(epoch, n)
-    }
-
-    /// Parses the subprotocol entry `since.<epoch>.<n>` (a subprotocol
-    /// cannot hold `:`).
-    pub fn from_subprotocol(entry: &str) -> Option<Position> {
-        let (epoch, n) = entry.strip_prefix("since.")?.split_once('.')?;
-        Position::from_parts(epoch, n)
-    }
-
-    fn from_parts(epoch: &str, n: &str) -> Option<Position> {
-        let valid = !epoch.is_empty()
-            && epoch.len() <= 32
-            && epoch
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let n = n.parse().ok().filter(|_| valid)?;
-        Some(Position {
-            epoch: epoch.to_owned(),
-            n,
-        })
-    }
-}
-
-impl std::fmt::Display for Position {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.epoch, self.n)
-    }
-}
 
 /// Why a session stopped holding messages back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,24 +118,6 @@ mod tests {
 
     fn offsets(ps: &[Protocol]) -> Vec<&str> {
         ps.iter().map(|p| p.offset.as_str()).collect()
-    }
-
-    #[test]
-    fn positions_parse_from_both_spellings() {
-        let want = Position {
-            epoch: "k3x9".into(),
-            n: 42,
-        };
-        assert_eq!(Position::parse("k3x9:42"), Some(want.clone()));
-        assert_eq!(
-            Position::from_subprotocol("since.k3x9.42"),
-            Some(want.clone())
-        );
-        assert_eq!(want.to_string(), "k3x9:42");
-        for bad in ["", "k3x9", ":4", "k3x9:", "K3:4", "k3:-1", "k:3:4", "k3:4x"] {
-            assert_eq!(Position::parse(bad), None, "{bad:?}");
-        }
-        assert_eq!(Position::from_subprotocol("token.abc"), None);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! Generates ws-api's server and client code from ../proto with protox and
-//! tonic-prost-build, so building needs no system `protoc`.
+//! Generates ws-api's gRPC services (server and client) from ../proto with
+//! protox and tonic-prost-build, so building needs no system `protoc`. The
+//! messages are ws-proto's (`extern_path`): generated once for the workspace.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto");
     let fds = protox::compile(["wsapi.proto", "wsgateway.proto"], ["../proto"])?;
     tonic_prost_build::configure()
-        .bytes(".")
+        .extern_path(".wsapi", "::ws_proto::wsapi")
+        .extern_path(".wsgateway", "::ws_proto::wsgateway")
         // `rpc Connect` would clash with the generated `connect` constructor.
         .build_transport(false)
         .compile_fds(fds)?;

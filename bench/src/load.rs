@@ -148,8 +148,9 @@ pub fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
-/// Runs a `conn` or `message` load and reports on it.
-pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
+/// `--user`, capped to what the open-files limit (raised first) allows,
+/// with a line saying so; and that limit.
+pub fn users_within_nofile(common: &Common) -> (usize, u64) {
     let nofile = raise_nofile();
     let users = common.user.min(nofile.saturating_sub(64) as usize);
     if users < common.user {
@@ -158,6 +159,12 @@ pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
             common.user
         );
     }
+    (users, nofile)
+}
+
+/// Runs a `conn` or `message` load and reports on it.
+pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
+    let (users, nofile) = users_within_nofile(common);
     let target = Target::new(common)?;
     let threads = common.threads.max(1);
     let progress = Arc::new(Progress::default());

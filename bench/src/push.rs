@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::grpc::biz_msg_service_client::BizMsgServiceClient;
 use futures_util::StreamExt;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_tungstenite::tungstenite::Message;
-use ws_api::proto::wsapi::BizMsg;
-use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
+use ws_proto::wsapi::BizMsg;
 
 use crate::Common;
 use crate::load::{Target, raise_nofile};

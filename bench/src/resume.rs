@@ -21,6 +21,7 @@ use std::io::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::grpc::biz_msg_service_client::BizMsgServiceClient;
 use anyhow::Context;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -29,11 +30,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use ws_api::proto::wsapi::BizMsg;
-use ws_api::proto::wsapi::biz_msg_service_client::BizMsgServiceClient;
+use ws_proto::wsapi::BizMsg;
 
 use crate::Common;
-use crate::load::{Target, raise_nofile};
+use crate::load::{Target, users_within_nofile};
 use crate::procstat;
 use crate::stats::Percentiles;
 
@@ -159,14 +159,7 @@ pub struct ResumeReport {
 }
 
 pub fn run(common: &Common, args: &ResumeArgs) -> anyhow::Result<()> {
-    let nofile = raise_nofile();
-    let users = common.user.min(nofile.saturating_sub(64) as usize);
-    if users < common.user {
-        eprintln!(
-            "ws-bench: open-files limit {nofile}: capping --user {} to {users}",
-            common.user
-        );
-    }
+    let (users, _) = users_within_nofile(common);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

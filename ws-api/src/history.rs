@@ -14,37 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use memory::MemoryHistory;
 pub use redis_log::RedisHistory;
 
+pub use ws_proto::Position;
+
 use crate::presence::PresenceError;
 use crate::proto::wsgateway::Protocol;
-
-/// A position in a user's stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub epoch: String,
-    pub n: u64,
-}
-
-impl Position {
-    /// Parses `<epoch>:<n>`.
-    pub fn parse(s: &str) -> Option<Position> {
-        let (epoch, n) = s.split_once(':')?;
-        let valid = !epoch.is_empty()
-            && epoch
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let n = n.parse().ok().filter(|_| valid)?;
-        Some(Position {
-            epoch: epoch.to_owned(),
-            n,
-        })
-    }
-}
-
-impl std::fmt::Display for Position {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.epoch, self.n)
-    }
-}
 
 /// One message of a user's stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,12 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn positions_and_epochs() {
-        assert_eq!(Position::parse("e1:42"), Some(at("e1", 42)));
-        assert_eq!(at("e1", 42).to_string(), "e1:42");
-        for bad in ["", "e1", ":1", "E1:1", "e1:x"] {
-            assert_eq!(Position::parse(bad), None, "{bad:?}");
-        }
+    fn epochs_are_new_and_valid() {
         let (a, b) = (new_epoch(), new_epoch());
         assert_ne!(a, b);
         assert!(Position::parse(&format!("{a}:1")).is_some());
