@@ -1387,7 +1387,12 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // ws-gateway patch: preempted with task queues still active
+                // is not idle: say so, or the executor parks and may sleep
+                // with runnable tasks until some unrelated event (upstream
+                // returned `ran`, false when preempted before the first queue
+                // ran, e.g. by a completion posted during the syscall above).
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;

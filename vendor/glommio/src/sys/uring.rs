@@ -2229,10 +2229,13 @@ impl Reactor {
         }
         // Whatever was not submitted by a sleep (or was queued since).
         flush_rings!(lat_ring, main_ring)?;
-        // ws-gateway patch: a deferred main ring posts its completions only
-        // when entered; take what that enter brought in now, not a loop
-        // iteration later.
-        consume_rings!(into &mut woke; main_ring);
+        // ws-gateway patch: take what that enter brought in now, not a loop
+        // iteration later: a deferred main ring posts its completions only
+        // when entered, and any ring posts the completions of cancellations
+        // (a preemption timer re-armed above) during it. A completion left in
+        // the latency ring reads as a preemption request, and the executor
+        // would run no task queue before its next sleep.
+        consume_rings!(into &mut woke; lat_ring, main_ring);
 
         // A Note about `need_preempt`:
         //
