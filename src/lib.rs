@@ -54,6 +54,8 @@ pub mod handshake;
 pub mod hash;
 pub mod keepalive;
 pub mod listener;
+#[cfg(test)]
+mod listener_tests;
 pub mod mesh;
 pub mod metrics;
 pub mod procstat;
