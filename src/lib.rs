@@ -9,7 +9,10 @@
 //! test: the accept path a [`listener::Accept`], a session and its claim a
 //! [`context::SessionContext`], keepalive a [`keepalive::Keepalive`], drain
 //! a [`drain::Drain`]. The upstream hands downstream messages to an
-//! [`upstream::Downstream`], which [`router`] implements.
+//! [`upstream::Downstream`], which [`router`] implements. Unit tests that
+//! would take a module past ~500 lines live in `<module>_tests.rs`
+//! (session, listener, handshake), declared `#[cfg(test)]` beside their
+//! module below; they and `testing` may import anything.
 //!
 //! - [`server`]: the whole gateway in one call: shards, admin listener, resolver, drain.
 //! - [`shard`]: one pinned glommio executor per core; builds its state and starts its tasks.
@@ -51,9 +54,13 @@ pub mod context;
 pub mod drain;
 pub mod exposition;
 pub mod handshake;
+#[cfg(test)]
+mod handshake_tests;
 pub mod hash;
 pub mod keepalive;
 pub mod listener;
+#[cfg(test)]
+mod listener_tests;
 pub mod mesh;
 pub mod metrics;
 pub mod procstat;

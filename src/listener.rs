@@ -76,19 +76,46 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// 4,497 SYNs dropped and retried a second later; bench/results/2026-11-25-vm-resume.md).
 const LISTEN_BACKLOG: i32 = 4096;
 
-/// Accepts connections forever.
+/// Accepts connections forever, each on a task of its own.
 pub async fn serve(core: Rc<Accept>, listener: TcpListener) {
-    let mut backoff = Duration::from_millis(5);
+    let id = core.id;
+    accept_loop(
+        id,
+        || listener.accept(),
+        |stream| {
+            glommio::spawn_local(connection(Rc::clone(&core), stream)).detach();
+        },
+    )
+    .await
+}
+
+/// The first wait after a failed accept; it doubles up to [`MAX_BACKOFF`]
+/// while accepts keep failing, and a success starts it over.
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// [`serve`]'s loop over any source of connections, so that a unit test
+/// can make accepts fail (running out of descriptors cannot be staged on a
+/// real listener without starving the test process).
+pub(crate) async fn accept_loop<S, E, F>(
+    core: usize,
+    mut accept: impl FnMut() -> F,
+    mut start: impl FnMut(S),
+) where
+    F: Future<Output = Result<S, E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        match listener.accept().await {
+        match accept().await {
             Ok(stream) => {
-                backoff = Duration::from_millis(5);
-                glommio::spawn_local(connection(Rc::clone(&core), stream)).detach();
+                backoff = FIRST_BACKOFF;
+                start(stream);
             }
             Err(e) => {
-                warn!(core = core.id, error = %e, ?backoff, "accept failed; backing off");
+                warn!(core, error = %e, ?backoff, "accept failed; backing off");
                 glommio::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

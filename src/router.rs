@@ -171,9 +171,244 @@ fn close_code(code: u32) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    //! Routing on one core: sessions are handles in the core's table, and
+    //! what the router queues for them is read off their queues.
+
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use glommio::channels::local_channel::LocalReceiver;
+
+    use super::{Router, close_code};
+    use crate::codec;
+    use crate::metrics::{Counters, Loss};
+    use crate::proto::wsapi::control::Op;
+    use crate::proto::wsapi::{Close, Control, Join, Leave, Msg};
+    use crate::proto::wsgateway::Protocol;
+    use crate::sessions::{Outbound, SessionHandle, Sessions};
+    use crate::sid::{Instance, Sid};
+    use crate::testing::{run, soon};
+
+    fn instance() -> Instance {
+        Instance::new("test:0", 1)
+    }
+
+    /// The router of core 0 (of one), its table and its counters.
+    fn router() -> Router {
+        let counters = Arc::new(Counters::default());
+        Router::new(0, instance(), Rc::new(Sessions::default()), counters)
+    }
+
+    struct Client {
+        sid: String,
+        slot: usize,
+        handle: Rc<SessionHandle>,
+        rx: LocalReceiver<Outbound>,
+    }
+
+    /// A session in the router's table with a queue of `queue`.
+    fn session(router: &Router, queue: usize) -> Client {
+        let (handle, rx) = SessionHandle::new(queue, 0, Arc::clone(&router.counters));
+        let slot = router.sessions.insert(Rc::clone(&handle)).unwrap();
+        let sid = Sid {
+            instance: instance(),
+            core: 0,
+            slot,
+        }
+        .to_string();
+        Client {
+            sid,
+            slot,
+            handle,
+            rx,
+        }
+    }
+
+    fn payload(kind: &str) -> Protocol {
+        Protocol {
+            r#type: kind.into(),
+            payload: Bytes::from_static(b"{}"),
+            ..Protocol::default()
+        }
+    }
+
+    fn to_sid(sid: &str, kind: &str) -> Msg {
+        Msg {
+            sid: sid.into(),
+            payload: Some(payload(kind)),
+            ..Msg::default()
+        }
+    }
+
+    fn control(sid: &str, op: Op) -> Msg {
+        Msg {
+            sid: sid.into(),
+            control: Some(Control { op: Some(op) }),
+            ..Msg::default()
+        }
+    }
+
+    async fn next(client: &Client) -> Outbound {
+        soon("a queued message", client.rx.recv())
+            .await
+            .expect("the queue is open")
+    }
+
+    /// A queued frame's type, and how it was queued.
+    fn kind(out: &Outbound) -> String {
+        match out {
+            Outbound::Frame(p) => p.r#type.clone(),
+            Outbound::Replay(p) => format!("replay {}", p.r#type),
+            Outbound::Shared(f) => {
+                format!("shared {}", codec::decode_json(&f.json).unwrap().r#type)
+            }
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sid_of_this_core_reaches_its_session_only() {
+        run(async {
+            let router = router();
+            let (a, b) = (session(&router, 16), session(&router, 16));
+            router.deliver(to_sid(&a.sid, "hello"));
+            router.deliver(Msg {
+                replay: true,
+                ..to_sid(&a.sid, "missed")
+            });
+            assert_eq!(kind(&next(&a).await), "hello");
+            assert_eq!(kind(&next(&a).await), "replay missed");
+            assert_eq!(b.handle.queued(), 0);
+            for loss in [Loss::UnknownSid, Loss::ForeignSid, Loss::BadDownstream] {
+                assert_eq!(router.counters.lost(loss), 0, "{loss:?}");
+            }
+        });
+    }
+
+    /// What cannot be delivered is counted under why, and reaches no one.
+    #[test]
+    fn undeliverable_messages_are_counted_by_reason() {
+        run(async {
+            let router = router();
+            let live = session(&router, 1);
+            let gone = session(&router, 16);
+            router.sessions.remove(gone.slot);
+            let foreign = Sid {
+                instance: Instance::new("other:0", 1),
+                core: 0,
+                slot: live.slot,
+            };
+            let other_core = Sid {
+                instance: instance(),
+                core: 1,
+                slot: live.slot,
+            };
+
+            router.deliver(to_sid("not-a-sid", "x"));
+            router.deliver(to_sid(&gone.sid, "x"));
+            // Another core's session, and no mesh to reach it by.
+            router.deliver(to_sid(&other_core.to_string(), "x"));
+            assert_eq!(router.counters.lost(Loss::UnknownSid), 3);
+            router.deliver(to_sid(&foreign.to_string(), "x"));
+            assert_eq!(router.counters.lost(Loss::ForeignSid), 1);
+            router.deliver(Msg {
+                sid: live.sid.clone(),
+                ..Msg::default()
+            });
+            assert_eq!(router.counters.lost(Loss::BadDownstream), 1);
+            assert_eq!(live.handle.queued(), 0);
+
+            // A queue of one, not being written (stalled): the second is lost.
+            live.handle.set_stalled(true);
+            router.deliver(to_sid(&live.sid, "first"));
+            router.deliver(to_sid(&live.sid, "second"));
+            assert_eq!(router.counters.lost(Loss::SendQueueFull), 1);
+            assert_eq!(kind(&next(&live).await), "first");
+        });
+    }
+
+    /// Joins and leaves come down as control messages; a group message
+    /// reaches the members on this core, encoded once; `*` reaches everyone.
+    #[test]
+    fn groups_and_broadcasts_fan_out_to_their_sessions() {
+        run(async {
+            let router = router();
+            let (a, b, c) = (
+                session(&router, 16),
+                session(&router, 16),
+                session(&router, 16),
+            );
+            for s in [&a, &b] {
+                router.deliver(control(
+                    &s.sid,
+                    Op::Join(Join {
+                        group: "room".into(),
+                    }),
+                ));
+            }
+            let to_room = |kind: &str| Msg {
+                group: "room".into(),
+                payload: Some(payload(kind)),
+                ..Msg::default()
+            };
+            router.deliver(to_room("one"));
+            let (to_a, to_b) = (next(&a).await, next(&b).await);
+            assert_eq!(kind(&to_a), "shared one");
+            let (Outbound::Shared(to_a), Outbound::Shared(to_b)) = (to_a, to_b) else {
+                panic!("expected shared frames");
+            };
+            assert!(Rc::ptr_eq(&to_a, &to_b), "encoded once for the core");
+            assert_eq!(c.handle.queued(), 0);
+
+            router.deliver(control(
+                &b.sid,
+                Op::Leave(Leave {
+                    group: "room".into(),
+                }),
+            ));
+            router.deliver(to_room("two"));
+            assert_eq!(kind(&next(&a).await), "shared two");
+            assert_eq!(b.handle.queued(), 0);
+
+            router.deliver(to_sid("*", "all"));
+            for s in [&a, &b, &c] {
+                assert_eq!(kind(&next(s).await), "shared all");
+            }
+            assert_eq!(router.counters.fan_outs.get(), 3);
+            assert_eq!(router.counters.lost(Loss::BadDownstream), 0);
+            router.deliver(Msg {
+                payload: None,
+                ..to_room("none")
+            });
+            assert_eq!(router.counters.lost(Loss::BadDownstream), 1);
+        });
+    }
+
+    #[test]
+    fn a_close_control_kicks_with_a_code_a_server_may_send() {
+        run(async {
+            let router = router();
+            let s = session(&router, 16);
+            for (asked, sent) in [(4001, 4001), (1005, 1000)] {
+                let close = Close {
+                    code: asked,
+                    reason: "kicked".into(),
+                };
+                router.deliver(control(&s.sid, Op::Close(close)));
+                match soon("the close", s.rx.recv()).await {
+                    Some(Outbound::Close(code, reason)) => {
+                        assert_eq!((code, reason.as_str()), (sent, "kicked"))
+                    }
+                    other => panic!("expected a close, got {other:?}"),
+                }
+            }
+            assert_eq!(router.counters.kicks.get(), 2);
+        });
+    }
+
     #[test]
     fn close_codes_a_server_may_send() {
-        use super::close_code;
         assert_eq!(close_code(4001), 4001);
         assert_eq!(close_code(1008), 1008);
         for reserved in [0, 999, 1004, 1005, 1006, 1015, 2000, 5000] {

@@ -13,36 +13,17 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::admission::Admission;
 use crate::claim::Claim;
 use crate::codec::{self, Format, MsgPrefix};
-use crate::config::{self, Config};
+use crate::config;
 use crate::context::SessionContext;
-use crate::metrics::{Counters, Loss};
+use crate::metrics::Loss;
 use crate::proto::wsgateway::Protocol;
 use crate::session::{End, Session};
-use crate::sessions::{Outbound, SessionHandle, Sessions};
-use crate::shard::{upstream_config, ws_config};
+use crate::sessions::{Outbound, SessionHandle};
+use crate::shard::ws_config;
 use crate::stream::ClientStream;
-use crate::testing::{run, soon};
-use crate::upstream::pool::Upstreams;
-use crate::upstream::targets::Targets;
-
-fn context(config: Config) -> Rc<SessionContext> {
-    let counters = Arc::new(Counters::default());
-    Rc::new(SessionContext {
-        upstream: Upstreams::new(
-            upstream_config(&config, "test#0".into(), 1),
-            Targets::new(&[]),
-            Arc::clone(&counters),
-        ),
-        admission: Rc::new(Admission::new(0, 1, config.max_connections_per_user)),
-        config,
-        counters,
-        sessions: Rc::new(Sessions::default()),
-        tick: Rc::default(),
-    })
-}
+use crate::testing::{context, run, soon, test_config};
 
 type Client = WebSocketStream<TcpStream>;
 
@@ -103,10 +84,6 @@ fn frame(kind: &str, payload: &str) -> Protocol {
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         ..Protocol::default()
     }
-}
-
-fn test_config() -> Config {
-    config::load(["ws-gateway", "--upstream", "127.0.0.1:9"]).unwrap()
 }
 
 /// Writes what the core queues, answers what ws-api cannot take with an

@@ -134,18 +134,13 @@ fn ws_reason(e: &WsError) -> String {
 
 /// Raises the open-files soft limit to the hard limit; returns the limit.
 pub fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit on a stack struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    lim.current = lim.maximum;
+    // On failure the limit stays as it was; reading it back reports what holds.
+    let _ = setrlimit(Resource::Nofile, lim);
+    // `None` is RLIM_INFINITY.
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// `--user`, capped to what the open-files limit (raised first) allows,

@@ -45,17 +45,14 @@ pub fn snapshot(pid: u32) -> Option<Snapshot> {
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+    rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
-/// CPU seconds (user + system) this process has used.
+/// CPU seconds (user + system, every thread) this process has used: the
+/// process CPU-time clock, the same total `getrusage(RUSAGE_SELF)` gives.
 pub fn self_cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// Samples a process every 250 ms in the background, for peak and settled RSS.

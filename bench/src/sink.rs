@@ -12,10 +12,14 @@
 //! read, or output waits for the socket. SIGTERM/SIGINT print what it saw.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 
 use anyhow::{Context, bail};
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Shared read buffer size: one `read` per readiness, level-triggered.
@@ -24,7 +28,7 @@ const READ_BUF: usize = 64 * 1024;
 const MAX_REQUEST: usize = 16 * 1024;
 /// Pending output past which a connection stops being read (echo mode).
 const MAX_PENDING: usize = 1 << 20;
-/// epoll data of the listener and the signalfd (connections use their fd).
+/// epoll data of the listener and the signal socket (connections use their fd).
 const LISTENER: u64 = u64::MAX;
 const SIGNALS: u64 = u64::MAX - 1;
 
@@ -80,6 +84,12 @@ impl Conn {
     }
 }
 
+/// A connection and its socket; dropping it closes the socket.
+struct Slot {
+    sock: OwnedFd,
+    conn: Conn,
+}
+
 #[derive(Default)]
 struct Totals {
     accepted: u64,
@@ -97,37 +107,37 @@ pub fn run(listen: SocketAddr, cpu: Option<usize>, echo: bool) -> anyhow::Result
         pin(cpu)?;
     }
     crate::load::raise_nofile();
-    let lfd = listener(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    let bound = local_addr(lfd)?;
-    let sfd = signal_fd()?;
-    // SAFETY: plain syscall; the result is checked.
-    let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-    ctl(ep, libc::EPOLL_CTL_ADD, lfd, libc::EPOLLIN as u32, LISTENER)?;
-    ctl(ep, libc::EPOLL_CTL_ADD, sfd, libc::EPOLLIN as u32, SIGNALS)?;
+    let lst = listener(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = lst.local_addr()?;
+    let signals = signal_socket()?;
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    epoll::add(&ep, &lst, EventData::new_u64(LISTENER), EventFlags::IN)?;
+    epoll::add(&ep, &signals, EventData::new_u64(SIGNALS), EventFlags::IN)?;
     println!(
         "ws-bench sink listening on {bound}{}",
         if echo { " (echo)" } else { "" }
     );
     io::stdout().flush()?;
 
-    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut conns: Vec<Option<Slot>> = Vec::new();
     let mut buf = vec![0u8; READ_BUF];
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let none = epoll::Event {
+        flags: EventFlags::empty(),
+        data: EventData::new_u64(0),
+    };
+    let mut events = vec![none; 1024];
     let mut totals = Totals::default();
     loop {
-        // SAFETY: `events` outlives the call and its length is passed.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e).context("epoll_wait");
-        }
-        for ev in &events[..n as usize] {
-            let (token, flags) = (ev.u64, ev.events);
+        let n = match epoll::wait(&ep, &mut events[..], None) {
+            Ok(n) => n,
+            // A signal handler ran (signal-hook's write); its byte wakes the next wait.
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e).context("epoll_wait"),
+        };
+        for ev in &events[..n] {
+            let (token, flags) = (ev.data.u64(), ev.flags);
             match token {
-                LISTENER => accept_all(ep, lfd, &mut conns, &mut totals),
+                LISTENER => accept_all(&ep, &lst, &mut conns, &mut totals),
                 SIGNALS => {
                     println!(
                         "ws-bench sink: accepted {} upgraded {} closed {} frames {} messages {} bytes {}",
@@ -142,30 +152,31 @@ pub fn run(listen: SocketAddr, cpu: Option<usize>, echo: bool) -> anyhow::Result
                     return Ok(());
                 }
                 fd => {
-                    let fd = fd as RawFd;
-                    let Some(conn) = conns.get_mut(fd as usize).and_then(Option::as_mut) else {
+                    let i = fd as usize;
+                    let Some(Slot { sock, conn }) = conns.get_mut(i).and_then(Option::as_mut)
+                    else {
                         continue;
                     };
+                    let sock = sock.as_fd();
                     let mut alive = true;
-                    if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
+                    if flags.intersects(EventFlags::IN | EventFlags::HUP | EventFlags::ERR)
                         && conn.reading
                     {
-                        alive = on_readable(fd, conn, &mut buf, echo, &mut totals);
+                        alive = on_readable(sock, conn, &mut buf, echo, &mut totals);
                     }
                     if alive && !conn.out.is_empty() {
-                        alive = flush(fd, conn);
+                        alive = flush(sock, conn);
                     }
                     if alive && conn.closing && conn.out.is_empty() {
                         alive = false;
                     }
                     if alive {
-                        alive = rearm(ep, fd, conn);
+                        alive = rearm(&ep, sock, conn);
                     }
                     if !alive {
-                        conns[fd as usize] = None;
+                        // Dropping the socket closes it, which also removes it from the epoll set.
+                        conns[i] = None;
                         totals.closed += 1;
-                        // SAFETY: the fd is ours; closing also removes it from the epoll set.
-                        unsafe { libc::close(fd) };
                     }
                 }
             }
@@ -173,62 +184,43 @@ pub fn run(listen: SocketAddr, cpu: Option<usize>, echo: bool) -> anyhow::Result
     }
 }
 
-fn accept_all(ep: RawFd, lfd: RawFd, conns: &mut Vec<Option<Conn>>, totals: &mut Totals) {
-    loop {
-        // SAFETY: null address pointers are allowed; flags are valid.
-        let fd = unsafe {
-            libc::accept4(
-                lfd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            // EAGAIN: drained. EMFILE and the like: leave the rest in the backlog.
-            return;
-        }
+/// Accepts until the backlog is drained. On an error (EAGAIN: drained;
+/// EMFILE and the like) the rest stay in the backlog.
+fn accept_all(ep: &OwnedFd, lst: &TcpListener, conns: &mut Vec<Option<Slot>>, totals: &mut Totals) {
+    while let Ok(sock) = rustix::net::accept_with(lst, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
+    {
         totals.accepted += 1;
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket and option buffer.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            );
+        // Best effort, as before: without it only echo latency suffers.
+        let _ = rustix::net::sockopt::set_tcp_nodelay(&sock, true);
+        let i = sock.as_raw_fd() as usize;
+        if epoll::add(ep, &sock, EventData::new_u64(i as u64), EventFlags::IN).is_err() {
+            continue; // dropping `sock` closes it
         }
-        if ctl(ep, libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, fd as u64).is_err() {
-            // SAFETY: our fd.
-            unsafe { libc::close(fd) };
-            continue;
-        }
-        let i = fd as usize;
         if conns.len() <= i {
             conns.resize_with(i + 1, || None);
         }
-        conns[i] = Some(Conn::new());
+        conns[i] = Some(Slot {
+            sock,
+            conn: Conn::new(),
+        });
     }
 }
 
 /// One `read` into the shared buffer, then the bytes through the state
 /// machine. `false`: close the connection now.
-fn on_readable(fd: RawFd, c: &mut Conn, buf: &mut [u8], echo: bool, t: &mut Totals) -> bool {
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        );
-    }
-    if n == 0 {
-        return false;
-    }
-    let mut data = &buf[..n as usize];
+fn on_readable(
+    sock: BorrowedFd<'_>,
+    c: &mut Conn,
+    buf: &mut [u8],
+    echo: bool,
+    t: &mut Totals,
+) -> bool {
+    let n = match rustix::io::read(sock, &mut *buf) {
+        Ok(0) => return false,
+        Ok(n) => n,
+        Err(e) => return retry_later(e),
+    };
+    let mut data = &buf[..n];
     if let Phase::Upgrade(req) = &mut c.phase {
         req.extend_from_slice(data);
         let Some(end) = find(req, b"\r\n\r\n") else {
@@ -250,7 +242,7 @@ fn on_readable(fd: RawFd, c: &mut Conn, buf: &mut [u8], echo: bool, t: &mut Tota
         }
         // Bytes after the request (a client that did not wait for the 101).
         let rest = req.len() - (end + 4);
-        data = &buf[n as usize - rest..n as usize];
+        data = &buf[n - rest..n];
     }
     frames(c, data, echo, t);
     true
@@ -408,18 +400,12 @@ fn upgrade_response(head: &[u8]) -> Option<String> {
 }
 
 /// Writes what the socket takes. `false`: the connection is gone.
-fn flush(fd: RawFd, c: &mut Conn) -> bool {
+fn flush(sock: BorrowedFd<'_>, c: &mut Conn) -> bool {
     while !c.out.is_empty() {
-        // SAFETY: `out` is valid for reads of its length.
-        let n = unsafe { libc::write(fd, c.out.as_ptr().cast(), c.out.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            );
+        match rustix::io::write(sock, &c.out) {
+            Ok(n) => drop(c.out.drain(..n)),
+            Err(e) => return retry_later(e),
         }
-        c.out.drain(..n as usize);
     }
     if c.out.capacity() > 4096 {
         c.out = Vec::new();
@@ -428,7 +414,7 @@ fn flush(fd: RawFd, c: &mut Conn) -> bool {
 }
 
 /// Keeps the epoll interest in step with pending output.
-fn rearm(ep: RawFd, fd: RawFd, c: &mut Conn) -> bool {
+fn rearm(ep: &OwnedFd, sock: BorrowedFd<'_>, c: &mut Conn) -> bool {
     let want_out = !c.out.is_empty();
     let reading = c.out.len() < MAX_PENDING && !c.closing;
     if want_out == c.want_out && reading == c.reading {
@@ -436,128 +422,61 @@ fn rearm(ep: RawFd, fd: RawFd, c: &mut Conn) -> bool {
     }
     c.want_out = want_out;
     c.reading = reading;
-    let mut flags = 0u32;
+    let mut flags = EventFlags::empty();
     if want_out {
-        flags |= libc::EPOLLOUT as u32;
+        flags |= EventFlags::OUT;
     }
     if reading {
-        flags |= libc::EPOLLIN as u32;
+        flags |= EventFlags::IN;
     }
-    ctl(ep, libc::EPOLL_CTL_MOD, fd, flags, fd as u64).is_ok()
+    let data = EventData::new_u64(sock.as_raw_fd() as u64);
+    epoll::modify(ep, sock, data, flags).is_ok()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: data };
-    // SAFETY: a valid epoll fd and event struct.
-    cvt(unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) }).map(drop)
+/// A failed read or write to try again on the next readiness.
+fn retry_later(e: Errno) -> bool {
+    e == Errno::WOULDBLOCK || e == Errno::INTR
 }
 
 fn pin(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays within it (checked).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu >= 8 * size_of::<libc::cpu_set_t>() {
-            bail!("--cpu {cpu} is out of range");
-        }
-        libc::CPU_SET(cpu, &mut set);
-        cvt(libc::sched_setaffinity(
-            0,
-            size_of::<libc::cpu_set_t>(),
-            &set,
-        ))
-        .with_context(|| format!("cannot pin to CPU {cpu}"))?;
+    if cpu >= rustix::thread::CpuSet::MAX_CPU {
+        bail!("--cpu {cpu} is out of range");
     }
-    Ok(())
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)
+        .with_context(|| format!("cannot pin to CPU {cpu}"))
 }
 
 /// A non-blocking listener with SO_REUSEADDR (the sink closes first, so its
-/// port collects TIME_WAIT sockets).
-fn listener(addr: SocketAddr) -> io::Result<RawFd> {
-    let SocketAddr::V4(v4) = addr else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the sink listens on IPv4 only",
-        ));
+/// port collects TIME_WAIT sockets) and a 4096 backlog: std's `bind` listens
+/// with 128, which a connect storm overflows.
+fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
     };
-    // SAFETY: plain syscalls on an fd we own; structs are fully initialised.
-    unsafe {
-        let fd = cvt(libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
-        let one: libc::c_int = 1;
-        cvt(libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        ))?;
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        cvt(libc::bind(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ))?;
-        cvt(libc::listen(fd, 4096))?;
-        Ok(fd)
-    }
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 4096)?;
+    Ok(TcpListener::from(fd))
 }
 
-fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    // SAFETY: getsockname fills at most `len` bytes of the zeroed struct.
-    unsafe {
-        let mut sa: libc::sockaddr_in = std::mem::zeroed();
-        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        cvt(libc::getsockname(
-            fd,
-            (&mut sa as *mut libc::sockaddr_in).cast(),
-            &mut len,
-        ))?;
-        let ip = std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
-        Ok(SocketAddr::from((ip, u16::from_be(sa.sin_port))))
-    }
-}
-
-/// SIGTERM and SIGINT, blocked and read from an fd in the epoll set.
-fn signal_fd() -> io::Result<RawFd> {
-    // SAFETY: a zeroed sigset is then initialised by sigemptyset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        cvt(libc::pthread_sigmask(
-            libc::SIG_BLOCK,
-            &set,
-            std::ptr::null_mut(),
-        ))?;
-        cvt(libc::signalfd(
-            -1,
-            &set,
-            libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
-        ))
-    }
+/// SIGTERM and SIGINT as a readable socket in the epoll set: signal-hook's
+/// handler writes a byte to the other end (rustix has no signalfd, and
+/// blocking the signals for one would take `unsafe` sigprocmask).
+fn signal_socket() -> io::Result<UnixStream> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let (read, write) = UnixStream::pair()?;
+    signal_hook::low_level::pipe::register(SIGTERM, write.try_clone()?)?;
+    signal_hook::low_level::pipe::register(SIGINT, write)?;
+    Ok(read)
 }
 
 #[cfg(test)]
