@@ -68,6 +68,9 @@ impl Core {
 /// io_uring submission queue entries per core (see `spawn`).
 const RING_DEPTH: usize = 4096;
 
+/// See `spawn`.
+const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What a shard needs to start.
 pub struct ShardSpec {
     pub id: usize,
@@ -111,6 +114,13 @@ pub fn spawn(spec: ShardSpec) -> glommio::Result<ExecutorJoinHandle<()>, ()> {
         // io_uring sizes its cancel hash by the ring: with the default depth, 10k
         // pending socket polls share 8 buckets and every cancel walks ~1,000 of them.
         .ring_depth(RING_DEPTH)
+        .batch_wait(spec.config.batch_wait)
+        // How long task queues may run before the core looks at its sockets
+        // again. glommio re-armed its 100 ms timer on every loop iteration,
+        // so in practice it looked far more often; the timer now stays armed
+        // and that period is what a busy core's other sessions may wait
+        // (a client flooded by pushes held a reading one up for ~100 ms).
+        .preempt_timer(PREEMPT_TIMER)
         .spawn(move || run(spec))
 }
 

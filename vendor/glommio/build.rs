@@ -37,6 +37,11 @@ fn main() {
         .extra_warnings(false)
         .compile("uring");
 
+    // ws-gateway patch: the cc crate prints rerun-if-env-changed lines, which
+    // turn off cargo's rerun-on-any-change default; name the C sources.
+    println!("cargo:rerun-if-changed={}", project.join("rusturing.c").display());
+    println!("cargo:rerun-if-changed={}", src.display());
+
     // (our additional, linkable C bindings)
     Build::new()
         .file(project.join("rusturing.c"))

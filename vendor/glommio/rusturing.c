@@ -1,4 +1,8 @@
+#define _GNU_SOURCE
 #include "liburing.h"
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
 extern inline int rust_io_uring_opcode_supported(struct io_uring_probe *p, int op)
 {
@@ -311,4 +315,37 @@ extern inline int rust_io_uring_peek_cqe(struct io_uring *ring, struct io_uring_
 extern inline int rust_io_uring_wait_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr)
 {
     return io_uring_wait_cqe(ring, cqe_ptr);
+}
+
+/*
+ * ws-gateway patch: submits what is queued and waits for `wait_nr`
+ * completions in one io_uring_enter, for at most `timeout_ns` when that is
+ * not negative (IORING_ENTER_EXT_ARG, Linux 5.11). A timeout with nothing
+ * submitted returns -ETIME, as the kernel does. `extra_flags` are or-ed into
+ * the enter flags.
+ */
+int __io_uring_flush_sq(struct io_uring *ring);
+
+int rust_io_uring_submit_and_wait_ext(struct io_uring *ring, unsigned wait_nr,
+                                      long long timeout_ns, unsigned extra_flags)
+{
+    struct __kernel_timespec ts;
+    struct io_uring_getevents_arg arg;
+    unsigned submitted = __io_uring_flush_sq(ring);
+    unsigned flags = IORING_ENTER_GETEVENTS | extra_flags;
+    void *argp = NULL;
+    size_t argsz = _NSIG / 8;
+    int ret;
+
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        memset(&arg, 0, sizeof(arg));
+        arg.ts = (unsigned long) &ts;
+        flags |= IORING_ENTER_EXT_ARG;
+        argp = &arg;
+        argsz = sizeof(arg);
+    }
+    ret = syscall(__NR_io_uring_enter, ring->ring_fd, submitted, wait_nr, flags, argp, argsz);
+    return ret < 0 ? -errno : ret;
 }

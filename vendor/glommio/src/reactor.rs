@@ -183,6 +183,7 @@ impl Reactor {
         record_io_latencies: bool,
         blocking_thread: BlockingThreadPool,
         recv_buffers: sys::buf_ring::RecvBufferConfig,
+        batch_wait: Duration,
     ) -> io::Result<Reactor> {
         let sys = sys::Reactor::new(
             notifier,
@@ -190,6 +191,7 @@ impl Reactor {
             ring_depth,
             blocking_thread,
             recv_buffers,
+            batch_wait,
         )?;
         let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
         Ok(Reactor {

@@ -483,6 +483,8 @@ pub struct LocalExecutorBuilder {
     /// ws-gateway patch: number and size of the receive buffers in the
     /// provided-buffer ring used by multishot socket receives.
     recv_buffers: (usize, usize),
+    /// ws-gateway patch: see [`LocalExecutorBuilder::batch_wait`].
+    batch_wait: Duration,
 }
 
 impl LocalExecutorBuilder {
@@ -503,7 +505,23 @@ impl LocalExecutorBuilder {
             blocking_thread_pool_placement: PoolPlacement::from(placement),
             detect_stalls: None,
             recv_buffers: default_recv_buffers(),
+            batch_wait: Duration::ZERO,
         }
+    }
+
+    /// ws-gateway patch: under load, a sleeping executor waits for a batch
+    /// of completions (64) or `wait`, whichever comes first, instead of
+    /// waking for each one; this is the most any completion, or a wake-up
+    /// from another executor, waits because of it (timers still fire on
+    /// time). Batching starts when events arrive less than four `wait`s
+    /// apart and stops at the first batch that times out empty, so a lone
+    /// event after a quiet spell wakes the executor at once. Needs
+    /// `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1); without it, or with
+    /// `Duration::ZERO` (the default), every completion wakes the executor.
+    #[must_use = "The builder must be built to be useful"]
+    pub fn batch_wait(mut self, wait: Duration) -> LocalExecutorBuilder {
+        self.batch_wait = wait;
+        self
     }
 
     /// ws-gateway patch: the executor reads TCP streams with one multishot
@@ -647,6 +665,7 @@ impl LocalExecutorBuilder {
                 thread_pool_placement: self.blocking_thread_pool_placement,
                 detect_stalls: self.detect_stalls,
                 recv_buffers: self.recv_buffers,
+                batch_wait: self.batch_wait,
             },
         )?;
         le.init();
@@ -714,6 +733,7 @@ impl LocalExecutorBuilder {
         let record_io_latencies = self.record_io_latencies;
         let blocking_thread_pool_placement = self.blocking_thread_pool_placement;
         let recv_buffers = self.recv_buffers;
+        let batch_wait = self.batch_wait;
 
         Builder::new()
             .name(name)
@@ -730,6 +750,7 @@ impl LocalExecutorBuilder {
                         thread_pool_placement: blocking_thread_pool_placement,
                         detect_stalls,
                         recv_buffers,
+                        batch_wait,
                     },
                 )?;
                 le.init();
@@ -1014,6 +1035,7 @@ impl LocalExecutorPoolBuilder {
                             thread_pool_placement: blocking_thread_pool_placement,
                             detect_stalls,
                             recv_buffers: default_recv_buffers(),
+                            batch_wait: Duration::ZERO,
                         },
                     )?;
                     le.init();
@@ -1111,6 +1133,8 @@ pub struct LocalExecutorConfig {
     pub detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
     /// ws-gateway patch: (count, size) of the multishot receive buffers.
     pub recv_buffers: (usize, usize),
+    /// ws-gateway patch: see [`LocalExecutorBuilder::batch_wait`].
+    pub batch_wait: Duration,
 }
 
 fn default_recv_buffers() -> (usize, usize) {
@@ -1207,6 +1231,7 @@ impl LocalExecutor {
                     count: config.recv_buffers.0,
                     size: config.recv_buffers.1,
                 },
+                config.batch_wait,
             )?),
             stall_detector: RefCell::new(
                 config
@@ -1362,7 +1387,12 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // ws-gateway patch: preempted with task queues still active
+                // is not idle: say so, or the executor parks and may sleep
+                // with runnable tasks until some unrelated event (upstream
+                // returned `ran`, false when preempted before the first queue
+                // ran, e.g. by a completion posted during the syscall above).
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1512,6 +1542,10 @@ impl LocalExecutor {
                 // requests that are latency sensitive we want them out of the
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
+                // ws-gateway patch: the preemption timer only matters when
+                // a task queue will run.
+                let runnable = !this.queues.borrow().active_executors.is_empty();
+                this.reactor.sys.set_tasks_runnable(runnable);
                 this.parker
                     .poll_io(|| Some(this.preempt_timer_duration()))
                     .expect("Failed to poll io! This is actually pretty bad!");

@@ -95,6 +95,15 @@ bitflags::bitflags! {
         /// Completions are posted at the task's next kernel entry instead of
         /// interrupting it (Linux 5.19). ws-gateway patch.
         const COOP_TASKRUN = 1 << 8;
+        /// Sets `IORING_SQ_TASKRUN` in the SQ flags while completions wait
+        /// for an `io_uring_enter` (Linux 5.19). ws-gateway patch.
+        const TASKRUN_FLAG = 1 << 9;
+        /// Only the creating thread submits (Linux 6.0). ws-gateway patch.
+        const SINGLE_ISSUER = 1 << 12;
+        /// Completions are posted only when that thread enters the ring to
+        /// get events, and wake it once the number it waits for is pending
+        /// (Linux 6.1). ws-gateway patch.
+        const DEFER_TASKRUN = 1 << 13;
     }
 }
 
@@ -197,6 +206,37 @@ impl IoUring {
 
     /// Submit all prepared [`SQE`]s to the kernel and wait until at least
     /// `wait_for` events have completed.
+    /// ws-gateway patch: submits and waits for `wait_for` completions in one
+    /// `io_uring_enter`, for at most `timeout` (needs `IORING_FEAT_EXT_ARG`).
+    /// A timeout that expires is not an error: `Ok(submitted)`.
+    pub fn submit_sqes_and_wait_ext(
+        &mut self,
+        wait_for: u32,
+        timeout: Option<Duration>,
+        extra_flags: u32,
+    ) -> io::Result<u32> {
+        let ns = timeout.map_or(-1, |t| t.as_nanos().min(i64::MAX as u128) as i64);
+        let ret = unsafe {
+            uring_sys::io_uring_submit_and_wait_ext(&mut self.ring, wait_for, ns, extra_flags)
+        };
+        match ret {
+            x if x >= 0 => Ok(x as u32),
+            x if x == -libc::ETIME => Ok(0),
+            x => Err(io::Error::from_raw_os_error(-x)),
+        }
+    }
+
+    /// ws-gateway patch: the SQ ring's flags (`IORING_SQ_*`), as the kernel
+    /// last set them.
+    pub fn sq_flags(&self) -> u32 {
+        unsafe { std::ptr::read_volatile(self.ring.sq.kflags) }
+    }
+
+    /// ws-gateway patch: whether `io_uring_enter` takes a timeout.
+    pub fn has_ext_arg(&self) -> bool {
+        self.ring.features & uring_sys::IORING_FEAT_EXT_ARG != 0
+    }
+
     pub fn submit_sqes_and_wait(&mut self, wait_for: u32) -> io::Result<u32> {
         self.sq().submit_and_wait(wait_for)
     }

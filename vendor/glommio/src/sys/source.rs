@@ -301,6 +301,13 @@ impl Source {
         self.inner.borrow().raw
     }
 
+    /// ws-gateway patch: whether the request is still queued or in the
+    /// kernel (its completion not consumed yet). The reactor keeps its timers
+    /// and the ring link armed across loop iterations while this holds.
+    pub(super) fn is_pending(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn stats_collection(&self) -> Option<StatsCollection> {
         self.inner.borrow().stats_collection
     }

@@ -38,7 +38,7 @@ use crate::{
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
         buf_ring::{self, BufRing, RecvBufferConfig},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -927,6 +927,16 @@ struct SleepableRing {
     /// ws-gateway patch: the provided-buffer ring registered on this ring
     /// (main ring only), used by multishot receives.
     recv_ring: Option<Rc<BufRing>>,
+    /// ws-gateway patch: created with `IORING_SETUP_DEFER_TASKRUN`: its
+    /// completions are posted only when we enter it to get events.
+    deferred: bool,
+    /// ws-gateway patch: while the reactor batches, completions that arrive
+    /// while the executor runs wait for its next (batched) sleep, or until
+    /// `reap_bound` has passed since the last time we took them in, instead
+    /// of costing an `io_uring_enter` of their own.
+    lazy_reap: bool,
+    reap_bound: Duration,
+    last_reap: Cell<Instant>,
 }
 
 impl SleepableRing {
@@ -935,21 +945,54 @@ impl SleepableRing {
         name: &'static str,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
+        defer: bool,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // ws-gateway patch: with DEFER_TASKRUN the kernel queues completions
+        // until this (the only submitting) thread asks for them, and wakes a
+        // sleeping executor only once as many are pending as it waits for:
+        // the batched waits of `Reactor::wait` rest on that. Kernels before
+        // 6.1 refuse the flags; the ring then falls back to COOP_TASKRUN.
+        if defer {
+            let flags = iou::SetupFlags::COOP_TASKRUN
+                | iou::SetupFlags::TASKRUN_FLAG
+                | iou::SetupFlags::SINGLE_ISSUER
+                | iou::SetupFlags::DEFER_TASKRUN;
+            match iou::IoUring::new_with_flags(size as _, flags, iou::SetupFeatures::empty()) {
+                Ok(ring) => {
+                    let mut ring = Self::with_ring(ring, size, name, allocator, source_map);
+                    ring.deferred = true;
+                    return Ok(ring);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
         // ws-gateway patch: without COOP_TASKRUN the kernel kicks the running
         // executor with an inter-processor interrupt for every socket readiness
         // event; glommio enters the kernel on every loop iteration anyway, so
         // the completion can wait for that. Kernels before 5.19 refuse the flag.
+        // ws-gateway patch: TASKRUN_FLAG tells us when completions wait for
+        // us to enter the kernel (see `has_deferred_completions`).
         let ring = match iou::IoUring::new_with_flags(
             size as _,
-            iou::SetupFlags::COOP_TASKRUN,
+            iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
             iou::SetupFeatures::empty(),
         ) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
             ring => ring?,
         };
-        Ok(SleepableRing {
+        Ok(Self::with_ring(ring, size, name, allocator, source_map))
+    }
+
+    fn with_ring(
+        ring: iou::IoUring,
+        size: usize,
+        name: &'static str,
+        allocator: Rc<UringBufferAllocator>,
+        source_map: Rc<RefCell<SourceMap>>,
+    ) -> Self {
+        SleepableRing {
             ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
@@ -960,7 +1003,23 @@ impl SleepableRing {
             source_map,
             in_kernel: 0,
             recv_ring: None,
-        })
+            deferred: false,
+            lazy_reap: false,
+            reap_bound: Duration::ZERO,
+            last_reap: Cell::new(Instant::now()),
+        }
+    }
+
+    /// ws-gateway patch: a deferred ring holds completions the kernel has
+    /// not posted yet (or its CQ overflowed): only an `io_uring_enter` with
+    /// GETEVENTS brings them in.
+    fn has_deferred_completions(&self) -> bool {
+        let wanted = if self.lazy_reap && self.last_reap.get().elapsed() < self.reap_bound {
+            uring_sys::IORING_SQ_CQ_OVERFLOW
+        } else {
+            uring_sys::IORING_SQ_TASKRUN | uring_sys::IORING_SQ_CQ_OVERFLOW
+        };
+        self.ring.sq_flags() & wanted != 0
     }
 
     fn ring_fd(&self) -> RawFd {
@@ -1135,14 +1194,30 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+    /// ws-gateway patch: arms the ring link (`link`, when the last one has
+    /// fired) and submits it, with whatever else is queued, in the same
+    /// `io_uring_enter` that waits for a completion. Upstream submitted first
+    /// and waited in a second call, and armed a fresh link (then cancelled
+    /// it) on every sleep.
+    fn sleep(
+        &mut self,
+        link: Option<&Source>,
+        wait_nr: u32,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        if let Some(link) = link {
+            let mut sq = self.ring.sq();
+            let Some(mut sqe) = sq.prepare_sqe() else {
+                drop(sq);
+                // Can't link rings because we ran out of `SQE`s. Just can't sleep.
+                // Submit what we have, once we're out of here we'll consume them
+                // and at some point will be able to sleep again.
+                return self
+                    .submit_sqes()
+                    .or_else(Reactor::busy_ok)
+                    .or_else(Reactor::again_ok)
+                    .or_else(Reactor::intr_ok);
+            };
             let op = UringDescriptor {
                 fd: link.raw(),
                 flags: SubmissionFlags::empty(),
@@ -1159,42 +1234,52 @@ impl SleepableRing {
                 DmaBuffer::new,
                 &mut self.source_map.borrow_mut(),
             );
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
-            }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
         }
+        // The rings are linked (now or by an earlier sleep). Goodnight! If
+        // the kernel refuses the submission (EBUSY, EAGAIN), it returns at
+        // once and we do not sleep. `timeout` (the next user timer) ends the
+        // wait like a completion would.
+        let x = self
+            .ring
+            .submit_sqes_and_wait_ext(wait_nr, timeout, 0)
+            .map(|x| {
+                self.last_reap.set(Instant::now());
+                x
+            })
+            .map(|x| x as usize)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.in_kernel += x;
+        Ok(x)
+    }
+
+    /// ws-gateway patch: moves queued requests into the SQ without entering
+    /// the kernel (unless the SQ fills up), so that the sleep that may follow
+    /// submits them in the same `io_uring_enter` as its wait.
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
+    }
+
+    /// ws-gateway patch: `can_sleep`, except that SQEs not yet submitted are
+    /// fine: `sleep` submits them with its wait.
+    fn can_sleep_submitting(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
+    }
+
+    /// ws-gateway patch: a deferred ring's completions come in only with
+    /// GETEVENTS; one `io_uring_enter` submits and brings them in.
+    fn enter(&mut self) -> io::Result<usize> {
+        let x = if self.deferred {
+            self.last_reap.set(Instant::now());
+            self.ring.submit_sqes_and_wait_ext(0, None, 0)?
+        } else {
+            self.ring.submit_sqes()?
+        } as usize;
+        self.in_kernel += x;
+        Ok(x)
     }
 }
 
@@ -1221,8 +1306,9 @@ impl UringCommon for SleepableRing {
 
     fn needs_kernel_enter(&self) -> bool {
         // We only need to enter the kernel to submit SQEs, not to collect CQEs (the
-        // kernel posts the CQEs asynchronously for us)
-        self.waiting_kernel_submission() > 0
+        // kernel posts the CQEs asynchronously for us). ws-gateway patch: except
+        // on a deferred ring, where completions wait for us to enter.
+        self.waiting_kernel_submission() > 0 || self.has_deferred_completions()
     }
 
     fn can_sleep(&self) -> bool {
@@ -1248,9 +1334,7 @@ impl UringCommon for SleepableRing {
     }
 
     fn submit_sqes(&mut self) -> io::Result<usize> {
-        let x = self.ring.submit_sqes()? as usize;
-        self.in_kernel += x;
-        Ok(x)
+        self.enter()
     }
 
     fn consume_one_event(&mut self) -> Option<bool> {
@@ -1319,7 +1403,19 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// ws-gateway patch: when the armed latency-ring timer fires.
+    latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    /// ws-gateway patch: the `POLL_ADD` of the latency ring's fd on the main
+    /// ring, kept armed across sleeps until it fires.
+    link_src: Cell<Option<Source>>,
+    /// ws-gateway patch: whether the executor has task queues to run (set
+    /// before each `poll_io`); the preemption timer is armed only then.
+    tasks_runnable: Cell<bool>,
+    /// ws-gateway patch: the longest a batched sleep waits (0: no batching).
+    batch_wait: Duration,
+    /// ws-gateway patch: whether the next sleep waits for a batch.
+    batching: Cell<bool>,
 
     link_fd: RawFd,
 
@@ -1340,6 +1436,11 @@ pub(crate) struct Reactor {
     /// took it (multishot socket receives); None: sockets use `recv(2)`.
     recv_ring: Option<Rc<BufRing>>,
 }
+
+/// ws-gateway patch: completions a batched sleep waits for, unless
+/// `batch_wait` passes first. Enough that the bound, not the count, ends a
+/// batch at moderate load; a burst still wakes the executor early.
+const BATCH_COMPLETIONS: u32 = 64;
 
 pub(crate) fn common_flags() -> PollFlags {
     PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL
@@ -1391,6 +1492,7 @@ impl Reactor {
         ring_depth: usize,
         blocking_thread: BlockingThreadPool,
         recv_buffers: RecvBufferConfig,
+        batch_wait: Duration,
     ) -> crate::Result<Reactor, ()> {
         const MIN_MEMLOCK_LIMIT: u64 = 512 * 1024;
         let (memlock_limit, _) = Resource::MEMLOCK.get()?;
@@ -1408,8 +1510,14 @@ impl Reactor {
         let allocator = Rc::new(UringBufferAllocator::new(io_memory));
         let registry = vec![allocator.as_bytes()];
 
-        let mut main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+        let mut main_ring = SleepableRing::new(
+            ring_depth,
+            "main",
+            allocator.clone(),
+            source_map.clone(),
+            !batch_wait.is_zero(),
+        )?;
+        main_ring.reap_bound = batch_wait;
         // ws-gateway patch: sockets are polled on the main ring, so their
         // multishot receives go there too, with its provided-buffer ring.
         let recv_ring = if recv_buffers.count == 0 {
@@ -1425,8 +1533,13 @@ impl Reactor {
         };
         main_ring.recv_ring = recv_ring.clone();
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
-        let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+        let mut latency_ring = SleepableRing::new(
+            ring_depth,
+            "latency",
+            allocator.clone(),
+            source_map.clone(),
+            false,
+        )?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -1469,7 +1582,12 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_src: Cell::new(None),
+            tasks_runnable: Cell::new(true),
+            batch_wait,
+            batching: Cell::new(false),
             blocking_thread,
             link_fd,
             notifier,
@@ -1861,17 +1979,84 @@ impl Reactor {
     /// what we do is we take advantage of the fact that the ring's `ring_fd` is
     /// pollable and register a `POLL_ADD` event into the ring we will wait on.
     ///
-    /// We may not be able to register an `SQE` at this point, so we return an
-    /// Error and will just not sleep.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+    /// ws-gateway patch: the `POLL_ADD` stays armed until it fires, so a sleep
+    /// ended by anything else leaves it for the next one (upstream armed a
+    /// fresh one per sleep and cancelled it after, an `ASYNC_CANCEL` that
+    /// walks the poll table of every idle socket).
+    fn link_rings_and_sleep(
+        &self,
+        ring: &mut SleepableRing,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        // ws-gateway patch: under load (see `LocalExecutorBuilder::batch_wait`)
+        // wait for a batch of completions, or `batch_wait` at most.
+        let batch = self.batching.get();
+        let (wait_nr, timeout) = if batch {
+            let bound = self.batch_wait;
+            (BATCH_COMPLETIONS, Some(timeout.map_or(bound, |t| t.min(bound))))
+        } else {
+            (1, timeout)
+        };
+        let started = Instant::now();
+        let armed = self.link_src.take().filter(|link| link.is_pending());
+        let link = match armed {
+            Some(link) => {
+                ring.sleep(None, wait_nr, timeout)?;
+                link
+            }
+            None => {
+                let link = Source::new(
+                    IoRequirements::default(),
+                    self.link_fd,
+                    SourceType::LinkRings,
+                    None,
+                    None,
+                );
+                ring.sleep(Some(&link), wait_nr, timeout)?;
+                link
+            }
+        };
+        self.link_src.set(Some(link));
+        if ring.deferred && !self.batch_wait.is_zero() {
+            // Events came, and sooner than four bounds after we slept (or
+            // within the batch): batch the next sleep. A batch that timed out
+            // empty, or a long idle sleep, ends batching, so that the first
+            // event after a quiet spell wakes us at once.
+            let quick = started.elapsed() < self.batch_wait * 4;
+            let batching = ring.waiting_kernel_collection() > 0 && quick;
+            self.batching.set(batching);
+            ring.lazy_reap = batching;
+        }
+        Ok(())
+    }
+
+    /// ws-gateway patch: makes sure a latency-ring timer fires within `dur`,
+    /// keeping the armed one when it fires no later than that and no sooner
+    /// than `min_left` from now. Upstream removed the preemption timer and
+    /// armed a new one on every loop iteration: two SQEs and an
+    /// `io_uring_enter` of the latency ring each time. Kept, the timer may
+    /// fire up to `dur - min_left` early, which costs one extra loop iteration.
+    fn arm_latency_timer(&self, ring: &mut SleepableRing, dur: Duration, min_left: Duration) {
+        let now = Instant::now();
+        let want = now + dur;
+        if let Some(src) = self.latency_preemption_timeout_src.take() {
+            match self.latency_timer_deadline.get() {
+                Some(at) if src.is_pending() && at <= want && at >= now + min_left => {
+                    self.latency_preemption_timeout_src.set(Some(src));
+                    return;
+                }
+                // dropping a pending timer queues its TIMEOUT_REMOVE
+                _ => drop(src),
+            }
+        }
+        self.latency_preemption_timeout_src
+            .set(Some(ring.prepare_latency_preemption_timer(dur)));
+        self.latency_timer_deadline.set(Some(want));
+    }
+
+    /// ws-gateway patch: see `tasks_runnable`.
+    pub(crate) fn set_tasks_runnable(&self, runnable: bool) {
+        self.tasks_runnable.set(runnable);
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1952,29 +2137,35 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
+        // ws-gateway patch: the throughput-based timeout counts completions
+        // from when it was armed and stays armed until it fires (upstream
+        // removed and re-armed it on every call, which made every loop
+        // iteration enter the main ring). It now fires after `ring_depth`
+        // completions, however many iterations that takes.
+        let armed = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|src| src.is_pending());
+        self.throughput_preemption_timeout_src.set(Some(armed.unwrap_or_else(|| {
             main_ring.prepare_throughput_preemption_timer(
                 self.ring_depth() as u32,
                 self.eventfd_src.raw(),
-            ),
-        ));
+            )
+        })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
-        // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        // be careful about this dependency. ws-gateway patch: the main ring's
+        // SQEs are only prepared here; a sleep submits them with its wait,
+        // anything else at the end of this function.
+        flush_rings!(lat_ring, poll_ring)?;
+        main_ring
+            .prepare_submissions()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
@@ -1982,16 +2173,23 @@ impl Reactor {
         let should_sleep = preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_submitting()
             && lat_ring.can_sleep();
 
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
+            // ws-gateway patch: the wait itself times out then, where the
+            // kernel can (no timer to arm and remove on the latency ring).
+            let mut wait_timeout = None;
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if main_ring.ring.has_ext_arg() {
+                    wait_timeout = Some(dur);
+                } else {
+                    self.arm_latency_timer(&mut lat_ring, dur, Duration::ZERO);
+                    flush_cancellations!(into &mut woke; lat_ring);
+                    flush_rings!(lat_ring)?;
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1999,13 +2197,18 @@ impl Reactor {
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
             // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // details. ws-gateway patch: a fence here and one in
+            // `SleepNotifier::notify` (the Dekker pair: our store of
+            // `should_notify` before our reads of the channels, their
+            // channel writes before their read of `should_notify`) instead of
+            // `membarrier::heavy()`, a `sys_membarrier` that interrupts every
+            // CPU running one of our threads on each sleep; the other side's
+            // fence costs far less than a syscall per sleep.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    self.link_rings_and_sleep(&mut main_ring)
+                    self.link_rings_and_sleep(&mut main_ring, wait_timeout)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
@@ -2017,11 +2220,22 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        // ws-gateway patch: only while tasks are runnable: an idle executor
+        // leaves the armed one to fire once and then sleeps with no timer.
+        let runnable = self.tasks_runnable.get() || woke > 0;
+        if let Some(preempt) = preempt_timer().filter(|_| runnable) {
+            self.arm_latency_timer(&mut lat_ring, preempt, preempt / 2);
+            flush_cancellations!(into &mut woke; lat_ring);
         }
+        // Whatever was not submitted by a sleep (or was queued since).
+        flush_rings!(lat_ring, main_ring)?;
+        // ws-gateway patch: take what that enter brought in now, not a loop
+        // iteration later: a deferred main ring posts its completions only
+        // when entered, and any ring posts the completions of cancellations
+        // (a preemption timer re-armed above) during it. A completion left in
+        // the latency ring reads as a preemption request, and the executor
+        // would run no task queue before its next sleep.
+        consume_rings!(into &mut woke; lat_ring, main_ring);
 
         // A Note about `need_preempt`:
         //
@@ -2183,7 +2397,15 @@ mod tests {
     fn timeout_smoke_test() {
         let notifier = sys::new_sleep_notifier().unwrap();
         let pool = BlockingThreadPool::new(PoolPlacement::Unbound(1), notifier.clone()).unwrap();
-        let reactor = Reactor::new(notifier, 0, 128, pool, Default::default()).unwrap();
+        let reactor = Reactor::new(
+            notifier,
+            0,
+            128,
+            pool,
+            Default::default(),
+            Duration::ZERO,
+        )
+        .unwrap();
 
         fn timeout_source(millis: u64) -> (Source, UringOpDescriptor) {
             let source = Source::new(

@@ -82,6 +82,9 @@ pub const IORING_OFF_SQES: libc::__u64 = 0x10000000;
 // sq_ring.kflags
 pub const IORING_SQ_NEED_WAKEUP: libc::c_uint = 1 << 0;
 pub const IORING_SQ_CQ_OVERFLOW: libc::c_uint = 1 << 1;
+/// ws-gateway patch: task work (completions) waits for an `io_uring_enter`
+/// with `IORING_ENTER_GETEVENTS` (rings with `IORING_SETUP_TASKRUN_FLAG`).
+pub const IORING_SQ_TASKRUN: libc::c_uint = 1 << 2;
 
 // cq_ring.kflags
 pub const IORING_CQ_EVENTFD_DISABLED: libc::c_uint = 1 << 0;
@@ -98,6 +101,8 @@ pub const IORING_FEAT_RW_CUR_POS: libc::__u32 = 1 << 3;
 pub const IORING_FEAT_CUR_PERSONALITY: libc::__u32 = 1 << 4;
 pub const IORING_FEAT_FAST_POLL: libc::__u32 = 1 << 5;
 pub const IORING_FEAT_POLL_32BITS: libc::__u32 = 1 << 6;
+/// ws-gateway patch: `io_uring_enter` takes a timeout (Linux 5.11).
+pub const IORING_FEAT_EXT_ARG: libc::__u32 = 1 << 8;
 
 // io_uring_register opcodes and arguments
 pub const IORING_REGISTER_BUFFERS: libc::c_uint = 0;
@@ -382,6 +387,16 @@ extern "C" {
 
 #[link(name = "rusturing")]
 extern "C" {
+    /// ws-gateway patch: submit and wait in one `io_uring_enter`, with an
+    /// optional timeout (negative: none); see rusturing.c.
+    #[link_name = "rust_io_uring_submit_and_wait_ext"]
+    pub fn io_uring_submit_and_wait_ext(
+        ring: *mut io_uring,
+        wait_nr: libc::c_uint,
+        timeout_ns: libc::c_longlong,
+        extra_flags: libc::c_uint,
+    ) -> libc::c_int;
+
     #[link_name = "rust_io_uring_opcode_supported"]
     pub fn io_uring_opcode_supported(p: *mut io_uring_probe, op: libc::c_int) -> libc::c_int;
 
