@@ -121,7 +121,9 @@ pub(crate) async fn accept_loop<S, E, F>(
     }
 }
 
-async fn connection(core: Rc<Accept>, tcp: TcpStream) {
+/// Not an `async fn`: one would keep `core` and `tcp` a second time in
+/// every connection's task (rust-lang/rust#62958).
+pub(crate) fn connection(core: Rc<Accept>, tcp: TcpStream) -> impl Future<Output = ()> {
     let peer = tcp.peer_addr().ok();
     let span = info_span!("conn", core = core.id, peer = ?peer, sid = field::Empty);
     async move {
@@ -158,7 +160,6 @@ async fn connection(core: Rc<Accept>, tcp: TcpStream) {
         debug!(%end, "session ended");
     }
     .instrument(span)
-    .await
 }
 
 /// Turns a TCP connection into a session, or refuses it with an HTTP status.

@@ -96,18 +96,30 @@ enum Event {
 
 impl Session {
     /// Runs the session to its end, then tells ws-api it is gone.
-    pub async fn run(mut self) -> End {
-        let end = self.serve().await;
-        self.core.counters.online.dec();
-        self.handle.dequeued(self.handle.queued());
-        // Boxed, like the other once-per-session steps: an idle session's
-        // task should hold only its read/write loop.
-        Box::pin(self.claim.release()).await;
-        end
+    ///
+    /// Not an `async fn`: one keeps its by-value argument twice in the
+    /// future (rust-lang/rust#62958), and the `Session` is most of every
+    /// session's task (656 bytes of it twice, measured with
+    /// `-Zprint-type-sizes`).
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    pub fn run(mut self) -> impl Future<Output = End> {
+        async move {
+            let end = self.serve().await;
+            self.core.counters.online.dec();
+            self.handle.dequeued(self.handle.queued());
+            // Boxed, like the other once-per-session steps: an idle session's
+            // task should hold only its read/write loop.
+            Box::pin(self.claim.release()).await;
+            end
+        }
     }
 
     async fn serve(&mut self) -> End {
-        if let Err(end) = self.start_resume().await {
+        // Boxed, and only when there is a resume: its writes would
+        // otherwise stay in every session's task (1.4 KiB, measured).
+        if self.resume.is_some()
+            && let Err(end) = Box::pin(self.start_resume()).await
+        {
             return Box::pin(self.finish(end)).await;
         }
         // The per-message steps are boxed: an idle session's task then holds
