@@ -232,9 +232,9 @@ mod tests {
 
     /// A whole gateway in-process: it listens, `/readyz` fails without
     /// ws-api, a client's upgrade is refused with 503, and it drains and stops.
-    #[test]
-    fn starts_serves_and_drains_in_process() {
-        let config = config::load([
+    /// One core on ephemeral ports, its ws-api a port nothing listens on.
+    fn config(extra: &[&str]) -> config::Config {
+        let base = [
             "ws-gateway",
             "--listen",
             "127.0.0.1:0",
@@ -244,11 +244,15 @@ mod tests {
             "127.0.0.1:9",
             "--cores",
             "1",
-            "--shutdown-timeout",
-            "2s",
-        ])
-        .unwrap();
+        ];
+        let config = config::load(base.iter().chain(extra).copied()).unwrap();
         config.validate().unwrap();
+        config
+    }
+
+    #[test]
+    fn starts_serves_and_drains_in_process() {
+        let config = config(&["--shutdown-timeout", "2s"]);
         let mut server = Server::start(&config).unwrap();
         let get = |addr, request: &str| {
             let mut tcp = std::net::TcpStream::connect(addr).unwrap();
@@ -274,18 +278,7 @@ mod tests {
 
     #[test]
     fn run_returns_once_shutdown_resolves() {
-        let config = config::load([
-            "ws-gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "127.0.0.1:9",
-            "--cores",
-            "1",
-        ])
-        .unwrap();
+        let config = config(&[]);
         futures_lite::future::block_on(super::run(config, async {})).unwrap();
     }
 }

@@ -6,8 +6,10 @@ use http::HeaderMap;
 /// How [`Status::from_h2`] words a peer's GOAWAY ENHANCE_YOUR_CALM.
 const GOAWAY_CALM: &str = "ws-api sent GOAWAY ENHANCE_YOUR_CALM";
 
-/// gRPC status codes (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// gRPC status codes (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>),
+/// in their numeric order: the discriminant is the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::FromRepr)]
+#[repr(u8)]
 pub enum Code {
     Ok,
     Cancelled,
@@ -30,30 +32,10 @@ pub enum Code {
 
 impl Code {
     pub fn from_i32(v: i32) -> Code {
-        use Code::*;
-        const ALL: [Code; 17] = [
-            Ok,
-            Cancelled,
-            Unknown,
-            InvalidArgument,
-            DeadlineExceeded,
-            NotFound,
-            AlreadyExists,
-            PermissionDenied,
-            ResourceExhausted,
-            FailedPrecondition,
-            Aborted,
-            OutOfRange,
-            Unimplemented,
-            Internal,
-            Unavailable,
-            DataLoss,
-            Unauthenticated,
-        ];
-        usize::try_from(v)
+        u8::try_from(v)
             .ok()
-            .and_then(|i| ALL.get(i).copied())
-            .unwrap_or(Unknown)
+            .and_then(Code::from_repr)
+            .unwrap_or(Code::Unknown)
     }
 }
 
@@ -161,5 +143,7 @@ mod tests {
         assert_eq!(Code::from_i32(-1), Code::Unknown);
         assert_eq!(Code::from_i32(0), Code::Ok);
         assert_eq!(Code::from_i32(14), Code::Unavailable);
+        assert_eq!(Code::from_i32(16), Code::Unauthenticated);
+        assert_eq!(Code::from_i32(17), Code::Unknown);
     }
 }
