@@ -248,7 +248,7 @@ pub struct Config {
     /// up to this much added latency (timers still fire on time). Batching
     /// starts only while events come less than four of these apart, so a
     /// lone message on a quiet core is not delayed. 0 wakes for every event.
-    #[arg(long, env = "WS_GATEWAY_BATCH_WAIT", default_value = "500us", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WS_GATEWAY_BATCH_WAIT", default_value = "250us", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
 
