@@ -1,7 +1,8 @@
 //! The gateway is a drop-in for any gRPC ws-api: the same end-to-end
 //! behaviours against tonic (eager response headers, and lazy with
 //! `--lazy-headers`), grpc-go and gRPC C-core (both lazy: a stream's
-//! response headers come with its first message, or never).
+//! response headers come with its first message, or never), including a
+//! client's resume that the node cannot serve.
 
 mod common;
 
@@ -155,6 +156,26 @@ async fn restarted_mid_traffic_and_recovered(peer: Peer) {
     connect(gw.addr, "6").await;
 }
 
+/// A client resuming from a position (docs/delivery.md) is told
+/// `resume-failed` first, and the session then works as any other, whether
+/// ws-api keeps no history (grpc-go and gRPC C-core never set
+/// `ConnectReply.resume`) or keeps one that never held that position (ours).
+async fn a_resume_the_node_cannot_serve_fails_cleanly(peer: Peer) {
+    let Some((_api, gw)) = setup(peer) else {
+        return;
+    };
+    let mut ws = connect_since(gw.addr, 8, Some("otherepoch:5")).await;
+    let first = next_json(&mut ws).await.expect("open");
+    assert_eq!(first["type"], "resume-failed", "{peer:?}: {first}");
+    nothing_pending(&mut ws, "after the resume").await;
+    let admin = gw.admin.expect("admin address");
+    assert_eq!(
+        metric_with(admin, "gateway_resumes_total", "outcome", "failed"),
+        1.0,
+        "{peer:?}"
+    );
+}
+
 /// One module per peer, each running every behaviour above.
 macro_rules! against {
     ($($module:ident => $peer:expr),* $(,)?) => {$(
@@ -174,6 +195,8 @@ macro_rules! against {
             async fn kick_closes_the_users_sessions() { super::kick_closes_the_users_sessions($peer).await }
             #[tokio::test]
             async fn restarted_mid_traffic_and_recovered() { super::restarted_mid_traffic_and_recovered($peer).await }
+            #[tokio::test]
+            async fn a_resume_the_node_cannot_serve_fails_cleanly() { super::a_resume_the_node_cannot_serve_fails_cleanly($peer).await }
         }
     )*};
 }
