@@ -212,10 +212,9 @@ fn resumes_across_a_gateway_restart_without_gaps_or_duplicates() {
     let Some(mut b) = Browser::start("client.html") else {
         return;
     };
-    // The client may miss up to 150 (it has seen at least 50 of 200): ws-api
-    // keeps 100 per user by default, and a reconnect that comes after the
-    // 101st missed push gets a correct `resume-failed`, not this test's case.
-    let api = ws_api_with("127.0.0.1:0", "echo", &["--history-size", "1000"]);
+    // The client may miss up to 150 of the 200: more than ws-api keeps by
+    // default (see `keep_pushed`).
+    let api = ws_api_with("127.0.0.1:0", "echo", &keep_pushed());
     let mut gw = gateway(api.addr, 2, &[]);
     let (listen, admin) = (gw.addr, gw.admin.expect("admin address"));
     until_ready(&gw);

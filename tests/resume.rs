@@ -12,7 +12,7 @@ use common::*;
 
 #[tokio::test]
 async fn a_cut_connection_resumes_with_exactly_what_it_missed() {
-    let api = ws_api("127.0.0.1:0", "discard");
+    let api = ws_api_with("127.0.0.1:0", "discard", &keep_pushed());
     let gw = gateway(api.addr, 2, &[]);
     let uid = 9001;
     let mut ws = connect_since(gw.addr, uid, None).await;
@@ -33,7 +33,7 @@ async fn a_cut_connection_resumes_with_exactly_what_it_missed() {
 
 #[tokio::test]
 async fn a_restarted_gateway_resumes_with_exactly_what_was_missed() {
-    let api = ws_api("127.0.0.1:0", "discard");
+    let api = ws_api_with("127.0.0.1:0", "discard", &keep_pushed());
     let mut first = gateway(api.addr, 2, &["--drain-window", "10ms"]);
     let (listen, admin) = (first.addr, first.admin.expect("admin"));
     let uid = 9002;

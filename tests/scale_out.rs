@@ -32,11 +32,9 @@ impl Cluster {
         let redis = RedisServer::start();
         let url = redis.url();
         let node = |ip: &str| {
-            ws_api_with(
-                &format!("{ip}:0"),
-                handler,
-                &["--redis", &url, "--server-ttl", "1s"],
-            )
+            let mut args = vec!["--redis", &url, "--server-ttl", "1s"];
+            args.extend(keep_pushed());
+            ws_api_with(&format!("{ip}:0"), handler, &args)
         };
         let apis = vec![node("127.0.0.2"), node("127.0.0.3")];
         let upstreams = format!("{},{}", apis[0].addr, apis[1].addr);

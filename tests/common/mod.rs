@@ -504,6 +504,15 @@ pub async fn push(api: SocketAddr, uid: u64, code: &str, payload: &str) -> i64 {
 /// Messages the resume tests push while a client is away.
 pub const PUSHED: u64 = 1000;
 
+/// ws-api's `--history-size` for the resume tests: all `PUSHED`, so that
+/// however slow a reconnect is, what the client missed is still kept (with
+/// the default 100, a reconnect after the 101st missed push correctly gets
+/// `resume-failed`).
+pub fn keep_pushed() -> [&'static str; 2] {
+    const _: () = assert!(PUSHED == 1000, "keep_pushed() keeps 1000");
+    ["--history-size", "1000"]
+}
+
 /// Connects as `uid`, resuming from `since` (`X-Resume-Since`) if given.
 pub async fn connect_since(gw: SocketAddr, uid: u64, since: Option<&str>) -> Client {
     let until = Instant::now() + DEADLINE;
