@@ -708,22 +708,26 @@ def saturation_summary(sat):
 
 
 def other_rows(results):
-    idle, push, bcast = results["idle"], results["push"], results["broadcast"]
-    g, f = idle["gateway"], idle["floor"]
-    rows = [f"| idle: {g['connections_established']:,} connections held | RSS {g['gateway']['rss_settled_mib']:.1f} MiB, "
-            f"**{g['rss_per_connection_kib']:.2f} KiB per connection** (floor {f['gateway']['rss_settled_mib']:.1f} MiB, "
-            f"{f['rss_per_connection_kib']:.2f} KiB); connect {g['connect_rate_per_s']:,.0f}/s, handshake p99 "
-            f"{g['handshake_us']['p99']} µs; failed {g['connections_failed']} (floor {f['connections_failed']}) |"]
-    gu = push["gateway"]
-    rows.append(f"| push fan-out to {push['connections_established']:,} users | {gu['cpu_percent_of_one_core']:.1f} % CPU, "
-                f"{gu['rss_peak_mib']:.1f} MiB; {push['received_per_s']:,.0f} deliveries/s, {push['messages_lost']} lost; "
-                f"Push→delivery p50 {push['rtt_us']['p50']} µs, p99 {push['rtt_us']['p99']} µs |")
-    gu = bcast["gateway"]
-    per = 1e6 * gu["cpu_seconds"] / max(1, bcast["messages_received"])
-    rows.append(f"| broadcast to {bcast['connections_established']:,} sessions, 10 rounds | {gu['cpu_percent_of_one_core']:.1f} % CPU, "
-                f"{gu['rss_peak_mib']:.1f} MiB; {bcast['received_per_s']:,.0f} deliveries/s, {bcast['messages_lost']} lost; "
-                f"{per:.2f} µs gateway CPU per delivery; Broadcast→delivery p50 {bcast['rtt_us']['p50']} µs, "
-                f"p99 {bcast['rtt_us']['p99']} µs |")
+    """The rows of the idle, push and broadcast cases that ran (`--only` may run some)."""
+    rows = []
+    if idle := results.get("idle"):
+        g, f = idle["gateway"], idle["floor"]
+        rows.append(f"| idle: {g['connections_established']:,} connections held | RSS {g['gateway']['rss_settled_mib']:.1f} MiB, "
+                    f"**{g['rss_per_connection_kib']:.2f} KiB per connection** (floor {f['gateway']['rss_settled_mib']:.1f} MiB, "
+                    f"{f['rss_per_connection_kib']:.2f} KiB); connect {g['connect_rate_per_s']:,.0f}/s, handshake p99 "
+                    f"{g['handshake_us']['p99']} µs; failed {g['connections_failed']} (floor {f['connections_failed']}) |")
+    if push := results.get("push"):
+        gu = push["gateway"]
+        rows.append(f"| push fan-out to {push['connections_established']:,} users | {gu['cpu_percent_of_one_core']:.1f} % CPU, "
+                    f"{gu['rss_peak_mib']:.1f} MiB; {push['received_per_s']:,.0f} deliveries/s, {push['messages_lost']} lost; "
+                    f"Push→delivery p50 {push['rtt_us']['p50']} µs, p99 {push['rtt_us']['p99']} µs |")
+    if bcast := results.get("broadcast"):
+        gu = bcast["gateway"]
+        per = 1e6 * gu["cpu_seconds"] / max(1, bcast["messages_received"])
+        rows.append(f"| broadcast to {bcast['connections_established']:,} sessions, 10 rounds | {gu['cpu_percent_of_one_core']:.1f} % CPU, "
+                    f"{gu['rss_peak_mib']:.1f} MiB; {bcast['received_per_s']:,.0f} deliveries/s, {bcast['messages_lost']} lost; "
+                    f"{per:.2f} µs gateway CPU per delivery; Broadcast→delivery p50 {bcast['rtt_us']['p50']} µs, "
+                    f"p99 {bcast['rtt_us']['p99']} µs |")
     return rows
 
 
@@ -856,6 +860,9 @@ def render(doc):
     command = "make bench-smoke" if smoke else "make bench"
     if doc.get("only"):
         command = f"python3 bench/run.py{' --smoke' if smoke else ''} --only {doc['only']}"
+    # The gateway's flags given by environment change what was measured: they go in the command.
+    env = " ".join(f"{k}={v}" for k, v in sorted(doc.get("gateway_env", {}).items()))
+    command = f"{env} {command}" if env else command
     perf_note = "" if m["perf"] else " perf is absent here, so syscalls per message are n/a."
     wait_note = (" Before each pair the run waits (up to 5 min) for the machine to be 90 % idle, and reruns a pair "
                  f"(twice at most) when a CPU was busier than the processes measured on it by more than {DISTURBED} "
@@ -917,7 +924,7 @@ def render(doc):
         "|---|---|",
         *other_rows(results),
         "",
-    ] if "idle" in results else []) + resume_section(results, m["cpus_usable"])
+    ] if other_rows(results) else []) + resume_section(results, m["cpus_usable"])
 
 
 def free_base(out, name):
@@ -978,6 +985,7 @@ def main():
             timed(key, fn)
     doc = {"machine": m, "plan": plan, "scale": kind, "scale_params": scale, "quiet": quiet,
            "date": datetime.date.today().isoformat(), "commit": git_commit(), "only": args.only,
+           "gateway_env": {k: v for k, v in os.environ.items() if k.startswith("WS_GATEWAY_")},
            "elapsed_s": time.time() - started, "case_seconds": timings, "results": results}
     lines = render(doc)
     if kind == "full":
