@@ -203,8 +203,21 @@ pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
     let window = steady_window(common, &mode, connected_at, &progress, || {
         handles.iter().all(|h| h.is_finished())
     });
+    // A hold's memory is read while every connection is still held: once
+    // they close, the gateway may hand the freed memory back (malloc_trim)
+    // before the last one has finished, and "settled" would read low.
+    let held = match &mode {
+        Mode::Hold(d) => {
+            let at = connected_at + d.mul_f64(0.9);
+            while Instant::now() < at && !handles.iter().all(|h| h.is_finished()) {
+                std::thread::sleep((at - Instant::now()).min(Duration::from_millis(20)));
+            }
+            common.gateway_pid.and_then(procstat::snapshot)
+        }
+        Mode::Messages(..) => None,
+    };
     let finished_at = wait(&progress.finished);
-    let gw_to = common.gateway_pid.and_then(procstat::snapshot);
+    let gw_to = held.or_else(|| common.gateway_pid.and_then(procstat::snapshot));
     let mut total = ThreadStats::default();
     for h in handles {
         let stats = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
