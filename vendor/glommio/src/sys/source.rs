@@ -38,17 +38,20 @@ pub(crate) enum SourceType {
     /// ws-gateway patch: a multishot IORING_OP_RECV reading into the
     /// executor's provided-buffer ring; stays in the reactor across CQEs.
     RecvMultishot(crate::sys::buf_ring::MultishotRecv),
+    // ws-gateway patch: the message header and address are boxed here and
+    // in Accept/Connect, so that every source (one per TCP stream at least)
+    // is not sized for the rare datagram and connect ones (472 -> 320 bytes).
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,
-        libc::msghdr,
-        MaybeUninit<nix::sys::socket::sockaddr_storage>,
+        Box<libc::msghdr>,
+        Box<MaybeUninit<nix::sys::socket::sockaddr_storage>>,
     ),
     SockSendMsg(
         DmaBuffer,
         libc::iovec,
-        libc::msghdr,
-        nix::sys::socket::SockaddrStorage,
+        Box<libc::msghdr>,
+        Box<nix::sys::socket::SockaddrStorage>,
     ),
     Open(CString),
     FdataSync,
@@ -59,8 +62,8 @@ pub(crate) enum SourceType {
     ForeignNotifier(u64, bool),
     Statx(CString, Box<RefCell<Statx>>),
     Timeout(TimeSpec64, u32),
-    Connect(nix::sys::socket::SockaddrStorage),
-    Accept(SockAddrStorage),
+    Connect(Box<nix::sys::socket::SockaddrStorage>),
+    Accept(Box<SockAddrStorage>),
     Rename(PathBuf, PathBuf),
     CreateDir(PathBuf),
     Remove(PathBuf),
