@@ -57,30 +57,25 @@ fn subprotocols_are_selected_among_those_offered() {
         .unwrap()
         .unwrap()
     };
-    // An app subprotocol beside a token from the query.
-    let u = offer("graphql-ws", "/gateway/ws?token=7");
-    assert_eq!(
-        (u.protocol.as_deref(), u.token.as_deref()),
-        (Some("graphql-ws"), Some(&b"7"[..]))
-    );
-    // The marker with a token, plus ?token=: the query wins, the marker is answered.
-    let u = offer("token, 42", "/gateway/ws?token=7");
-    assert_eq!(
-        (u.protocol.as_deref(), u.token.as_deref()),
-        (Some("token"), Some(&b"7"[..]))
-    );
-    // App subprotocol and marker together: the app one is answered.
-    let u = offer("token, 42, graphql-ws", "/gateway/ws");
-    assert_eq!(
-        (u.protocol.as_deref(), u.token.as_deref()),
-        (Some("graphql-ws"), Some(&b"42"[..]))
-    );
-    // A token with '=', '+', '/' as token.<base64url>.
-    let u = offer("token.YSs9Lw", "/gateway/ws");
-    assert_eq!(
-        (u.protocol.as_deref(), u.token.as_deref()),
-        (Some("token.YSs9Lw"), Some(&b"a+=/"[..]))
-    );
+    // (offered, target, answered subprotocol, token)
+    let cases: [(&str, &str, &str, &[u8]); 4] = [
+        // An app subprotocol beside a token from the query.
+        ("graphql-ws", "/gateway/ws?token=7", "graphql-ws", b"7"),
+        // The marker with a token, plus ?token=: the query wins, the marker is answered.
+        ("token, 42", "/gateway/ws?token=7", "token", b"7"),
+        // App subprotocol and marker together: the app one is answered.
+        ("token, 42, graphql-ws", "/gateway/ws", "graphql-ws", b"42"),
+        // A token with '=', '+', '/' as token.<base64url>.
+        ("token.YSs9Lw", "/gateway/ws", "token.YSs9Lw", b"a+=/"),
+    ];
+    for (offered, target, protocol, token) in cases {
+        let u = offer(offered, target);
+        assert_eq!(
+            (u.protocol.as_deref(), u.token.as_deref()),
+            (Some(protocol), Some(token)),
+            "{offered} at {target}"
+        );
+    }
     // Unknown app subprotocols are not answered.
     let u = offer("chat.v9", "/gateway/ws?token=7");
     assert_eq!(u.protocol, None);
