@@ -192,26 +192,22 @@ pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
         })
         .collect();
 
+    let all_done = || handles.iter().all(|h| h.is_finished());
     let wait = |counter: &AtomicUsize| {
-        while counter.load(Ordering::Relaxed) < users && !handles.iter().all(|h| h.is_finished()) {
+        while counter.load(Ordering::Relaxed) < users && !all_done() {
             std::thread::sleep(Duration::from_millis(2));
         }
         Instant::now()
     };
     let connected_at = wait(&progress.connected);
     let gw_from = common.gateway_pid.and_then(procstat::snapshot);
-    let window = steady_window(common, &mode, connected_at, &progress, || {
-        handles.iter().all(|h| h.is_finished())
-    });
+    let window = steady_window(common, &mode, connected_at, &progress, all_done);
     // A hold's memory is read while every connection is still held: once
     // they close, the gateway may hand the freed memory back (malloc_trim)
     // before the last one has finished, and "settled" would read low.
     let held = match &mode {
         Mode::Hold(d) => {
-            let at = connected_at + d.mul_f64(0.9);
-            while Instant::now() < at && !handles.iter().all(|h| h.is_finished()) {
-                std::thread::sleep((at - Instant::now()).min(Duration::from_millis(20)));
-            }
+            wait_until(connected_at + d.mul_f64(0.9), all_done);
             common.gateway_pid.and_then(procstat::snapshot)
         }
         Mode::Messages(..) => None,
@@ -277,6 +273,13 @@ pub fn run(common: &Common, mode: Mode) -> anyhow::Result<Report> {
     })
 }
 
+/// Sleeps until `t`, or until `done()` holds (checked every 20 ms).
+fn wait_until(t: Instant, done: impl Fn() -> bool) {
+    while Instant::now() < t && !done() {
+        std::thread::sleep((t - Instant::now()).min(Duration::from_millis(20)));
+    }
+}
+
 /// Measures the steady window of a message load with --duration: from
 /// --warmup after every connection is up until the last stretch of the load
 /// (a quarter of the rest, at most 5 s), which counts syscalls when asked.
@@ -297,19 +300,14 @@ fn steady_window(
     } else {
         Duration::ZERO
     };
-    let sleep_until = |t: Instant| {
-        while Instant::now() < t && !all_done() {
-            std::thread::sleep((t - Instant::now()).min(Duration::from_millis(20)));
-        }
-    };
     let probe = Probe {
         target: common.gateway_pid,
         api: common.api_pid,
     };
     let sent = || progress.sent.load(Ordering::Relaxed);
-    sleep_until(connected_at + m.warmup);
+    wait_until(connected_at + m.warmup, &all_done);
     let a = probe.mark(sent());
-    sleep_until(connected_at + duration - tail);
+    wait_until(connected_at + duration - tail, &all_done);
     let b = probe.mark(sent());
     let mut w = probe.window(&a, &b);
     if let Some(pid) = common
