@@ -348,6 +348,21 @@ where
             continue;
         }
         let flag = format!("--{}", arg.get_long().unwrap_or(&id));
+        if !arg.get_action().takes_values() {
+            // A switch (`SetTrue`): clap refuses `--app-ping=true`, so `true`
+            // is the bare flag and `false` the default, as `--print-config`
+            // writes them.
+            match value {
+                toml::Value::Boolean(true) => args.push(flag.into()),
+                toml::Value::Boolean(false) => {}
+                other => {
+                    return Err(file_err(format!(
+                        "key `{key}`: {other} is not true or false"
+                    )));
+                }
+            }
+            continue;
+        }
         let text = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),

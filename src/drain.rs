@@ -8,10 +8,10 @@ use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
 use tracing::{info, warn};
 
 use crate::sessions::{Outbound, Sessions};
+use crate::timeout::within;
 
 /// How often draining re-checks progress; also the batch interval.
 const TICK: Duration = Duration::from_millis(10);
@@ -64,17 +64,7 @@ impl Drain<'_> {
             glommio::timer::sleep(TICK).await;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let finished = future::or(
-            async {
-                close_upstream.await;
-                true
-            },
-            async {
-                glommio::timer::sleep(left).await;
-                false
-            },
-        )
-        .await;
+        let finished = within(left, close_upstream).await.is_some();
         if table.is_empty() && finished {
             info!(core, "drained");
             true

@@ -35,7 +35,7 @@
 //! - [`upstream`]: a core's HTTP/2 connection, `ExchangeMsg` stream and unary calls.
 //! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
 //! - [`timeout`]: the one helper that bounds a wait by a timer.
-//! - [`hash`]: the one hash.
+//! - [`hash`]: the two stable hashes (keys, rendezvous scores).
 //! - [`admin`], [`exposition`], [`procstat`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
 //! - [`metrics`]: per-core counters, every loss under a reason.
 //! - [`proto`]: the wire types, from the `ws-proto` crate (generated from `proto/` once, shared with ws-api and ws-bench).

@@ -55,7 +55,7 @@ pub struct Accept {
 /// SO_REUSEADDR lets a restarted gateway bind at once although its port
 /// still holds TIME_WAIT sockets of the connections it closed (a WebSocket
 /// server closes TCP first). Neither lets a second gateway share a port a
-/// live one listens on: `main` probes for that before the cores bind.
+/// live one listens on: the server probes for that before the cores bind.
 #[allow(unsafe_code)]
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};

@@ -55,7 +55,6 @@ pub enum Loss {
     BadDownstream,
 }
 
-/// A unary call to ws-api, for its latency histogram (label: its gRPC method name).
 /// How a session's resume ended (docs/delivery.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -65,6 +64,7 @@ pub enum Resume {
     TimedOut,
 }
 
+/// A unary call to ws-api, for its latency histogram (label: its gRPC method name).
 #[derive(Debug, Clone, Copy, EnumCount, EnumIter, IntoStaticStr)]
 pub enum Rpc {
     Connect,

@@ -1,7 +1,7 @@
 //! One core: a pinned glommio executor that owns its SO_REUSEPORT listener,
 //! its sessions, its upstream streams (one per ws-api node) and its counters.
 //!
-//! Shards are started one after another (see `main.rs`): shard 0 binds the
+//! Shards are started one after another (see `server.rs`): shard 0 binds the
 //! configured address, the others bind the exact address it got (so port 0
 //! works), and glommio numbers mesh peers by executor id, which is the
 //! start order, so peer `i` of the mesh is shard `i`.
@@ -85,10 +85,10 @@ pub struct ShardSpec {
     pub tls: Option<Arc<Tls>>,
     pub cores: usize,
     pub counters: Arc<Counters>,
-    /// Closed (or written to) by `main` on SIGTERM/SIGINT: the core drains.
+    /// Closed (or written to) by the server on SIGTERM/SIGINT: the core drains.
     /// A socket rather than a polled flag, so an idle core has no timer.
     pub stop: std::os::unix::net::UnixStream,
-    /// Reports the bound address (or why binding failed) back to `main`.
+    /// Reports the bound address (or why binding failed) back to the server.
     pub bound: mpsc::Sender<Result<SocketAddr, String>>,
 }
 

@@ -71,3 +71,155 @@ fn bad_config_is_rejected_with_its_key() {
         let _ = std::fs::remove_file(file);
     }
 }
+
+/// Every option, each set away from its default: what `--print-config`
+/// writes must load back through `--config` and print the same again.
+/// `cores` conflicts with `cpus`, so it goes through a second pass.
+const NON_DEFAULT: &[(&str, &str)] = &[
+    ("listen", "127.0.0.1:18080"),
+    ("upstream", "127.0.0.1:1,127.0.0.1:2"),
+    ("upstream-resolve-interval", "7s"),
+    ("admin-listen", "127.0.0.1:19090"),
+    ("cpus", "0"),
+    ("paths", "/a,/b"),
+    ("frame-format", "raw"),
+    ("tls-cert", "/nonexistent/cert.pem"),
+    ("tls-key", "/nonexistent/key.pem"),
+    (
+        "allowed-origins",
+        "https://a.example,https://b.example:8443",
+    ),
+    ("subprotocols", "one,two"),
+    ("refuse-in-band", "never"),
+    ("advertise", "10.0.0.1:8080"),
+    ("max-connections-per-core", "7"),
+    ("max-message-size", "1000"),
+    ("max-frame-size", "999"),
+    ("handshake-timeout", "2s"),
+    ("write-timeout", "3s"),
+    ("resume-timeout", "4s"),
+    ("shutdown-timeout", "12s"),
+    ("drain-window", "6s"),
+    ("ping-interval", "7s"),
+    ("app-ping", ""),
+    ("max-connections-per-user", "3"),
+    ("connect-rate", "1.5"),
+    ("per-ip-connect-rate", "2.5"),
+    ("max-inbound-rate", "3.5"),
+    ("send-queue", "9"),
+    ("upstream-buffer", "12345"),
+    ("upstream-flush-interval", "1ms"),
+    ("batch-wait", "0s"),
+    ("rpc-timeout", "8s"),
+    ("upstream-keepalive", "9s"),
+    ("reconnect-min", "1s"),
+    ("reconnect-max", "11s"),
+    ("io-memory", "2097152"),
+    ("log", "debug"),
+    ("log-format", "json"),
+];
+
+fn print_config(args: &[String]) -> String {
+    let out = gateway()
+        .args(args)
+        .arg("--print-config")
+        .env_clear()
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn round_trip(options: &[(&str, &str)], name: &str) {
+    let mut args = Vec::new();
+    for (flag, value) in options {
+        args.push(format!("--{flag}"));
+        if !value.is_empty() {
+            args.push((*value).to_owned());
+        }
+    }
+    let printed = print_config(&args);
+    let defaults = print_config(&[]);
+    let (printed_t, defaults_t): (toml::Table, toml::Table) =
+        (printed.parse().unwrap(), defaults.parse().unwrap());
+    for (flag, _) in options {
+        let key = flag.replace('-', "_");
+        assert_ne!(
+            printed_t.get(&key),
+            defaults_t.get(&key),
+            "{key} is at its default"
+        );
+    }
+    let file = temp_file(name, &printed);
+    let again = print_config(&["--config".into(), file.to_str().unwrap().into()]);
+    let _ = std::fs::remove_file(file);
+    assert_eq!(
+        again, printed,
+        "--print-config does not load back through --config"
+    );
+}
+
+#[test]
+fn print_config_loads_back_through_config_for_every_option() {
+    use clap::CommandFactory;
+    let listed: Vec<&str> = NON_DEFAULT
+        .iter()
+        .map(|(f, _)| *f)
+        .chain(["cores"])
+        .collect();
+    for arg in ws_gateway::config::Config::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(
+            long,
+            "config" | "print-config" | "check" | "help" | "version"
+        ) {
+            continue;
+        }
+        assert!(listed.contains(&long), "--{long} is not in NON_DEFAULT");
+    }
+    round_trip(NON_DEFAULT, "all.toml");
+    let with_cores: Vec<_> = NON_DEFAULT
+        .iter()
+        .copied()
+        .filter(|(f, _)| *f != "cpus")
+        .chain([("cores", "1")])
+        .collect();
+    round_trip(&with_cores, "cores.toml");
+}
+
+#[test]
+fn a_switch_in_a_file_takes_true_or_false_only() {
+    for (text, ok) in [
+        ("app_ping = true\n", true),
+        ("app_ping = false\n", true),
+        ("app_ping = 1\n", false),
+    ] {
+        let file = temp_file("switch.toml", text);
+        let out = gateway()
+            .args(["--config", file.to_str().unwrap(), "--print-config"])
+            .env_clear()
+            .output()
+            .expect("run");
+        let _ = std::fs::remove_file(file);
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{text}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if ok {
+            let cfg: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+            assert_eq!(
+                cfg["app_ping"].as_bool(),
+                Some(text.contains("true")),
+                "{text}"
+            );
+        } else {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("app_ping"));
+        }
+    }
+}

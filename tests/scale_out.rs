@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::redis_server::RedisServer;
@@ -101,11 +101,14 @@ async fn push_on_either_node_reaches_users_on_either_gateway() {
     assert_eq!(fields, 2);
 }
 
-/// Sends tagged frames until `stop`, then an `end` frame; counts the echoes
-/// that came back before the echo of `end`. Returns (sent, echoed, client).
-/// Sends until `stop`, then "end"; returns (sent, distinct echoes, echoes
-/// seen twice, the client).
-async fn chatter(ws: Client, stop: Arc<AtomicBool>) -> (u64, u64, u64, Client) {
+/// Sends tagged frames until `stop`, then an `end` frame, adding each echo
+/// to `echoes` as it arrives; returns (sent, distinct echoes, echoes seen
+/// twice, the client).
+async fn chatter(
+    ws: Client,
+    stop: Arc<AtomicBool>,
+    echoes: Arc<AtomicU64>,
+) -> (u64, u64, u64, Client) {
     let (mut tx, mut rx) = ws.split();
     let reader = tokio::spawn(async move {
         let end = frame("message", b"end");
@@ -117,7 +120,10 @@ async fn chatter(ws: Client, stop: Arc<AtomicBool>) -> (u64, u64, u64, Client) {
                 Some(Ok(Message::Text(t))) if t.as_str() == end => {
                     return (seen.len() as u64, twice, rx);
                 }
-                Some(Ok(Message::Text(t))) => twice += u64::from(!seen.insert(t.to_string())),
+                Some(Ok(Message::Text(t))) => {
+                    echoes.fetch_add(1, Ordering::Relaxed);
+                    twice += u64::from(!seen.insert(t.to_string()));
+                }
                 Some(Ok(_)) => {}
                 other => panic!("session ended: {other:?}"),
             }
@@ -141,13 +147,25 @@ async fn chatter(ws: Client, stop: Arc<AtomicBool>) -> (u64, u64, u64, Client) {
 async fn a_dead_node_moves_its_users_to_the_other() {
     let mut c = Cluster::start("echo");
     let stop = Arc::new(AtomicBool::new(false));
+    let echoes = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for uid in 1..=20u64 {
         let gw = &c.gateways[(uid % 2) as usize];
         let ws = connect(gw.addr, &uid.to_string()).await;
-        tasks.push(tokio::spawn(chatter(ws, Arc::clone(&stop))));
+        tasks.push(tokio::spawn(chatter(
+            ws,
+            Arc::clone(&stop),
+            Arc::clone(&echoes),
+        )));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let flowing = |after: u64| {
+        let echoes = Arc::clone(&echoes);
+        move || {
+            let echoes = Arc::clone(&echoes);
+            async move { echoes.load(Ordering::Relaxed) >= after + 100 }
+        }
+    };
+    eventually("echoes flowing before the kill", flowing(0)).await;
 
     // Killed mid-traffic: what it had not acknowledged goes to the other
     // node (at least once: what it had read but not yet acknowledged is
@@ -156,7 +174,12 @@ async fn a_dead_node_moves_its_users_to_the_other() {
     for gw in &c.gateways {
         wait_for_metric(gw.admin.unwrap(), "gateway_upstream_up", cores() as f64);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = echoes.load(Ordering::Relaxed);
+    eventually(
+        "echoes flowing again through the live node",
+        flowing(before),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (mut sent, mut echoed, mut twice, mut clients) = (0, 0, 0, Vec::new());
     for t in tasks {
@@ -180,6 +203,7 @@ async fn a_dead_node_moves_its_users_to_the_other() {
         "node killed mid-traffic: sent {sent}, echoed {echoed} (+{twice} twice), counted lost \
          {counted}, moved to the live node {moved} (of which written before {resent})"
     );
+    assert!(moved > 0.0, "nothing failed over to the live node");
     // ws-api acknowledges: every message reached a node and came back.
     assert_eq!(
         (echoed, counted),

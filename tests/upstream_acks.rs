@@ -8,6 +8,8 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
@@ -18,9 +20,10 @@ use tokio_tungstenite::tungstenite::Message;
 const CLIENTS: u64 = 20;
 const EACH: u64 = 150;
 
-/// Sends `EACH` frames 5 ms apart, counting the error frames that come back
-/// (a full upstream buffer); returns how many it got.
-async fn client(ws: Client, uid: u64) -> u64 {
+/// Sends `EACH` frames 5 ms apart, adding each to `sent`, counting the
+/// error frames that come back (a full upstream buffer); returns how many
+/// it got.
+async fn client(ws: Client, uid: u64, sent: Arc<AtomicU64>) -> u64 {
     let (mut tx, mut rx) = ws.split();
     let errors = tokio::spawn(async move {
         let mut errors = 0;
@@ -34,6 +37,7 @@ async fn client(ws: Client, uid: u64) -> u64 {
     for i in 0..EACH {
         let text = frame("chat", format!("{uid}-{i}").as_bytes());
         tx.send(Message::text(text)).await.expect("send");
+        sent.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     errors.await.expect("reader")
@@ -50,18 +54,28 @@ async fn a_stalled_ws_api_loses_nothing() {
         &["--upstream-keepalive", "200ms", "--rpc-timeout", "300ms"],
     );
     let admin = gw.admin.expect("admin");
+    let sent_so_far = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for uid in 1..=CLIENTS {
         let ws = connect(gw.addr, &uid.to_string()).await;
-        tasks.push(tokio::spawn(client(ws, uid)));
+        tasks.push(tokio::spawn(client(ws, uid, Arc::clone(&sent_so_far))));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually("ws-api appending mid-traffic", || async {
+        redis.query::<u64>(redis::cmd("XLEN").arg("chat")) > 0
+    })
+    .await;
     api.signal(libc::SIGSTOP);
     eventually("the gateway tears the stalled connection down", || async {
         metric(admin, "gateway_upstream_ping_timeouts_total").unwrap_or(0.0) >= 1.0
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Clients keep sending while the link is down: those messages wait in
+    // the gateway's buffer for the next connection.
+    let at_teardown = sent_so_far.load(Ordering::Relaxed);
+    eventually("clients sending while ws-api is stopped", || async {
+        sent_so_far.load(Ordering::Relaxed) >= (at_teardown + 2 * CLIENTS).min(CLIENTS * EACH)
+    })
+    .await;
     api.signal(libc::SIGCONT);
     let mut errors = 0;
     for t in tasks {

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use super::grpc::{Code, Status};
 use super::targets::Targets;
 use super::{BufferFull, Downstream, Upstream, UpstreamConfig};
-use crate::hash::fnv1a;
+use crate::hash::{fnv1a, mix};
 use crate::metrics::Counters;
 use crate::proto::wsapi::ConnectReply;
 
@@ -206,13 +206,6 @@ fn pick(nodes: &[Rc<Upstream>], key: u64, live_only: bool) -> Option<Rc<Upstream
             .cloned()
     };
     best(true).or_else(|| if live_only { None } else { best(false) })
-}
-
-/// splitmix64's finalizer: a well-spread score from key and node seed.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Which ws-api nodes exist: the `--upstream` entries (addresses and/or DNS
 //! names), resolved to a set of socket addresses.
 //!
-//! Resolution is blocking (`getaddrinfo`), so it never runs on a core: `main`
+//! Resolution is blocking (`getaddrinfo`), so it never runs on a core: the server
 //! resolves once before the cores start, and, when some entry is a name, a
 //! thread of its own re-resolves every `--upstream-resolve-interval` and
 //! publishes the set through an `ArcSwap`. Each core compares its nodes with
