@@ -25,6 +25,11 @@ protoc-gen-go --version >/dev/null 2>&1 || missing+=(protoc-gen-go)
 command -v protoc-gen-go-grpc >/dev/null 2>&1 || missing+=(protoc-gen-go-grpc)
 [[ -f $gocode/src/google.golang.org/grpc/version.go ]] || missing+=(golang-google-grpc-dev)
 [[ -d $gocode/src/google.golang.org/protobuf/proto ]] || missing+=(golang-google-protobuf-dev)
+# grpc-go 1.33 decodes through github.com/golang/protobuf: it must be the 1.4+
+# shim over APIv2 (registry.go), not 1.3's table unmarshaller, which panics on
+# the generated messages.
+[[ -f $gocode/src/github.com/golang/protobuf/proto/registry.go ]] ||
+    missing+=(golang-github-golang-protobuf-1-5-dev)
 if (( ${#missing[@]} )); then
     echo "grpc-go peer: missing tools; install the Debian packages:" >&2
     echo "  apt-get install -y ${missing[*]}" >&2

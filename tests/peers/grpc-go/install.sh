@@ -3,7 +3,12 @@
 # if something is missing.
 set -euo pipefail
 
+# golang-google-grpc-dev depends on "golang-github-golang-protobuf-1-3-dev |
+# …-1-5-dev" and apt takes the first: the 1.3 table unmarshaller, which panics
+# on protoc-gen-go's APIv2 messages ("protobuf tag not enough fields in
+# ConnectRequest.state"). Naming 1.5 (the shim over APIv2) picks it instead.
 packages=(golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc
+          golang-github-golang-protobuf-1-5-dev
           golang-google-grpc-dev golang-google-protobuf-dev)
 gocode=/usr/share/gocode
 
@@ -12,7 +17,8 @@ if command -v go >/dev/null 2>&1 &&
     protoc-gen-go --version >/dev/null 2>&1 &&
     command -v protoc-gen-go-grpc >/dev/null 2>&1 &&
     [[ -f $gocode/src/google.golang.org/grpc/version.go ]] &&
-    [[ -d $gocode/src/google.golang.org/protobuf/proto ]]; then
+    [[ -d $gocode/src/google.golang.org/protobuf/proto ]] &&
+    [[ -f $gocode/src/github.com/golang/protobuf/proto/registry.go ]]; then
     exit 0
 fi
 
@@ -22,6 +28,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "grpc-go peer: installing ${packages[*]}" >&2
 "${sudo[@]}" apt-get update -qq
-# protoc-gen-go conflicts with protoc-gen-go-1-3 and golang-goprotobuf-dev;
-# apt removes those if present.
+# protoc-gen-go conflicts with protoc-gen-go-1-3 and golang-goprotobuf-dev,
+# golang-github-golang-protobuf-1-5-dev with …-1-3-dev; apt removes those if
+# present.
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >&2
