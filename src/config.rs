@@ -404,7 +404,7 @@ impl Config {
         if let Some(bad) = self
             .allowed_origins
             .iter()
-            .find(|o| *o != "*" && crate::handshake::normalize_origin(o).is_none())
+            .find(|o| *o != "*" && normalize_origin(o).is_none())
         {
             return Err(invalid(
                 "allowed-origins",
@@ -540,6 +540,19 @@ pub fn online_cpus() -> Vec<usize> {
             .collect(),
         Err(_) => vec![0],
     }
+}
+
+/// `scheme://host[:port]` in lower case, a trailing `/` dropped; `None`
+/// for anything else (a path, a query, no scheme).
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let (scheme, rest) = origin.trim().split_once("://")?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let host_ok = !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']);
+    (scheme_ok && host_ok).then(|| format!("{scheme}://{host}").to_ascii_lowercase())
 }
 
 #[cfg(test)]

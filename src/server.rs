@@ -17,9 +17,9 @@ use glommio::channels::channel_mesh::MeshBuilder;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::edge::tls::Tls;
 use crate::metrics::Counters;
 use crate::shard::{self, ShardSpec};
-use crate::tls::Tls;
 use crate::upstream::targets::Targets;
 
 /// Messages in flight between two cores before the sender sees "full".

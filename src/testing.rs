@@ -6,11 +6,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::Admission;
 use crate::config::{self, Config};
-use crate::context::SessionContext;
 use crate::metrics::Counters;
-use crate::sessions::Sessions;
+use crate::routing::admission::Admission;
+use crate::routing::sessions::Sessions;
+use crate::session::context::SessionContext;
 use crate::shard::upstream_config;
 use crate::upstream::pool::Upstreams;
 use crate::upstream::targets::Targets;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ws_gateway::handshake;
+use ws_gateway::edge::handshake;
 
 fuzz_target!(|data: &[u8]| {
     let paths = ["/gateway/ws".to_string()];

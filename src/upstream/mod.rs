@@ -11,6 +11,15 @@
 //! answer with GOAWAY ENHANCE_YOUR_CALM, and each of which costs a wake-up of
 //! ws-api). While ws-api is unreachable the buffer
 //! holds what it can; past its bound, messages are refused and counted.
+//!
+//! # Layout
+//!
+//! - this file: [`Upstream`], one core's link to one node, and its unary calls.
+//! - [`pool`]: the core's nodes, and the node for each user (rendezvous hashing).
+//! - [`exchange`]: the `ExchangeMsg` stream: its writer, its reader, its reconnects.
+//! - [`unacked`]: what was sent on the stream and not yet acknowledged.
+//! - [`targets`]: which nodes exist (`--upstream`, resolved again over time).
+//! - [`grpc`]: gRPC over HTTP/2 on a glommio socket.
 
 pub mod exchange;
 pub mod grpc;

@@ -133,11 +133,6 @@ impl Upstreams {
         warn!(from = %from.addr, to = %to.addr, msgs, "buffered messages moved to another ws-api node");
     }
 
-    /// Whether at least one node's stream is up.
-    pub fn is_up(&self) -> bool {
-        self.nodes.borrow().iter().any(|n| n.is_up())
-    }
-
     /// Appends one framed message for the node `uid` picks.
     pub fn enqueue(&self, uid: u64, frame: impl FnOnce(&mut BytesMut)) -> Result<(), BufferFull> {
         match pick(&self.nodes.borrow(), uid, false) {

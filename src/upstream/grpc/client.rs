@@ -15,8 +15,8 @@ use h2::{RecvStream, SendStream};
 use http::{HeaderValue, Method, Request};
 
 use super::codec::{self, Decoder};
+use super::compat::{self, TokioTcp};
 use super::status::{Code, Status};
-use crate::compat::{self, TokioTcp};
 use crate::timeout::within;
 
 /// Connection settings. Windows are large on purpose: with h2's 64 KiB

@@ -10,12 +10,27 @@
 //! slow consumer: a message that finds its queue full is counted, and the
 //! session is closed with 1008, as it is once a write has taken longer than
 //! `--write-timeout`.
+//!
+//! # Layout
+//!
+//! - this file: the [`Session`] loop.
+//! - [`claim`]: what a connection holds (slot, admission, per-user count), given back by one guard.
+//! - [`context`]: what a core's sessions share (config, counters, table, upstream, admission).
+//! - [`resume`]: positions, and what a session holds back while ws-api replays (docs/delivery.md).
+//! - [`stream`]: a plain or TLS client stream.
+
+pub mod claim;
+pub mod context;
+pub mod resume;
+pub mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::stream::ClientStream;
+use crate::session::stream::ClientStream;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -26,18 +41,18 @@ use futures_util::SinkExt;
 use glommio::channels::local_channel::LocalReceiver;
 use tracing::{Instrument, debug};
 
-use crate::claim::Claim;
 use crate::codec::{self, Format, MsgPrefix};
 use crate::config::FrameFormat;
-use crate::context::SessionContext;
 use crate::metrics::{self, Loss};
 use crate::proto;
 use crate::proto::wsapi::control::Op;
 use crate::proto::wsapi::{Control, Resumed};
 use crate::proto::wsgateway::Protocol;
 use crate::ratelimit::TokenBucket;
-use crate::resume::{Outcome, Position, Resuming};
-use crate::sessions::{Outbound, SessionHandle};
+use crate::routing::sessions::{Outbound, SessionHandle};
+use crate::session::claim::Claim;
+use crate::session::context::SessionContext;
+use crate::session::resume::{Outcome, Position, Resuming};
 use crate::timeout::within;
 
 /// How a session ended, for the log line written where its task ends.

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::stream::ClientStream;
+use crate::session::stream::ClientStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
@@ -18,8 +18,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::timeout::within;
 
+use crate::config::normalize_origin;
 use crate::metrics::Reject;
-use crate::resume::Position;
+use crate::session::resume::Position;
 
 /// Largest upgrade request accepted (request line and headers).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -315,19 +316,6 @@ pub fn check_origin(origin: Option<&str>, allowed: &[String]) -> Result<(), Refu
             format!("origin {origin} not allowed"),
         ))
     }
-}
-
-/// `scheme://host[:port]` in lower case, a trailing `/` dropped; `None`
-/// for anything else (a path, a query, no scheme).
-pub fn normalize_origin(origin: &str) -> Option<String> {
-    let (scheme, rest) = origin.trim().split_once("://")?;
-    let host = rest.strip_suffix('/').unwrap_or(rest);
-    let scheme_ok = !scheme.is_empty()
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-    let host_ok = !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']);
-    (scheme_ok && host_ok).then(|| format!("{scheme}://{host}").to_ascii_lowercase())
 }
 
 /// Answers a refusal with its HTTP status, or in-band when `in_band`

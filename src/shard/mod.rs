@@ -5,6 +5,15 @@
 //! configured address, the others bind the exact address it got (so port 0
 //! works), and glommio numbers mesh peers by executor id, which is the
 //! start order, so peer `i` of the mesh is shard `i`.
+//!
+//! # Layout
+//!
+//! - this file: [`spawn`] starts a shard (a pinned executor) and builds its state.
+//! - [`drain`]: a core's graceful shutdown (1001 to every session, then the stream).
+//! - [`keepalive`]: server pings, one timer per core.
+
+pub mod drain;
+pub mod keepalive;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -21,19 +30,19 @@ use glommio::channels::channel_mesh::FullMesh;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::info;
 
-use crate::admission::{Admission, AdmitMsg};
+use crate::codec::sid::Instance;
 use crate::config::Config;
-use crate::context::SessionContext;
-use crate::drain::Drain;
-use crate::keepalive::Keepalive;
-use crate::listener::{self, Accept};
+use crate::edge::listener::{self, Accept};
+use crate::edge::tls::Tls;
 use crate::metrics::Counters;
 use crate::proto::wsapi::Msg;
 use crate::ratelimit::{PerIp, TokenBucket};
-use crate::router::Router;
-use crate::sessions::Sessions;
-use crate::sid::Instance;
-use crate::tls::Tls;
+use crate::routing::admission::{Admission, AdmitMsg};
+use crate::routing::router::Router;
+use crate::routing::sessions::Sessions;
+use crate::session::context::SessionContext;
+use crate::shard::drain::Drain;
+use crate::shard::keepalive::Keepalive;
 use crate::upstream::UpstreamConfig;
 use crate::upstream::grpc::ChannelConfig;
 use crate::upstream::pool::Upstreams;

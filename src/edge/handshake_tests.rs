@@ -2,9 +2,10 @@
 //! and Close codes: the unit tests of `handshake`, in a file of their own to
 //! keep that one short.
 
-use crate::handshake::{Refusal, check_origin, normalize_origin, parse};
+use crate::config::normalize_origin;
+use crate::edge::handshake::{Refusal, check_origin, parse};
 use crate::metrics::Reject;
-use crate::resume::Position;
+use crate::session::resume::Position;
 
 fn paths() -> Vec<String> {
     vec!["/gateway/ws".into(), "/gateway/connect".into()]

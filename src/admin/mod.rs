@@ -6,7 +6,16 @@
 //! task under one deadline, so no socket can hold the endpoint.
 //!
 //! It reads the cores' counters directly (each is written by its core alone,
-//! see `metrics.rs`), so a scrape sends nothing to the cores.
+//! see [`crate::metrics`]), so a scrape sends nothing to the cores.
+//!
+//! # Layout
+//!
+//! - this file: the listener and its three endpoints.
+//! - [`exposition`]: the Prometheus text for `/metrics`.
+//! - [`procstat`]: the process's own CPU, memory and descriptors from /proc.
+
+pub mod exposition;
+pub mod procstat;
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,7 +29,6 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::metrics::Counters;
-use crate::{exposition, procstat};
 
 /// Descriptors kept free before readiness turns 503: new clients need one
 /// each, and a reconnect to ws-api needs a few.

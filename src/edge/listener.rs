@@ -16,19 +16,19 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, field, info_span, warn};
 
-use crate::claim::Claim;
+use crate::codec::sid::{Instance, Sid};
 use crate::codec::{Format, MsgPrefix};
 use crate::config::RefuseInBand;
-use crate::context::SessionContext;
-use crate::handshake::{self, Refusal, Upgrade};
+use crate::edge::handshake::{self, Refusal, Upgrade};
+use crate::edge::tls::Tls;
 use crate::metrics::Reject;
 use crate::ratelimit::{PerIp, TokenBucket};
+use crate::routing::sessions::SessionHandle;
+use crate::session::claim::Claim;
+use crate::session::context::SessionContext;
+use crate::session::stream::ClientStream;
 use crate::session::{ResumePlan, Session};
-use crate::sessions::SessionHandle;
-use crate::sid::{Instance, Sid};
-use crate::stream::ClientStream;
 use crate::timeout::within;
-use crate::tls::Tls;
 use crate::upstream::grpc::Code;
 
 /// What a core's accept path uses: the sessions' context, and what only

@@ -17,8 +17,8 @@ use prometheus_client::registry::Registry;
 
 use strum::IntoEnumIterator;
 
+use crate::admin::procstat;
 use crate::metrics::{Counter, Counters, Gauge, Loss, RPC_BUCKETS, Reject, Resume, Rpc};
-use crate::procstat;
 
 /// Reads the cores' counters on each scrape.
 #[derive(Debug)]

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use glommio::channels::channel_mesh::Senders;
 use tracing::debug;
 
+use crate::codec::sid::{Instance, Sid, SidError};
 use crate::metrics::{Counters, Loss};
 use crate::proto::wsapi::Msg;
 use crate::proto::wsapi::control::Op;
 use crate::proto::wsgateway::Protocol;
-use crate::sessions::{Outbound, QueueError, SessionHandle, Sessions, SharedFrame};
-use crate::sid::{Instance, Sid, SidError};
+use crate::routing::sessions::{Outbound, QueueError, SessionHandle, Sessions, SharedFrame};
 use crate::upstream::Downstream;
 
 /// Where downstream messages go on one core.
@@ -146,7 +146,7 @@ impl Router {
         self: Rc<Self>,
         receivers: glommio::channels::channel_mesh::Receivers<Msg>,
     ) {
-        crate::mesh::receive(receivers, move |msg| {
+        crate::routing::mesh::receive(receivers, move |msg| {
             let me = Rc::clone(&self);
             async move { me.deliver(msg) }
         })
@@ -182,12 +182,12 @@ mod tests {
 
     use super::{Router, close_code};
     use crate::codec;
+    use crate::codec::sid::{Instance, Sid};
     use crate::metrics::{Counters, Loss};
     use crate::proto::wsapi::control::Op;
     use crate::proto::wsapi::{Close, Control, Join, Leave, Msg};
     use crate::proto::wsgateway::Protocol;
-    use crate::sessions::{Outbound, SessionHandle, Sessions};
-    use crate::sid::{Instance, Sid};
+    use crate::routing::sessions::{Outbound, SessionHandle, Sessions};
     use crate::testing::{run, soon};
 
     fn instance() -> Instance {

@@ -6,10 +6,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::admission::Admission;
 use crate::config::Config;
 use crate::metrics::Counters;
-use crate::sessions::Sessions;
+use crate::routing::admission::Admission;
+use crate::routing::sessions::Sessions;
 use crate::upstream::pool::Upstreams;
 
 /// One core's sessions' shared state, behind one `Rc`.

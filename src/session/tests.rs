@@ -13,16 +13,16 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::claim::Claim;
 use crate::codec::{self, Format, MsgPrefix};
 use crate::config;
-use crate::context::SessionContext;
 use crate::metrics::Loss;
 use crate::proto::wsgateway::Protocol;
+use crate::routing::sessions::{Outbound, SessionHandle};
+use crate::session::claim::Claim;
+use crate::session::context::SessionContext;
+use crate::session::stream::ClientStream;
 use crate::session::{End, Session};
-use crate::sessions::{Outbound, SessionHandle};
 use crate::shard::ws_config;
-use crate::stream::ClientStream;
 use crate::testing::{context, run, soon, test_config};
 
 type Client = WebSocketStream<TcpStream>;

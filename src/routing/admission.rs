@@ -123,7 +123,7 @@ impl Admission {
 
     /// Answers the other cores, for as long as the core runs.
     pub async fn serve(self: Rc<Self>, receivers: Receivers<AdmitMsg>) {
-        crate::mesh::receive(receivers, move |msg| {
+        crate::routing::mesh::receive(receivers, move |msg| {
             let me = Rc::clone(&self);
             async move { me.handle(msg).await }
         })

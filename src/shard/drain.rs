@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::sessions::{Outbound, Sessions};
+use crate::routing::sessions::{Outbound, Sessions};
 use crate::timeout::within;
 
 /// How often draining re-checks progress; also the batch interval.
@@ -84,7 +84,7 @@ mod tests {
 
     use super::Drain;
     use crate::metrics::Counters;
-    use crate::sessions::{Outbound, SessionHandle, Sessions};
+    use crate::routing::sessions::{Outbound, SessionHandle, Sessions};
     use crate::testing::{run, soon};
 
     /// Sessions that end (give back their slot) once told to close.

@@ -16,13 +16,13 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
+use crate::codec::sid::Instance;
 use crate::config::{self, Config};
-use crate::listener::{Accept, accept_loop, bind, connection, serve};
+use crate::edge::listener::{Accept, accept_loop, bind, connection, serve};
 use crate::metrics::Reject;
 use crate::ratelimit::TokenBucket;
-use crate::sessions::SessionHandle;
+use crate::routing::sessions::SessionHandle;
 use crate::shard::ws_config;
-use crate::sid::Instance;
 use crate::testing::{context, run, soon, test_config, until};
 
 /// Core 0's accept path with no limits but `config`'s.

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use tracing::{Instrument, warn};
 
-use crate::context::SessionContext;
+use crate::session::context::SessionContext;
 
 /// A session slot and what was granted on top of it.
 pub struct Claim {

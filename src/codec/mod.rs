@@ -14,6 +14,13 @@
 //! Upstream `Msg`s are encoded here too: `server` and `sid` never change
 //! during a session, so their encoding is computed once ([`MsgPrefix`]) and
 //! each message only appends its `Protocol`.
+//!
+//! # Layout
+//!
+//! - this file: client frames (JSON envelope, protobuf, raw).
+//! - [`sid`]: session ids (core, instance, slot) and their text form.
+
+pub mod sid;
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};

@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::metrics::Counters;
 use crate::proto::wsgateway::Protocol;
-use crate::sessions::{Outbound, Sessions};
+use crate::routing::sessions::{Outbound, Sessions};
 
 /// What a core's keepalive task uses.
 pub struct Keepalive {
@@ -83,7 +83,7 @@ mod tests {
 
     use super::Keepalive;
     use crate::metrics::Counters;
-    use crate::sessions::{Outbound, SessionHandle, Sessions};
+    use crate::routing::sessions::{Outbound, SessionHandle, Sessions};
     use crate::testing::{run, soon};
 
     async fn next(rx: &LocalReceiver<Outbound>) -> Outbound {
@@ -123,7 +123,7 @@ mod tests {
             assert!(matches!(next(&silent_rx).await, Outbound::Ping));
             assert!(matches!(next(&answers_rx).await, Outbound::Ping));
             assert_eq!(tick.get(), 1);
-            // One client answers: its session notes the round (session.rs).
+            // One client answers: its session notes the round (`crate::session`).
             answers.heard.set(tick.get());
 
             // Round 1: the silent one is closed, the other pinged again.
