@@ -1,6 +1,8 @@
 //! `ws-api`: the reference backend. Prints `ws-api listening on <addr>` once
 //! it accepts connections.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
