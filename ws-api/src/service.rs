@@ -1,7 +1,7 @@
 //! [`Backend`], the parts composed (an [`Outbox`], [`Delivery`], the
 //! upstream numbering, the chat rooms and the handler), and `ExchangeService`
 //! on top of it: the `ExchangeMsg` stream pump, Connect, Disconnect and
-//! KeepAlive. Nothing below imports this module.
+//! KeepAlive. At the top of the layout: no other module imports it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

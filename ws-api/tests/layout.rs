@@ -391,7 +391,7 @@ fn references_are_found_in_every_shape() {
             use crate::service::Backend;
         }
     "#;
-    let mut found: Vec<String> = references(code, &["presence", "sweeper"])
+    let mut found: Vec<String> = references(code, &["presence", "memory"])
         .into_iter()
         .map(|(top, _)| top)
         .collect();
