@@ -331,6 +331,7 @@ fn a_client_that_vanishes_without_fin_is_cleaned_up() {
     // as when a client's host disappears.
     let on: libc::c_int = 1;
     // SAFETY: setsockopt on a socket we own, with a correctly sized int.
+    #[allow(unsafe_code)]
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),

@@ -140,7 +140,10 @@ impl Drop for Browser {
         }
         // Whatever is left of the group (node, Chromium) goes now.
         // SAFETY: kill(2) on the process group of our own child.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL)
+        };
         let _ = self.child.wait();
     }
 }

@@ -47,6 +47,7 @@ impl Proc {
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(rc, 0, "kill failed");
     }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::delivery::Delivery;
+use crate::outbox::Outbox;
 use crate::presence::{SessionKey, unavailable};
 use crate::proto::wsapi::biz_msg_service_server::BizMsgService;
 use crate::proto::wsapi::control::Op;
@@ -20,11 +22,14 @@ use crate::proto::wsapi::{
     PushBizMsgReply,
 };
 use crate::proto::wsgateway::Protocol;
-use crate::service::Backend;
 
-/// `wsapi.BizMsgService`.
+/// `wsapi.BizMsgService`: sessions and streams from the outbox, pushes by
+/// uid through delivery (positions, history).
 #[derive(Debug, Clone)]
-pub struct Biz(pub Arc<Backend>);
+pub struct Biz {
+    pub outbox: Arc<Outbox>,
+    pub delivery: Arc<Delivery>,
+}
 
 fn protocol(code: String, payload: String) -> Protocol {
     Protocol {
@@ -37,13 +42,13 @@ fn protocol(code: String, payload: String) -> Protocol {
 impl Biz {
     /// Sends a control to one session; whether a stream took it.
     async fn to_session(&self, key: &SessionKey, op: Op) -> bool {
-        self.0.to_session(key, None, Some(op), false).await
+        self.outbox.to_session(key, None, Some(op), false).await
     }
 
     /// Sends one message down every stream (every gateway core).
     async fn to_every_core(&self, sid: &str, group: &str, payload: Protocol) -> usize {
         let mut reached = 0;
-        for (server, tx) in self.0.streams.all() {
+        for (server, tx) in self.outbox.streams.all() {
             let msg = Msg {
                 server,
                 sid: sid.to_owned(),
@@ -67,7 +72,7 @@ impl Biz {
         }
         let op_name = if join { "JoinGroup" } else { "LeaveGroup" };
         let keys = self
-            .0
+            .outbox
             .presence
             .sessions(req.uid)
             .await
@@ -84,7 +89,7 @@ impl Biz {
                 })
             };
             if self.to_session(&key, op).await {
-                self.0
+                self.outbox
                     .presence
                     .set_member(&req.group, &key, join)
                     .await
@@ -102,8 +107,8 @@ impl BizMsgService for Biz {
         let biz = req.into_inner();
         let payload = protocol(biz.biz_code, biz.biz_payload);
         let reached = self
-            .0
-            .push_to_user(biz.uid, payload)
+            .delivery
+            .push_to_user(&self.outbox, biz.uid, payload)
             .await
             .map_err(|e| unavailable("Push", &e))?;
         Ok(Response::new(PushBizMsgReply {
@@ -114,7 +119,7 @@ impl BizMsgService for Biz {
     async fn kick(&self, req: Request<KickRequest>) -> Result<Response<KickReply>, Status> {
         let req = req.into_inner();
         let targets = if req.sid.is_empty() {
-            self.0
+            self.outbox
                 .presence
                 .sessions(req.uid)
                 .await
@@ -157,7 +162,7 @@ impl BizMsgService for Biz {
             return Err(Status::invalid_argument("empty group"));
         }
         let members = self
-            .0
+            .outbox
             .presence
             .group_size(&msg.group)
             .await
@@ -172,7 +177,7 @@ impl BizMsgService for Biz {
     async fn broadcast(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
         let biz = req.into_inner();
         let online = self
-            .0
+            .outbox
             .presence
             .online()
             .await

@@ -11,19 +11,21 @@ use std::collections::{BTreeSet, HashMap};
 use parking_lot::Mutex;
 use tracing::debug;
 
+use crate::delivery::Delivery;
+use crate::outbox::Outbox;
 use crate::presence::SessionKey;
 use crate::proto::wsapi::Msg;
 use crate::proto::wsgateway::Protocol;
-use crate::service::Backend;
 
 /// Room → member uids.
 #[derive(Debug, Default)]
 pub struct Rooms(Mutex<HashMap<String, BTreeSet<u64>>>);
 
-impl Backend {
+impl Rooms {
     /// One upstream message of the chat handler; whether it was a chat one
-    /// (join or say), else the caller echoes it.
-    pub async fn chat(&self, msg: &Msg) -> bool {
+    /// (join or say), else the caller echoes it. Members are looked up in
+    /// `outbox`'s presence, and chat lines pushed through `delivery`.
+    pub async fn chat(&self, outbox: &Outbox, delivery: &Delivery, msg: &Msg) -> bool {
         let Some(p) = msg
             .payload
             .as_ref()
@@ -35,19 +37,18 @@ impl Backend {
             server: msg.server.clone(),
             sid: msg.sid.clone(),
         };
-        let Ok(Some(uid)) = self.presence.author_of(&key).await else {
+        let Ok(Some(uid)) = outbox.presence.author_of(&key).await else {
             debug!(sid = %key.sid, "chat message from an unknown session");
             return true;
         };
         let text = String::from_utf8_lossy(&p.payload);
         match p.r#type.as_str() {
             "join" => {
-                let mut rooms = self.rooms.0.lock();
+                let mut rooms = self.0.lock();
                 rooms.entry(text.into_owned()).or_default().insert(uid);
             }
             "say" => {
                 let rooms: Vec<(String, Vec<u64>)> = self
-                    .rooms
                     .0
                     .lock()
                     .iter()
@@ -62,7 +63,7 @@ impl Backend {
                         ..Protocol::default()
                     };
                     for member in members {
-                        if let Err(e) = self.push_to_user(member, said.clone()).await {
+                        if let Err(e) = delivery.push_to_user(outbox, member, said.clone()).await {
                             debug!(member, error = %e, "chat line not pushed");
                         }
                     }

@@ -1,5 +1,5 @@
 //! What ws-api does for the delivery guarantees (docs/delivery.md), on top
-//! of [`History`]:
+//! of [`History`], sending through the [`Outbox`] it is handed:
 //!
 //! - a Push by uid appends to the user's stream and carries its position;
 //! - `Control.Resume` from a gateway replays, on the stream it came from,
@@ -21,11 +21,11 @@ use tracing::{debug, warn};
 
 use crate::Handler;
 use crate::history::{History, Position, Replay};
+use crate::outbox::Outbox;
 use crate::presence::SessionKey;
 use crate::proto::wsapi::control::Op;
-use crate::proto::wsapi::{Control, Msg, Resume, Resumed};
+use crate::proto::wsapi::{Msg, Resume, Resumed};
 use crate::proto::wsgateway::Protocol;
-use crate::service::Backend;
 
 /// Redelivery settings.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +48,7 @@ pub struct Delivery {
     pending: Mutex<HashMap<u64, Pending>>,
 }
 
-/// What the stream pump does with an upstream message after [`Backend::intercept`].
+/// What the stream pump does with an upstream message after [`Delivery::intercept`].
 #[derive(Debug)]
 pub enum Upstream {
     /// Taken care of here (a resume, an ack, a duplicate).
@@ -65,61 +65,33 @@ impl Delivery {
             pending: Mutex::default(),
         }
     }
-}
-
-fn with_offset(mut p: Protocol, epoch: &str, n: u64) -> Protocol {
-    p.offset = format!("{epoch}:{n}");
-    p
-}
-
-impl Backend {
-    /// Sends `msg` down the stream of `key.server`; whether a stream took it.
-    pub async fn to_session(
-        &self,
-        key: &SessionKey,
-        payload: Option<Protocol>,
-        control: Option<Op>,
-        replay: bool,
-    ) -> bool {
-        let Some(tx) = self.streams.get(&key.server) else {
-            return false;
-        };
-        let msg = Msg {
-            server: key.server.clone(),
-            sid: key.sid.clone(),
-            payload,
-            control: control.map(|op| Control { op: Some(op) }),
-            group: String::new(),
-            replay,
-        };
-        tx.send(Ok(msg)).await.is_ok()
-    }
 
     /// A Push by uid: appended to the user's stream (when history is kept,
     /// even with no session online, so a reconnect can resume), then sent
     /// to every session of the user. How many sessions it reached.
     pub async fn push_to_user(
         &self,
+        outbox: &Outbox,
         uid: u64,
         mut payload: Protocol,
     ) -> Result<i64, crate::presence::PresenceError> {
-        if let Some(history) = &self.delivery.history {
+        if let Some(history) = &self.history {
             let appended = history.append(uid, &payload).await?;
             payload.offset = appended.position.to_string();
-            self.stats.positioned.fetch_add(1, Relaxed);
+            outbox.stats.positioned.fetch_add(1, Relaxed);
             if appended.acked.is_some() {
-                let due = Instant::now() + self.delivery.redelivery.ack_timeout;
-                self.delivery
-                    .pending
+                let due = Instant::now() + self.redelivery.ack_timeout;
+                self.pending
                     .lock()
                     .entry(uid)
                     .or_insert(Pending { due, tries: 0 });
             }
         }
         let mut reached = 0;
-        for key in self.presence.sessions(uid).await? {
+        for key in outbox.presence.sessions(uid).await? {
             reached += i64::from(
-                self.to_session(&key, Some(payload.clone()), None, false)
+                outbox
+                    .to_session(&key, Some(payload.clone()), None, false)
                     .await,
             );
         }
@@ -129,7 +101,7 @@ impl Backend {
     /// Connect's `resume`: the client asked, or the user acknowledged
     /// before and is behind. Never with no history kept.
     pub async fn should_resume(&self, uid: u64, since: &str) -> bool {
-        let Some(history) = &self.delivery.history else {
+        let Some(history) = &self.history else {
             return false;
         };
         if !since.is_empty() {
@@ -142,26 +114,33 @@ impl Backend {
     }
 
     /// Delivery's part of an upstream message, before the handler.
-    pub async fn intercept(self: &Arc<Self>, msg: &Msg) -> Upstream {
+    /// `handler` is the backend's: with `redis-stream` and Redis history,
+    /// the appender deduplicates ids itself.
+    pub async fn intercept(
+        self: &Arc<Self>,
+        outbox: &Arc<Outbox>,
+        handler: Handler,
+        msg: &Msg,
+    ) -> Upstream {
         if let Some(Op::Resume(r)) = msg.control.as_ref().and_then(|c| c.op.as_ref()) {
             let key = SessionKey {
                 server: msg.server.clone(),
                 sid: msg.sid.clone(),
             };
-            tokio::spawn(Arc::clone(self).resume(key, r.clone()));
+            tokio::spawn(Arc::clone(self).resume(Arc::clone(outbox), key, r.clone()));
             return Upstream::Consumed;
         }
         let Some(p) = &msg.payload else {
             return Upstream::Handle { ack: None };
         };
-        let Some(history) = &self.delivery.history else {
+        let Some(history) = &self.history else {
             return Upstream::Handle { ack: None };
         };
         let is_ack = p.r#type == "ack" && !p.offset.is_empty();
         if !is_ack && p.id.is_empty() {
             return Upstream::Handle { ack: None };
         }
-        if !is_ack && self.handler == Handler::RedisStream && matches!(history, History::Redis(_)) {
+        if !is_ack && handler == Handler::RedisStream && matches!(history, History::Redis(_)) {
             // Deduplicated and acknowledged by the appender, atomically with
             // the append (crate::redis_stream).
             return Upstream::Handle { ack: None };
@@ -170,7 +149,7 @@ impl Backend {
             server: msg.server.clone(),
             sid: msg.sid.clone(),
         };
-        let uid = match self.presence.author_of(&key).await {
+        let uid = match outbox.presence.author_of(&key).await {
             Ok(Some(uid)) => uid,
             Ok(None) => {
                 debug!(sid = %key.sid, "ack or id from an unknown session: handled as is");
@@ -187,7 +166,7 @@ impl Backend {
             {
                 warn!(uid, error = %e, "cannot record an acknowledgement");
             }
-            self.stats.client_acks.fetch_add(1, Relaxed);
+            outbox.stats.client_acks.fetch_add(1, Relaxed);
             return Upstream::Consumed;
         }
         match history.first_time(uid, &p.id).await {
@@ -195,8 +174,8 @@ impl Backend {
                 ack: Some(p.id.clone()),
             },
             Ok(false) => {
-                self.stats.client_duplicates.fetch_add(1, Relaxed);
-                self.answer_id(&key, &p.id, true).await;
+                outbox.stats.client_duplicates.fetch_add(1, Relaxed);
+                outbox.answer_id(&key, &p.id, true).await;
                 Upstream::Consumed
             }
             Err(e) => {
@@ -209,22 +188,11 @@ impl Backend {
         }
     }
 
-    /// `{"type":"ack","id"}` to the session that sent `id`.
-    pub async fn answer_id(&self, key: &SessionKey, id: &str, duplicate: bool) {
-        let ack = Protocol {
-            r#type: "ack".into(),
-            id: id.to_owned(),
-            duplicate,
-            ..Protocol::default()
-        };
-        self.to_session(key, Some(ack), None, false).await;
-    }
-
     /// Replays what `key` missed, then `Resumed`, down its core's stream.
-    async fn resume(self: Arc<Self>, key: SessionKey, r: Resume) {
+    async fn resume(self: Arc<Self>, outbox: Arc<Outbox>, key: SessionKey, r: Resume) {
         let since = Position::parse(&r.since);
         let replay =
-            match (&self.delivery.history, &since) {
+            match (&self.history, &since) {
                 (None, _) => Replay::Failed,
                 (Some(_), None) if !r.since.is_empty() => Replay::Failed,
                 (Some(history), since) => history
@@ -241,10 +209,13 @@ impl Backend {
                 entries,
                 through,
             } => {
-                self.stats.replayed.fetch_add(entries.len() as u64, Relaxed);
+                outbox
+                    .stats
+                    .replayed
+                    .fetch_add(entries.len() as u64, Relaxed);
                 for e in entries {
                     let p = with_offset(e.msg, &epoch, e.n);
-                    if !self.to_session(&key, Some(p), None, true).await {
+                    if !outbox.to_session(&key, Some(p), None, true).await {
                         return;
                     }
                 }
@@ -254,28 +225,28 @@ impl Backend {
                 }
             }
             Replay::Failed => {
-                self.stats.resume_failed.fetch_add(1, Relaxed);
+                outbox.stats.resume_failed.fetch_add(1, Relaxed);
                 Resumed {
                     offset: String::new(),
                     failed: true,
                 }
             }
         };
-        self.to_session(&key, None, Some(Op::Resumed(resumed)), false)
+        outbox
+            .to_session(&key, None, Some(Op::Resumed(resumed)), false)
             .await;
     }
 
     /// Sends again what users who acknowledge have left unacknowledged past
     /// `--ack-timeout`; runs for the life of the process.
-    pub async fn redeliver(self: Arc<Self>) {
-        let every = (self.delivery.redelivery.ack_timeout / 4)
+    pub async fn redeliver(self: Arc<Self>, outbox: Arc<Outbox>) {
+        let every = (self.redelivery.ack_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let now = Instant::now();
             let due: Vec<u64> = self
-                .delivery
                 .pending
                 .lock()
                 .iter()
@@ -283,19 +254,19 @@ impl Backend {
                 .map(|(uid, _)| *uid)
                 .collect();
             for uid in due {
-                self.redeliver_to(uid).await;
+                self.redeliver_to(&outbox, uid).await;
             }
         }
     }
 
-    async fn redeliver_to(&self, uid: u64) {
-        let Some(history) = &self.delivery.history else {
+    async fn redeliver_to(&self, outbox: &Outbox, uid: u64) {
+        let Some(history) = &self.history else {
             return;
         };
         let missing = match history.replay(uid, None).await {
             Ok(Replay::Messages { epoch, entries, .. }) if !entries.is_empty() => (epoch, entries),
             Ok(_) => {
-                self.delivery.pending.lock().remove(&uid);
+                self.pending.lock().remove(&uid);
                 return;
             }
             Err(e) => {
@@ -304,24 +275,24 @@ impl Backend {
             }
         };
         let gave_up = {
-            let mut pending = self.delivery.pending.lock();
+            let mut pending = self.pending.lock();
             let Some(p) = pending.get_mut(&uid) else {
                 return;
             };
             p.tries += 1;
-            p.due = Instant::now() + self.delivery.redelivery.ack_timeout;
-            let gave_up = p.tries > self.delivery.redelivery.retries;
+            p.due = Instant::now() + self.redelivery.ack_timeout;
+            let gave_up = p.tries > self.redelivery.retries;
             if gave_up {
                 pending.remove(&uid);
             }
             gave_up
         };
         if gave_up {
-            self.stats.redelivery_gave_up.fetch_add(1, Relaxed);
+            outbox.stats.redelivery_gave_up.fetch_add(1, Relaxed);
             debug!(uid, "unacknowledged messages: retries exhausted");
             return;
         }
-        let sessions = match self.presence.sessions(uid).await {
+        let sessions = match outbox.presence.sessions(uid).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(uid, error = %e, "presence unavailable: redelivery postponed");
@@ -334,10 +305,15 @@ impl Backend {
             for key in &sessions {
                 // As a replay: a session resuming from before it delivers
                 // it at once, and one past it still delivers it again.
-                if self.to_session(key, Some(p.clone()), None, true).await {
-                    self.stats.redelivered.fetch_add(1, Relaxed);
+                if outbox.to_session(key, Some(p.clone()), None, true).await {
+                    outbox.stats.redelivered.fetch_add(1, Relaxed);
                 }
             }
         }
     }
+}
+
+fn with_offset(mut p: Protocol, epoch: &str, n: u64) -> Protocol {
+    p.offset = format!("{epoch}:{n}");
+    p
 }

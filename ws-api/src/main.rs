@@ -1,8 +1,11 @@
 //! `ws-api`: the reference backend. Prints `ws-api listening on <addr>` once
 //! it accepts connections.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,10 +16,11 @@ use ws_api::Handler;
 use ws_api::biz::Biz;
 use ws_api::delivery::{Delivery, Redelivery};
 use ws_api::history::{History, MemoryHistory, RedisHistory, Retention};
-use ws_api::presence::{Presence, RedisPresence, sweeper};
+use ws_api::presence::{Presence, RedisPresence};
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
 use ws_api::service::{Backend, Exchange};
+use ws_api::sweeper;
 
 /// ws-api: reference gRPC backend for ws-gateway.
 #[derive(Debug, Parser)]
@@ -143,8 +147,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let delivery = Delivery::new(history, redelivery);
     let backend = Backend::new(args.handler, presence, args.stream_maxlen, delivery);
-    sweeper::spawn(backend.clone());
-    tokio::spawn(backend.clone().redeliver());
+    sweeper::spawn(Arc::clone(&backend.outbox));
+    tokio::spawn(Arc::clone(&backend.delivery).redeliver(Arc::clone(&backend.outbox)));
     if let Some(History::Memory(_)) = &backend.delivery.history {
         let backend = backend.clone();
         tokio::spawn(async move {
@@ -178,7 +182,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .max_decoding_message_size(args.max_message_size)
             .max_encoding_message_size(args.max_message_size),
         )
-        .add_service(BizMsgServiceServer::new(Biz(backend)))
+        .add_service(BizMsgServiceServer::new(Biz {
+            outbox: Arc::clone(&backend.outbox),
+            delivery: Arc::clone(&backend.delivery),
+        }))
         .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?;
     Ok(())

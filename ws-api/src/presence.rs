@@ -3,7 +3,8 @@
 //!
 //! - [`Memory`]: the embedded store (default): one node, nothing shared.
 //! - [`RedisPresence`] (`--redis`): shared by every ws-api node, so any node
-//!   can push to any session; [`sweeper`] keeps it free of dead gateway cores.
+//!   can push to any session; [`crate::sweeper`] keeps it free of dead
+//!   gateway cores.
 //!
 //! Only the Redis backend can fail; its errors reach RPCs as
 //! `Status::unavailable` through [`unavailable`].
@@ -11,7 +12,6 @@
 pub mod keys;
 pub mod memory;
 pub mod redis_store;
-pub mod sweeper;
 
 use tonic::Status;
 use tracing::warn;

@@ -26,14 +26,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::history::{History, dedup_key};
+use crate::outbox::Outbox;
 use crate::presence::{Presence, SessionKey};
 use crate::proto::wsapi::Msg;
-use crate::service::Backend;
+use crate::streams::Stats;
 
 /// The stream of messages with an empty type.
 pub const DEFAULT_STREAM: &str = "default";
@@ -49,13 +51,24 @@ pub struct Appender {
 }
 
 impl Appender {
-    /// Starts an appender; `None` unless presence is in Redis.
-    pub fn spawn(backend: &Arc<Backend>) -> Option<Appender> {
-        if !matches!(backend.presence, Presence::Redis(_)) {
+    /// Starts an appender writing through `outbox`'s Redis presence, to
+    /// streams capped at `maxlen` (`--stream-maxlen`); `None` unless
+    /// presence is in Redis. With Redis `history`, ids are deduplicated
+    /// here (see the module doc).
+    pub fn spawn(
+        outbox: &Arc<Outbox>,
+        history: Option<&History>,
+        maxlen: usize,
+    ) -> Option<Appender> {
+        if !matches!(outbox.presence, Presence::Redis(_)) {
             return None;
         }
+        let dedup_window = match history {
+            Some(History::Redis(h)) => Some(h.dedup_window()),
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(Arc::clone(backend), rx));
+        tokio::spawn(run(Arc::clone(outbox), dedup_window, maxlen, rx));
         Some(Appender { tx })
     }
 
@@ -73,24 +86,24 @@ pub fn stream_name(msg: &Msg) -> &str {
     }
 }
 
-fn failed(backend: &Backend, n: usize, err: &redis::RedisError) {
-    let before = backend.stats.xadd_errors.fetch_add(n as u64, Relaxed);
+fn failed(stats: &Stats, n: usize, err: &redis::RedisError) {
+    let before = stats.xadd_errors.fetch_add(n as u64, Relaxed);
     if before == 0 || before / 1000 != (before + n as u64) / 1000 {
         warn!(error = %err, errors = before + n as u64, "redis-stream append failed");
     }
 }
 
-async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
-    let Presence::Redis(redis) = &backend.presence else {
+async fn run(
+    outbox: Arc<Outbox>,
+    dedup_window: Option<Duration>,
+    maxlen: usize,
+    mut rx: mpsc::Receiver<Msg>,
+) {
+    let Presence::Redis(redis) = &outbox.presence else {
         return;
     };
     let mut conn = redis.conn();
     let mut batch = Vec::with_capacity(BATCH);
-    // With Redis history, ids are deduplicated here (see the module doc).
-    let dedup_window = match &backend.delivery.history {
-        Some(History::Redis(h)) => Some(h.dedup_window()),
-        _ => None,
-    };
     let mut with_ids = Vec::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
@@ -102,12 +115,12 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
             let uid = match redis.author_of(&key).await {
                 Ok(Some(uid)) => uid,
                 Ok(None) => {
-                    backend.stats.unknown_uid.fetch_add(1, Relaxed);
+                    outbox.stats.unknown_uid.fetch_add(1, Relaxed);
                     0
                 }
                 Err(err) => {
-                    failed(&backend, 0, &err);
-                    backend.stats.unknown_uid.fetch_add(1, Relaxed);
+                    failed(&outbox.stats, 0, &err);
+                    outbox.stats.unknown_uid.fetch_add(1, Relaxed);
                     0
                 }
             };
@@ -125,7 +138,7 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
                     .arg(dedup_key(uid, id))
                     .arg(stream_name(&msg))
                     .arg(window.as_millis() as u64)
-                    .arg(backend.stream_maxlen)
+                    .arg(maxlen)
                     .arg(&msg.server)
                     .arg(&msg.sid)
                     .arg(uid)
@@ -143,7 +156,7 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
                 .arg(stream_name(&msg))
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(backend.stream_maxlen)
+                .arg(maxlen)
                 .arg("*")
                 .arg("server")
                 .arg(&msg.server)
@@ -159,17 +172,17 @@ async fn run(backend: Arc<Backend>, mut rx: mpsc::Receiver<Msg>) {
         // One reply per message with an id: 1 appended, 0 a duplicate.
         match pipe.query_async::<Vec<u8>>(&mut conn).await {
             Ok(fresh) => {
-                backend.stats.xadd.fetch_add(n as u64, Relaxed);
+                outbox.stats.xadd.fetch_add(n as u64, Relaxed);
                 for ((key, id), fresh) in with_ids.drain(..).zip(fresh) {
                     if fresh == 0 {
-                        backend.stats.client_duplicates.fetch_add(1, Relaxed);
+                        outbox.stats.client_duplicates.fetch_add(1, Relaxed);
                     }
-                    backend.answer_id(&key, &id, fresh == 0).await;
+                    outbox.answer_id(&key, &id, fresh == 0).await;
                 }
             }
             Err(err) => {
                 with_ids.clear();
-                failed(&backend, n, &err);
+                failed(&outbox.stats, n, &err);
             }
         }
     }

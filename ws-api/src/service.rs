@@ -1,5 +1,7 @@
-//! `ExchangeService` over the presence store and the stream registry, and
-//! [`Backend`], the state both services share.
+//! [`Backend`], the parts composed (an [`Outbox`], [`Delivery`], the
+//! upstream numbering, the chat rooms and the handler), and `ExchangeService`
+//! on top of it: the `ExchangeMsg` stream pump, Connect, Disconnect and
+//! KeepAlive. At the top of the layout: no other module imports it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,6 +18,7 @@ use crate::Handler;
 use crate::acks::{ACK_EVERY, Received, Sequence};
 use crate::chat::Rooms;
 use crate::delivery::{Delivery, Upstream};
+use crate::outbox::Outbox;
 use crate::presence::{Presence, SessionKey, uid_for_token, unavailable};
 use crate::proto::wsapi::exchange_service_server::ExchangeService;
 use crate::proto::wsapi::{
@@ -23,21 +26,20 @@ use crate::proto::wsapi::{
     KeepAliveRequest, Msg,
 };
 use crate::redis_stream::Appender;
-use crate::streams::{STREAM_QUEUE, Stats, Streams};
+use crate::streams::STREAM_QUEUE;
 
-/// State shared by both services.
+/// The parts, composed: what both services and the background tasks share.
 #[derive(Debug)]
 pub struct Backend {
-    pub presence: Presence,
+    /// Presence, streams and counters.
+    pub outbox: Arc<Outbox>,
     /// Upstream sequence numbers received, per gateway core.
     pub received: Received,
-    pub streams: Streams,
-    pub stats: Stats,
     pub handler: Handler,
     /// `MAXLEN ~` of the `redis-stream` handler's streams.
     pub stream_maxlen: usize,
     /// Positions, resume, acknowledgements (docs/delivery.md).
-    pub delivery: Delivery,
+    pub delivery: Arc<Delivery>,
     /// `--handler chat`'s rooms.
     pub rooms: Rooms,
 }
@@ -50,13 +52,11 @@ impl Backend {
         delivery: Delivery,
     ) -> Arc<Backend> {
         Arc::new(Backend {
-            presence,
+            outbox: Arc::new(Outbox::new(presence)),
             received: Received::default(),
-            streams: Streams::default(),
-            stats: Stats::default(),
             handler,
             stream_maxlen,
-            delivery,
+            delivery: Arc::new(delivery),
             rooms: Rooms::default(),
         })
     }
@@ -65,8 +65,8 @@ impl Backend {
     /// that gateway core alive at once (the sweeper must not purge sessions
     /// it connects before the next refresh).
     async fn register(&self, server: &str, tx: &mpsc::Sender<Result<Msg, Status>>) -> u64 {
-        let id = self.streams.register(server, tx.clone());
-        if let Presence::Redis(redis) = &self.presence
+        let id = self.outbox.streams.register(server, tx.clone());
+        if let Presence::Redis(redis) = &self.outbox.presence
             && let Err(err) = redis.mark_alive(&[server.to_owned()]).await
         {
             warn!(%server, error = %err, "cannot mark gateway core alive in redis");
@@ -85,7 +85,11 @@ impl Backend {
         tx: mpsc::Sender<Result<Msg, Status>>,
     ) {
         let appender = match self.handler {
-            Handler::RedisStream => Appender::spawn(&self),
+            Handler::RedisStream => Appender::spawn(
+                &self.outbox,
+                self.delivery.history.as_ref(),
+                self.stream_maxlen,
+            ),
             _ => None,
         };
         if let Some(s) = &mut seq
@@ -116,15 +120,19 @@ impl Backend {
                 }
             };
             if seq.as_mut().is_some_and(|s| !s.receive(&self.received)) {
-                self.stats.duplicates.fetch_add(1, Relaxed);
+                self.outbox.stats.duplicates.fetch_add(1, Relaxed);
                 continue;
             }
             if registered.is_none() && !msg.server.is_empty() {
                 let id = self.register(&msg.server, &tx).await;
                 registered = Some((msg.server.clone(), id));
             }
-            self.stats.upstream.fetch_add(1, Relaxed);
-            let ack = match self.intercept(&msg).await {
+            self.outbox.stats.upstream.fetch_add(1, Relaxed);
+            let ack = match self
+                .delivery
+                .intercept(&self.outbox, self.handler, &msg)
+                .await
+            {
                 Upstream::Consumed => None,
                 Upstream::Handle { ack } => {
                     let key = ack.map(|id| {
@@ -141,7 +149,7 @@ impl Backend {
                 }
             };
             if let Some((key, id)) = ack {
-                self.answer_id(&key, &id, false).await;
+                self.outbox.answer_id(&key, &id, false).await;
             }
             if let Some(ack) = seq.as_mut().and_then(|s| s.ack(false))
                 && tx.send(Ok(ack)).await.is_err()
@@ -150,7 +158,7 @@ impl Backend {
             }
         }
         if let Some((server, id)) = registered {
-            self.streams.unregister(&server, id);
+            self.outbox.streams.unregister(&server, id);
             info!(%server, "exchange stream closed");
         }
     }
@@ -163,12 +171,12 @@ impl Backend {
         appender: Option<&Appender>,
     ) -> bool {
         match self.handler {
-            Handler::Chat if self.chat(&msg).await => {}
+            Handler::Chat if self.rooms.chat(&self.outbox, &self.delivery, &msg).await => {}
             Handler::Echo | Handler::Chat => {
                 if tx.send(Ok(msg)).await.is_err() {
                     return false;
                 }
-                self.stats.downstream.fetch_add(1, Relaxed);
+                self.outbox.stats.downstream.fetch_add(1, Relaxed);
             }
             Handler::Log => {
                 let (ty, len) = msg
@@ -258,11 +266,12 @@ impl ExchangeService for Exchange {
             sid: req.sid,
         };
         self.backend
+            .outbox
             .presence
             .connect(uid, key)
             .await
             .map_err(|e| unavailable("Connect", &e))?;
-        let resume = self.backend.should_resume(uid, &req.since).await;
+        let resume = self.backend.delivery.should_resume(uid, &req.since).await;
         Ok(Response::new(ConnectReply { uid, resume }))
     }
 
@@ -277,6 +286,7 @@ impl ExchangeService for Exchange {
             sid: req.sid,
         };
         self.backend
+            .outbox
             .presence
             .disconnect(&key, req.uid)
             .await
@@ -294,6 +304,7 @@ impl ExchangeService for Exchange {
             sid: req.sid,
         };
         self.backend
+            .outbox
             .presence
             .keep_alive(&key)
             .await

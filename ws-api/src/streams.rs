@@ -1,5 +1,6 @@
 //! The open `ExchangeMsg` streams, one per gateway core, keyed by the core's
-//! identity (`x-gateway-ip`, equal to `Msg.server`).
+//! identity (`x-gateway-ip`, equal to `Msg.server`), and [`Stats`], the
+//! counters every part adds to.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

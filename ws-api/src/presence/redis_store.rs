@@ -271,7 +271,7 @@ fn bounded_insert(map: &mut HashMap<SessionKey, u64>, key: SessionKey, uid: u64)
 }
 
 /// The writes that remove one session and its group memberships.
-pub(super) fn remove_session(pipe: &mut Pipeline, uid: u64, key: &SessionKey, groups: &[String]) {
+pub(crate) fn remove_session(pipe: &mut Pipeline, uid: u64, key: &SessionKey, groups: &[String]) {
     let field = key.field();
     pipe.cmd("HDEL").arg(keys::user(uid)).arg(&field).ignore();
     pipe.cmd("SREM")

@@ -20,10 +20,10 @@ use redis::RedisResult;
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
-use super::keys;
-use super::redis_store::remove_session;
-use super::{Presence, RedisPresence, SessionKey, parse_member};
-use crate::service::Backend;
+use crate::outbox::Outbox;
+use crate::presence::keys;
+use crate::presence::redis_store::remove_session;
+use crate::presence::{Presence, RedisPresence, SessionKey, parse_member};
 
 /// Sessions purged per MULTI.
 const PURGE_CHUNK: usize = 500;
@@ -118,13 +118,14 @@ impl RedisPresence {
     }
 }
 
-/// Starts the alive refresher and the sweeper if presence is in Redis.
-pub fn spawn(backend: Arc<Backend>) {
-    let Presence::Redis(redis) = &backend.presence else {
+/// Starts the alive refresher and the sweeper if `outbox`'s presence is in
+/// Redis; the cores it refreshes and spares are those of its streams.
+pub fn spawn(outbox: Arc<Outbox>) {
+    let Presence::Redis(redis) = &outbox.presence else {
         return;
     };
     let ttl = redis.server_ttl().max(Duration::from_millis(30));
-    let refresher = Arc::clone(&backend);
+    let refresher = Arc::clone(&outbox);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ttl / 3);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -150,11 +151,10 @@ pub fn spawn(backend: Arc<Backend>) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let Presence::Redis(redis) = &backend.presence else {
+            let Presence::Redis(redis) = &outbox.presence else {
                 return;
             };
-            let local: HashSet<String> =
-                backend.streams.all().into_iter().map(|(s, _)| s).collect();
+            let local: HashSet<String> = outbox.streams.all().into_iter().map(|(s, _)| s).collect();
             if let Err(err) = redis.sweep(&local).await {
                 warn!(error = %err, "presence sweep failed");
             }
