@@ -31,9 +31,9 @@
 //! - [`hash`]: the two stable hashes (keys, rendezvous scores).
 //! - [`proto`]: the wire types, from the `ws-proto` crate (generated from `proto/` once, shared with ws-api and ws-bench).
 //!
-// Three justified exceptions, allowed where they stand: glommio takes
-// sockets as raw descriptors, and glibc's malloc_trim has no safe wrapper.
-#![deny(unsafe_code)]
+//! `unsafe` is denied (`[workspace.lints]`) and allowed only where it
+//! stands, with a SAFETY comment: glommio takes sockets as raw descriptors,
+//! and glibc's malloc_trim has no safe wrapper.
 
 pub(crate) mod admin;
 pub mod codec;

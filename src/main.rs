@@ -1,6 +1,5 @@
 //! `ws-gateway`: parse the config, set up logging and signals, and run
 //! [`server::run`] until a shutdown signal has drained it.
-#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,6 +5,12 @@
 //!
 //! Both stores answer a resume with the same rule ([`plan_replay`]), so the
 //! two cannot disagree on what a position means.
+//!
+//! # Layout
+//!
+//! - this file: positions, retention and the replay rule both stores share.
+//! - [`memory`]: the store in this process (the default).
+//! - [`redis_log`]: the store in Redis (`--redis`), shared by every node.
 
 mod memory;
 mod redis_log;

@@ -8,6 +8,13 @@
 //!
 //! Only the Redis backend can fail; its errors reach RPCs as
 //! `Status::unavailable` through [`unavailable`].
+//!
+//! # Layout
+//!
+//! - this file: the API both stores answer, and the session key they share.
+//! - [`memory`]: the embedded store.
+//! - [`redis_store`]: the Redis store.
+//! - [`keys`]: the Redis key names (the schema).
 
 pub mod keys;
 pub mod memory;
