@@ -18,7 +18,8 @@ use glommio::net::TcpStream;
 
 use crate::codec::sid::Instance;
 use crate::config::{self, Config};
-use crate::edge::listener::{Accept, accept_loop, bind, connection, serve};
+use crate::edge::listener::{accept_loop, bind, connection, serve};
+use crate::edge::upgrade::Accept;
 use crate::metrics::Reject;
 use crate::ratelimit::TokenBucket;
 use crate::routing::sessions::SessionHandle;

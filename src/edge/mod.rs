@@ -5,12 +5,14 @@
 //! # Layout
 //!
 //! - [`listener`]: a core's accept loop and the path to a running session.
+//! - [`upgrade`]: from a client stream to a session, or a refusal: every check before the 101.
 //! - [`handshake`]: the HTTP upgrade, parsed with httparse, refused with a status.
 //! - [`tls`]: wss:// with rustls, its certificate reloadable.
 
 pub mod handshake;
 pub(crate) mod listener;
 pub(crate) mod tls;
+pub(crate) mod upgrade;
 
 #[cfg(test)]
 mod handshake_tests;

@@ -66,26 +66,38 @@ pub enum End {
     Io(WsError),
 }
 
-/// An upgraded client connection.
+/// An upgraded client connection: counted in the `online` gauge from
+/// [`Session::new`] until [`Session::run`] ends.
 pub struct Session {
-    pub core: Rc<SessionContext>,
-    pub ws: WebSocketStream<ClientStream>,
-    pub rx: LocalReceiver<Outbound>,
-    pub handle: Rc<SessionHandle>,
+    core: Rc<SessionContext>,
+    ws: WebSocketStream<ClientStream>,
+    rx: LocalReceiver<Outbound>,
+    handle: Rc<SessionHandle>,
     /// Its slot and admission, given back when the session ends.
-    pub claim: Claim,
-    pub uid: u64,
-    pub prefix: MsgPrefix,
-    pub format: Format,
+    claim: Claim,
+    uid: u64,
+    prefix: MsgPrefix,
+    format: Format,
     /// `--max-inbound-rate`, if set.
-    pub inbound_limit: Option<TokenBucket>,
+    inbound_limit: Option<TokenBucket>,
     /// Error frames this session may still be sent; made at its first bad frame.
-    pub bad_frames: Option<Box<TokenBucket>>,
+    bad_frames: Option<Box<TokenBucket>>,
     /// What to do about a resume when the session starts (boxed: most
     /// sessions have none, and every byte here is in every session).
-    pub resume: Option<Box<ResumePlan>>,
+    resume: Option<Box<ResumePlan>>,
     /// Messages held back while ws-api replays (docs/delivery.md).
-    pub resuming: Option<Box<Resuming>>,
+    resuming: Option<Box<Resuming>>,
+}
+
+/// What the upgrade admitted, for [`Session::new`]: the claim on a slot
+/// (with its uid), the session's send queue, and how it starts.
+pub struct Admitted {
+    pub claim: Claim,
+    pub handle: Rc<SessionHandle>,
+    pub rx: LocalReceiver<Outbound>,
+    pub uid: u64,
+    pub format: Format,
+    pub resume: Option<ResumePlan>,
 }
 
 /// What a session does about a resume as it starts.
@@ -110,6 +122,39 @@ enum Event {
 }
 
 impl Session {
+    pub fn new(
+        core: Rc<SessionContext>,
+        ws: WebSocketStream<ClientStream>,
+        admitted: Admitted,
+    ) -> Session {
+        let Admitted {
+            claim,
+            handle,
+            rx,
+            uid,
+            format,
+            resume,
+        } = admitted;
+        let rate = core.config.max_inbound_rate;
+        let inbound_limit = (rate > 0.0).then(|| TokenBucket::new(rate, rate.max(1.0)));
+        let prefix = MsgPrefix::new(core.upstream.identity(), claim.sid());
+        core.counters.online.inc();
+        Session {
+            core,
+            ws,
+            rx,
+            handle,
+            claim,
+            uid,
+            prefix,
+            format,
+            inbound_limit,
+            bad_frames: None,
+            resume: resume.map(Box::new),
+            resuming: None,
+        }
+    }
+
     /// Runs the session to its end, then tells ws-api it is gone.
     ///
     /// Not an `async fn`: one keeps its by-value argument twice in the

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::codec::{self, Format, MsgPrefix};
+use crate::codec::{self, Format};
 use crate::config;
 use crate::metrics::Loss;
 use crate::proto::wsgateway::Protocol;
@@ -21,7 +21,7 @@ use crate::routing::sessions::{Outbound, SessionHandle};
 use crate::session::claim::Claim;
 use crate::session::context::SessionContext;
 use crate::session::stream::ClientStream;
-use crate::session::{End, Session};
+use crate::session::{Admitted, End, Session};
 use crate::shard::ws_config;
 use crate::testing::{context, run, soon, test_config};
 
@@ -53,21 +53,15 @@ async fn connect(ctx: &Rc<SessionContext>) -> (Session, Rc<SessionHandle>, Clien
     let sid = format!("test-{slot}");
     let mut claim = Claim::new(Rc::clone(ctx), slot, sid.clone());
     claim.admitted(1);
-    ctx.counters.online.inc();
-    let session = Session {
-        core: Rc::clone(ctx),
-        ws,
-        rx,
-        handle: Rc::clone(&handle),
+    let admitted = Admitted {
         claim,
+        handle: Rc::clone(&handle),
+        rx,
         uid: 1,
-        prefix: MsgPrefix::new("test#0", &sid),
         format: Format::Json,
-        inbound_limit: None,
-        bad_frames: None,
         resume: None,
-        resuming: None,
     };
+    let session = Session::new(Rc::clone(ctx), ws, admitted);
     (session, handle, client)
 }
 

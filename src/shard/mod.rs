@@ -32,8 +32,9 @@ use tracing::info;
 
 use crate::codec::sid::Instance;
 use crate::config::Config;
-use crate::edge::listener::{self, Accept};
+use crate::edge::listener;
 use crate::edge::tls::Tls;
+use crate::edge::upgrade::Accept;
 use crate::metrics::Counters;
 use crate::proto::wsapi::Msg;
 use crate::ratelimit::{PerIp, TokenBucket};
