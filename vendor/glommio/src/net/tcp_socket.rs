@@ -313,6 +313,9 @@ impl AcceptedTcpStream {
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         let socket = unsafe { Socket::from_raw_fd(self.fd) };
         let sock_addr = socket.peer_addr()?;
+        // ws-gateway patch: upstream's code; the fd stays owned by `self`, so
+        // the returned copy is dropped on purpose.
+        #[allow(unused_must_use)]
         socket.into_raw_fd();
         Ok(sock_addr.as_socket().unwrap())
     }

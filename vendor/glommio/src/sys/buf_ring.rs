@@ -209,15 +209,12 @@ impl BufRing {
         Ok(Rc::new(ring))
     }
 
-    pub(crate) fn buf_size(&self) -> usize {
-        self.buf_size
-    }
-
     /// Buffers currently in the ring, available to the kernel.
     pub(crate) fn available(&self) -> usize {
         self.count as usize - self.out.get()
     }
 
+    #[cfg(test)]
     pub(crate) fn count(&self) -> usize {
         self.count as usize
     }
@@ -473,10 +470,6 @@ impl ChunkQueue {
         self.first.iter_mut().chain(self.more.iter_mut())
     }
 
-    fn is_empty(&self) -> bool {
-        self.first.is_none() && self.more.is_empty()
-    }
-
     fn clear(&mut self) {
         self.first = None;
         self.more = VecDeque::new();
@@ -595,10 +588,6 @@ impl MultishotRecv {
             n += sz;
         }
         n
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
     }
 
     /// Drops everything queued (buffers go back to the ring).
