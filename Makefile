@@ -46,9 +46,12 @@ lint:
 build:
 	$(CARGO) build --locked --workspace --bins
 
-## glommio-test: the vendored glommio's own net:: tests (the multishot receive's among them), in its
-## own workspace and lockfile; tcp_connect_timeout_error is skipped: it dials 10.255.255.1, off loopback
+## glommio-test: vendor/glommio-patches applied to glommio 0.9.0 give exactly vendor/glommio
+## (vendor/check-patches.sh), then the vendored glommio's own net:: tests (the multishot receive's
+## among them), in its own workspace and lockfile; tcp_connect_timeout_error is skipped: it dials
+## 10.255.255.1, off loopback
 glommio-test:
+	bash vendor/check-patches.sh
 	cd vendor/glommio && CARGO_TARGET_DIR=../../target/glommio $(CARGO) test --locked --lib net:: -- --skip tcp_connect_timeout_error
 
 build-release:
