@@ -216,6 +216,10 @@ impl IoUring {
         extra_flags: u32,
     ) -> io::Result<u32> {
         let ns = timeout.map_or(-1, |t| t.as_nanos().min(i64::MAX as u128) as i64);
+        // SAFETY: `self.ring` is the initialized ring this `IoUring` owns,
+        // and `&mut self` makes this the only user of its SQ while the C side
+        // flushes it; the timeout it passes to the kernel lives on its stack
+        // for the duration of the call.
         let ret = unsafe {
             uring_sys::io_uring_submit_and_wait_ext(&mut self.ring, wait_for, ns, extra_flags)
         };
@@ -229,6 +233,10 @@ impl IoUring {
     /// ws-gateway patch: the SQ ring's flags (`IORING_SQ_*`), as the kernel
     /// last set them.
     pub fn sq_flags(&self) -> u32 {
+        // SAFETY: `kflags` points into the SQ ring mapping, set up by
+        // `io_uring_queue_init` and unmapped only when `self` is dropped;
+        // the kernel updates it concurrently, hence a volatile read of the
+        // aligned u32.
         unsafe { std::ptr::read_volatile(self.ring.sq.kflags) }
     }
 

@@ -313,6 +313,9 @@ impl AcceptedTcpStream {
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         let socket = unsafe { Socket::from_raw_fd(self.fd) };
         let sock_addr = socket.peer_addr()?;
+        // ws-gateway patch: upstream's code; the fd stays owned by `self`, so
+        // the returned copy is dropped on purpose.
+        #[allow(unused_must_use)]
         socket.into_raw_fd();
         Ok(sock_addr.as_socket().unwrap())
     }
@@ -354,6 +357,9 @@ impl AcceptedTcpStream {
     pub fn bind_to_executor(self) -> TcpStream {
         TcpStream {
             // ws-gateway patch: TCP streams read through multishot receives
+            // SAFETY: `self.fd` is the open socket this `AcceptedTcpStream`
+            // owns (it has no `Drop`); consuming `self` hands that ownership
+            // to the `Socket`, as upstream's `from_raw_fd` did.
             stream: GlommioStream::new(unsafe { socket2::Socket::from_raw_fd(self.fd) }, true),
         }
     }
@@ -1411,6 +1417,8 @@ mod tests {
                 l_onoff: 1,
                 l_linger: 0,
             };
+            // SAFETY: `linger` is a live `struct linger` and the length passed
+            // is its size; `client` keeps the fd open.
             unsafe {
                 libc::setsockopt(
                     client.as_raw_fd(),

@@ -90,6 +90,9 @@ impl Default for RecvBufferConfig {
 }
 
 fn mmap_anon(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: an anonymous private mapping at an address the kernel picks
+    // (null hint, fd -1): it cannot overlap memory Rust already uses, and no
+    // pointer of ours is passed in. The result is checked for MAP_FAILED.
     let p = unsafe {
         libc::mmap(
             ptr::null_mut(),
@@ -154,6 +157,8 @@ impl BufRing {
         let data = match mmap_anon(data_len) {
             Ok(d) => d,
             Err(e) => {
+                // SAFETY: `entries` was mapped just above with this length
+                // and nothing else refers to it yet (no `BufRing` exists).
                 unsafe { libc::munmap(entries as _, entries_len) };
                 return Err(e);
             }
@@ -182,6 +187,12 @@ impl BufRing {
             bgid: RECV_BGID,
             ..Default::default()
         };
+        // SAFETY: `reg` is a live `struct io_uring_buf_reg` (repr(C), size
+        // checked above) for the duration of the call, and nr_args is 1. The
+        // kernel keeps using `ring_addr` (page aligned: from mmap) after the
+        // call; that mapping lives until `Drop`, which unregisters first. If
+        // registration fails, `ring` is dropped here and, `registered` being
+        // false, only unmaps.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_register,
@@ -198,22 +209,29 @@ impl BufRing {
         Ok(Rc::new(ring))
     }
 
-    pub(crate) fn buf_size(&self) -> usize {
-        self.buf_size
-    }
-
     /// Buffers currently in the ring, available to the kernel.
     pub(crate) fn available(&self) -> usize {
         self.count as usize - self.out.get()
     }
 
+    #[cfg(test)]
     pub(crate) fn count(&self) -> usize {
         self.count as usize
     }
 
     /// Writes `bid` at the (unpublished) tail.
     fn push(&self, bid: u16) {
+        assert!(bid < self.count, "buffer id {bid} out of the ring");
         let tail = self.tail.get();
+        // SAFETY: `tail & mask` < `count`, and `entries` maps `count`
+        // entries, so `e` is in bounds; `bid` < `count` (checked above), so
+        // the buffer address is inside `data` (`count * buf_size` bytes).
+        // The slot is not one the kernel may read: it lies past the
+        // published tail, and fewer than `count` buffers are in the ring
+        // (`new` fills an empty, unregistered ring; `give_back` returns a
+        // buffer that is out). Only raw pointers reach this memory, no Rust
+        // reference, and the fields are written one by one so that `resv` of
+        // entry 0, the tail the kernel reads, is not written here.
         unsafe {
             let e = self.entries.add((tail & self.mask) as usize);
             // Field by field: `resv` of entry 0 is the ring's tail.
@@ -227,6 +245,12 @@ impl BufRing {
 
     /// Makes the pushed entries visible to the kernel.
     fn publish(&self) {
+        // SAFETY: bytes 14..16 of the ring are `resv` of entry 0, which the
+        // kernel ABI (`struct io_uring_buf_ring`) defines as the ring's tail;
+        // the mapping is page aligned, so the u16 is aligned, and it lives as
+        // long as `self`. The kernel reads it concurrently, hence an atomic
+        // (same layout as u16); Release makes the entries written by `push`
+        // visible before the new tail.
         unsafe {
             let tail = &*((self.entries as *mut u8).add(14) as *const AtomicU16);
             tail.store(self.tail.get(), Ordering::Release);
@@ -236,7 +260,9 @@ impl BufRing {
     /// Takes ownership of the buffer a CQE names.
     pub(crate) fn take(self: &Rc<Self>, cqe_flags: u32) -> RingBuf {
         let bid = (cqe_flags >> IORING_CQE_BUFFER_SHIFT) as u16;
-        debug_assert!(bid < self.count);
+        // `as_slice` and `give_back` index the buffers by this id: a real
+        // check, not a debug one (the kernel only names ids we pushed).
+        assert!(bid < self.count, "CQE names buffer {bid} of {}", self.count);
         self.out.set(self.out.get() + 1);
         RingBuf {
             ring: self.clone(),
@@ -258,6 +284,9 @@ impl BufRing {
                 bgid: RECV_BGID,
                 ..Default::default()
             };
+            // SAFETY: `reg` is a live `struct io_uring_buf_reg` for the
+            // duration of the call (the kernel reads only `bgid`); no memory
+            // of ours is handed over.
             unsafe {
                 libc::syscall(
                     libc::SYS_io_uring_register,
@@ -274,6 +303,11 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         self.unregister();
+        // SAFETY: both regions were mapped in `new` with these lengths and
+        // are unmapped only here. The ring is unregistered, so the kernel
+        // selects no more buffers from it (a receive fills the buffer it
+        // selects before it posts the CQE); and every `RingBuf` holds an
+        // `Rc` to `self`, so no slice of `data` outlives this.
         unsafe {
             libc::munmap(self.entries as _, self.entries_len);
             libc::munmap(self.data as _, self.data_len);
@@ -282,10 +316,18 @@ impl Drop for BufRing {
 }
 
 fn kernel_has_multishot_recv() -> bool {
+    // SAFETY: `utsname` is arrays of `c_char`, for which all zeroes is a
+    // valid value.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a live, writable `utsname`.
     if unsafe { libc::uname(&mut u) } != 0 {
         return false;
     }
+    if !u.release.contains(&0) {
+        return false;
+    }
+    // SAFETY: `release` holds a NUL (checked above), so the string ends
+    // inside the array; `u` outlives `release`.
     let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy();
     let mut it = release
         .split(|c: char| !c.is_ascii_digit())
@@ -302,8 +344,20 @@ pub(crate) struct RingBuf {
 }
 
 impl RingBuf {
+    /// The first `len` bytes of the buffer. Panics if `len` is more than a
+    /// buffer holds (the kernel never reports more than that).
     pub(crate) fn as_slice(&self, len: usize) -> &[u8] {
-        debug_assert!(len <= self.ring.buf_size);
+        assert!(
+            len <= self.ring.buf_size,
+            "{len} bytes in a {} B buffer",
+            self.ring.buf_size
+        );
+        // SAFETY: `bid` < `count` (checked in `take`) and `len` <=
+        // `buf_size` (checked above), so the slice lies inside buffer `bid`
+        // of `data`, which stays mapped while `self` holds its `Rc`. The
+        // kernel wrote it before posting the CQE that handed it to us and
+        // does not touch it again until `Drop` puts it back in the ring, and
+        // nothing of ours writes it meanwhile.
         unsafe {
             std::slice::from_raw_parts(
                 self.ring.data.add(self.bid as usize * self.ring.buf_size),
@@ -414,10 +468,6 @@ impl ChunkQueue {
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut RecvChunk> {
         self.first.iter_mut().chain(self.more.iter_mut())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.first.is_none() && self.more.is_empty()
     }
 
     fn clear(&mut self) {
@@ -538,10 +588,6 @@ impl MultishotRecv {
             n += sz;
         }
         n
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
     }
 
     /// Drops everything queued (buffers go back to the ring).
