@@ -159,58 +159,165 @@ impl Gauge {
     }
 }
 
-/// One core's counters. Aligned so two cores' counters never share a cache line.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct Counters {
-    /// Sessions open now.
-    pub online: Gauge,
-    pub input_bytes: Counter,
-    pub output_bytes: Counter,
-    pub messages_in: Counter,
-    pub messages_out: Counter,
-    pub handshakes: Counter,
-    pub upstream_reconnects: Counter,
-    /// Upstream messages ws-api acknowledged.
-    pub upstream_acked: Counter,
-    /// Upstream messages written again after a break (not acknowledged before it).
-    pub upstream_resent: Counter,
-    /// HTTP/2 pings ws-api left unanswered (connection torn down).
-    pub upstream_ping_timeouts: Counter,
-    /// GOAWAY ENHANCE_YOUR_CALM from ws-api: pings too frequent for its policy.
-    pub upstream_ping_slowdowns: Counter,
-    /// ws-api nodes this core's `ExchangeMsg` stream is established to.
-    pub upstream_up: Gauge,
-    /// ws-api nodes this core knows.
-    pub upstream_nodes: Gauge,
-    /// Buffered client messages moved from a lost ws-api node to a live one.
-    pub upstream_failovers: Counter,
-    /// Bytes waiting in this core's upstream buffers.
-    pub upstream_buffered: Gauge,
-    pub disconnect_failures: Counter,
-    /// Messages waiting in this core's session send queues.
-    pub send_queued: Gauge,
-    /// Latency of unary calls to ws-api, by [`Rpc`].
-    pub rpc: [Histogram; Rpc::COUNT],
-    /// Sessions closed because ws-api asked (Kick / Control.Close).
-    pub kicks: Counter,
-    /// Group or broadcast messages fanned out on this core.
-    pub fan_outs: Counter,
-    /// Sessions closed for not answering keepalive pings.
-    pub keepalive_timeouts: Counter,
-    /// Sessions closed for sending faster than --max-inbound-rate.
-    pub inbound_rate_closes: Counter,
-    /// Sessions closed for sending bad frames faster than error frames answer them.
-    pub bad_frame_closes: Counter,
-    /// `{"type":"ack","id"}` frames written to clients: ws-api received their message.
-    pub client_acks: Counter,
-    /// Client messages marked `resent` (sent again after a reconnect).
-    pub client_resent: Counter,
-    /// Acks marked `duplicate`: ws-api had that message already.
-    pub client_duplicates: Counter,
-    resumes: [Counter; Resume::COUNT],
-    rejects: [Counter; Reject::COUNT],
-    losses: [Counter; Loss::COUNT],
+/// How a field of [`Counters`] is exposed: one series per entry of
+/// [`SERIES`], read from every core at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// A counter, summed over the cores.
+    Counter(fn(&Counters) -> &Counter),
+    /// A counter of the Go gateway's, summed, typed `unknown` so that
+    /// OpenMetrics keeps its name (a counter would gain `_total`).
+    Legacy(fn(&Counters) -> &Counter),
+    /// A gauge, summed over the cores.
+    Gauge(fn(&Counters) -> &Gauge),
+    /// A gauge, one series per core (label `core`).
+    PerCore(fn(&Counters) -> &Gauge),
+}
+
+/// One exposed series: its name, its help, and the field it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Series {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub read: Read,
+}
+
+/// A counter family labelled by an enum's variants (losses, refusals,
+/// resumes), or the RPC histogram by method.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub label: &'static str,
+}
+
+pub const REJECTS: Family = Family {
+    name: "gateway_handshakes_rejected",
+    help: "Upgrades refused, by reason.",
+    label: "reason",
+};
+pub const RESUMES: Family = Family {
+    name: "gateway_resumes",
+    help: "Resumes of sessions that asked (or had unacknowledged messages), by outcome.",
+    label: "outcome",
+};
+pub const LOSSES: Family = Family {
+    name: "gateway_messages_lost",
+    help: "Messages not delivered, by reason.",
+    label: "reason",
+};
+pub const RPC_LATENCY: Family = Family {
+    name: "gateway_upstream_rpc_duration_seconds",
+    help: "Latency of unary calls to ws-api, by method.",
+    label: "method",
+};
+
+/// Declares [`Counters`] and [`SERIES`] from one list: each field with its
+/// type and the series it is exposed as (the first one's help is the
+/// field's doc), so a counter cannot exist without its name and help, or be
+/// named twice.
+macro_rules! counters {
+    ($($field:ident: $ty:ident => [$($read:ident($name:literal, $help:literal)),+ $(,)?]),+ $(,)?) => {
+        /// One core's counters. Aligned so two cores' counters never share a cache line.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub struct Counters {
+            $(
+                #[doc = counters!(@first $($help),+)]
+                pub $field: $ty,
+            )+
+            /// Latency of unary calls to ws-api, by [`Rpc`] ([`RPC_LATENCY`]).
+            pub rpc: [Histogram; Rpc::COUNT],
+            resumes: [Counter; Resume::COUNT],
+            rejects: [Counter; Reject::COUNT],
+            losses: [Counter; Loss::COUNT],
+        }
+
+        /// Every series read from one field of [`Counters`], in exposition order.
+        pub const SERIES: &[Series] = &[
+            $($(Series { name: $name, help: $help, read: Read::$read(|c| &c.$field) },)+)+
+        ];
+    };
+    (@first $first:literal $(, $rest:literal)*) => { $first };
+}
+
+counters! {
+    online: Gauge => [
+        Gauge("gateway_websocket_online_totals", "Open WebSocket sessions."),
+        PerCore("gateway_core_sessions", "Open sessions per core."),
+    ],
+    input_bytes: Counter => [Legacy("gateway_websocket_input_bytes", "Bytes of client messages received.")],
+    output_bytes: Counter => [Legacy("gateway_websocket_output_bytes", "Bytes of messages sent to clients.")],
+    upstream_acked: Counter => [Counter(
+        "gateway_upstream_acked_messages",
+        "Client messages ws-api acknowledged having received."
+    )],
+    upstream_resent: Counter => [Counter(
+        "gateway_upstream_resent_messages",
+        "Client messages written to ws-api again after a break, not acknowledged before it."
+    )],
+    upstream_ping_timeouts: Counter => [Counter(
+        "gateway_upstream_ping_timeouts",
+        "HTTP/2 pings ws-api left unanswered."
+    )],
+    upstream_ping_slowdowns: Counter => [Counter(
+        "gateway_upstream_ping_slowdowns",
+        "Times ws-api refused our HTTP/2 pings as too frequent (GOAWAY ENHANCE_YOUR_CALM); each doubles that node's ping interval."
+    )],
+    messages_in: Counter => [Counter("gateway_messages_in", "Client messages received.")],
+    messages_out: Counter => [Counter("gateway_messages_out", "Messages written to clients.")],
+    handshakes: Counter => [Counter("gateway_handshakes_accepted", "Upgrades completed.")],
+    upstream_reconnects: Counter => [Counter("gateway_upstream_reconnects", "Reconnect attempts to ws-api.")],
+    upstream_failovers: Counter => [Counter(
+        "gateway_upstream_failover_messages",
+        "Buffered client messages moved from a lost ws-api node to a live one."
+    )],
+    disconnect_failures: Counter => [Counter(
+        "gateway_disconnect_failures",
+        "Disconnect calls ws-api did not get."
+    )],
+    kicks: Counter => [Counter("gateway_kicks", "Sessions closed at ws-api's request.")],
+    fan_outs: Counter => [Counter(
+        "gateway_fan_outs",
+        "Group and broadcast messages fanned out (per core)."
+    )],
+    keepalive_timeouts: Counter => [Counter(
+        "gateway_keepalive_timeouts",
+        "Sessions closed for not answering pings."
+    )],
+    inbound_rate_closes: Counter => [Counter(
+        "gateway_inbound_rate_closes",
+        "Sessions closed for exceeding --max-inbound-rate."
+    )],
+    bad_frame_closes: Counter => [Counter(
+        "gateway_bad_frame_closes",
+        "Sessions closed with 1008 for more bad frames than error frames answer (10, then 1/s)."
+    )],
+    client_acks: Counter => [Counter(
+        "gateway_client_acks",
+        "Acks written to clients for their messages with an id (ws-api received them)."
+    )],
+    client_resent: Counter => [Counter(
+        "gateway_client_resent",
+        "Client messages marked resent (sent again after a reconnect)."
+    )],
+    client_duplicates: Counter => [Counter(
+        "gateway_client_duplicates",
+        "Acks marked duplicate: ws-api had received that message already."
+    )],
+    upstream_up: Gauge => [PerCore(
+        "gateway_upstream_up",
+        "ws-api nodes the core's ExchangeMsg stream is up to."
+    )],
+    upstream_nodes: Gauge => [PerCore("gateway_upstream_nodes", "ws-api nodes the core knows.")],
+    upstream_buffered: Gauge => [PerCore(
+        "gateway_upstream_buffered_bytes",
+        "Bytes waiting for the core's stream."
+    )],
+    send_queued: Gauge => [PerCore(
+        "gateway_send_queue_messages",
+        "Messages waiting in session send queues."
+    )],
 }
 
 impl Counters {
