@@ -200,7 +200,7 @@ impl Streaming {
             match self.decoder.next_message() {
                 Ok(Some(m)) => return Ok(Some(m)),
                 Ok(None) => {}
-                Err(e) => return Err(Status::new(Code::Internal, e.to_string())),
+                Err(e) => return Err(Status::new(e.code(), e.to_string())),
             }
             if self.done {
                 return Ok(None);

@@ -4,6 +4,7 @@
 //! without sockets: a [`Decoder`] takes bytes as they come off HTTP/2 DATA
 //! frames, in any split, and yields whole messages.
 
+use super::status::Code;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The length-prefixed message header: 1 byte compressed flag, 4 bytes length.
@@ -18,6 +19,20 @@ pub enum CodecError {
     Compressed,
     #[error("invalid compressed flag {0}")]
     BadFlag(u8),
+}
+
+impl CodecError {
+    /// The code a gRPC implementation gives the call: grpc-go and tonic
+    /// answer a message over the limit with RESOURCE_EXHAUSTED, and an
+    /// encoding nobody negotiated with UNIMPLEMENTED (the gRPC compression
+    /// spec); a flag that is neither 0 nor 1 is a broken peer.
+    pub fn code(&self) -> Code {
+        match self {
+            CodecError::TooLarge { .. } => Code::ResourceExhausted,
+            CodecError::Compressed => Code::Unimplemented,
+            CodecError::BadFlag(_) => Code::Internal,
+        }
+    }
 }
 
 /// Appends one framed message to `out`.
@@ -167,5 +182,8 @@ mod tests {
         let mut d = Decoder::new(16);
         d.push(&[9, 0, 0, 0, 1, 0]);
         assert_eq!(d.next_message(), Err(CodecError::BadFlag(9)));
+        let too_large = CodecError::TooLarge { len: 17, max: 16 };
+        assert_eq!(too_large.code(), Code::ResourceExhausted);
+        assert_eq!(CodecError::Compressed.code(), Code::Unimplemented);
     }
 }

@@ -2,6 +2,7 @@
 //! and the errors of the transport below it mapped onto the same codes.
 
 use http::HeaderMap;
+use percent_encoding::percent_decode_str;
 
 /// How [`Status::from_h2`] words a peer's GOAWAY ENHANCE_YOUR_CALM.
 const GOAWAY_CALM: &str = "ws-api sent GOAWAY ENHANCE_YOUR_CALM";
@@ -68,7 +69,8 @@ impl Status {
         let message = map
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
-            .map(percent_decode)
+            // Percent-encoded (the gRPC HTTP/2 spec); what is not valid passes as is.
+            .map(|m| percent_decode_str(m).decode_utf8_lossy().into_owned())
             .unwrap_or_default();
         Some(Status { code, message })
     }
@@ -97,31 +99,6 @@ impl Status {
     }
 }
 
-/// `grpc-message` is percent-encoded (the gRPC HTTP/2 spec); decode what is valid.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied(),
-            bytes.get(i + 2).copied(),
-        ) {
-            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +112,10 @@ mod tests {
         let s = Status::from_headers(&m).unwrap();
         assert_eq!(s.code, Code::Unauthenticated);
         assert_eq!(s.message, "bad token: x");
+        // Invalid escapes pass as they are; UTF-8 is decoded.
+        m.insert("grpc-message", "100% %zz %E2%9C%93".parse().unwrap());
+        let s = Status::from_headers(&m).unwrap();
+        assert_eq!(s.message, "100% %zz \u{2713}");
     }
 
     #[test]
