@@ -9,15 +9,24 @@
 //!
 //! The Go gateway's flag names (`--http_server_addr`, `--ws_api_endpoint`)
 //! are kept as aliases so existing deploy scripts keep working.
+//!
+//! # Layout
+//!
+//! - this file: [`Config`], its enums, and [`Config::validate`].
+//! - [`file`]: [`load`]: flags and environment, with the `--config` file layered in.
+//! - [`parse`]: the value parsers clap's types lack (CPU lists, origins).
+
+mod file;
+mod parse;
+
+pub use file::{LoadError, load};
+pub use parse::{normalize_origin, online_cpus, parse_cpu_list};
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use std::ffi::OsString;
-use std::path::PathBuf;
-
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use crate::upstream::targets::well_formed;
@@ -303,87 +312,6 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Cli(#[from] clap::Error),
-    #[error("config file {path}: {reason}")]
-    File { path: PathBuf, reason: String },
-}
-
-/// Parses `args` (the program name first) with the file layered in.
-pub fn load<I, T>(args: I) -> Result<Config, LoadError>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let cmd = Config::command();
-    let matches = cmd.clone().try_get_matches_from(&args)?;
-    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
-        return Ok(Config::from_arg_matches(&matches)?);
-    };
-    let file_err = |reason: String| LoadError::File {
-        path: path.clone(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| file_err(e.to_string()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
-    for (key, value) in table {
-        let id = key.replace('-', "_");
-        let arg = cmd
-            .get_arguments()
-            .find(|a| {
-                a.get_id() == id.as_str()
-                    && !matches!(a.get_id().as_str(), "config" | "print_config" | "check")
-            })
-            .ok_or_else(|| file_err(format!("unknown key `{key}`")))?;
-        if matches!(
-            matches.value_source(&id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        ) {
-            continue;
-        }
-        let flag = format!("--{}", arg.get_long().unwrap_or(&id));
-        if !arg.get_action().takes_values() {
-            // A switch (`SetTrue`): clap refuses `--app-ping=true`, so `true`
-            // is the bare flag and `false` the default, as `--print-config`
-            // writes them.
-            match value {
-                toml::Value::Boolean(true) => args.push(flag.into()),
-                toml::Value::Boolean(false) => {}
-                other => {
-                    return Err(file_err(format!(
-                        "key `{key}`: {other} is not true or false"
-                    )));
-                }
-            }
-            continue;
-        }
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            other => return Err(file_err(format!("key `{key}`: unsupported value {other}"))),
-        };
-        args.push(format!("{flag}={text}").into());
-    }
-    Ok(Config::try_parse_from(args)?)
-}
-
 impl Config {
     /// The effective configuration, as a TOML file `--config` would accept.
     pub fn to_toml(&self) -> String {
@@ -499,75 +427,9 @@ impl Config {
     }
 }
 
-/// Parses a Linux CPU list such as `0,2-3`.
-pub fn parse_cpu_list(spec: &str) -> Result<Vec<usize>, String> {
-    let mut out = Vec::new();
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let num = |s: &str| {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("{s:?} is not a CPU number"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("range {part:?} is backwards"));
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(num(part)?),
-        }
-    }
-    if out.is_empty() {
-        return Err("empty CPU list".into());
-    }
-    let mut sorted = out.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.len() != out.len() {
-        return Err("a CPU is listed twice".into());
-    }
-    Ok(out)
-}
-
-/// CPUs this process may run on (its affinity mask, so containers with a
-/// cpuset and `taskset` are honoured).
-pub fn online_cpus() -> Vec<usize> {
-    match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
-            .filter(|c| set.is_set(*c))
-            .collect(),
-        Err(_) => vec![0],
-    }
-}
-
-/// `scheme://host[:port]` in lower case, a trailing `/` dropped; `None`
-/// for anything else (a path, a query, no scheme).
-pub fn normalize_origin(origin: &str) -> Option<String> {
-    let (scheme, rest) = origin.trim().split_once("://")?;
-    let host = rest.strip_suffix('/').unwrap_or(rest);
-    let scheme_ok = !scheme.is_empty()
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-    let host_ok = !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']);
-    (scheme_ok && host_ok).then(|| format!("{scheme}://{host}").to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
-        assert_eq!(parse_cpu_list(" 1 "), Ok(vec![1]));
-        assert!(parse_cpu_list("3-1").is_err());
-        assert!(parse_cpu_list("a").is_err());
-        assert!(parse_cpu_list("").is_err());
-        assert!(parse_cpu_list("1,0-2").is_err());
-    }
 
     #[test]
     fn go_flag_names_are_aliases() {
