@@ -152,18 +152,34 @@ pub fn parse(
             return Err(Refusal::new(Reject::HeaderTooLarge, "too many headers"));
         }
         Err(e) => {
-            return Err(Refusal::new(
-                Reject::BadRequest,
-                format!("malformed request: {e}"),
-            ));
+            let why = format!("malformed request: {e}");
+            return Err(Refusal::new(Reject::BadRequest, why));
         }
     };
-    // RFC 6455 4.1: an HTTP/1.1 (or later) GET.
+    let query = request_line(&req, paths)?;
+    let headers = Headers(req.headers);
+    let key = websocket_key(&headers)?;
+    let origin = headers
+        .get("origin")
+        .map(|o| String::from_utf8_lossy(o).into_owned());
+    let offer = Offer::read(&headers, query, subprotocols)?;
+    Ok(Some(Upgrade {
+        accept_key: derive_accept_key(key),
+        token: offer.token,
+        protocol: offer.protocol,
+        origin,
+        protobuf: offer.protobuf,
+        since: offer.since,
+        leftover: buf[len..].to_vec(),
+    }))
+}
+
+/// RFC 6455 4.1: an HTTP/1.1 (or later) GET, here to one of `paths`;
+/// returns the query.
+fn request_line<'b>(req: &httparse::Request<'_, 'b>, paths: &[String]) -> Result<&'b str, Refusal> {
     if req.version != Some(1) {
-        return Err(Refusal::new(
-            Reject::BadRequest,
-            "WebSocket upgrades need HTTP/1.1",
-        ));
+        let why = "WebSocket upgrades need HTTP/1.1";
+        return Err(Refusal::new(Reject::BadRequest, why));
     }
     if req.method != Some("GET") {
         return Err(Refusal::new(
@@ -174,128 +190,164 @@ pub fn parse(
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if !paths.iter().any(|p| p == path) {
-        return Err(Refusal::new(
-            Reject::NotFound,
-            format!("no WebSocket endpoint at {path}"),
-        ));
+        let why = format!("no WebSocket endpoint at {path}");
+        return Err(Refusal::new(Reject::NotFound, why));
     }
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let has_token = |name: &str, want: &str| {
-        header(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
-    };
-    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
-        return Err(Refusal::new(
-            Reject::BadRequest,
-            "not a WebSocket upgrade request",
-        ));
-    }
-    if header("sec-websocket-version") != Some(b"13") {
-        return Err(Refusal::new(
-            Reject::BadRequest,
-            "unsupported Sec-WebSocket-Version (want 13)",
-        ));
-    }
-    let origin = header("origin").map(|o| String::from_utf8_lossy(o).into_owned());
-    let key = header("sec-websocket-key")
-        .ok_or_else(|| Refusal::new(Reject::BadRequest, "missing Sec-WebSocket-Key"))?;
-    // RFC 6455 4.1: the key is 16 random bytes, base64-encoded.
-    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii());
-    if decoded.map_or(true, |k| k.len() != 16) {
-        return Err(Refusal::new(
-            Reject::BadRequest,
-            "Sec-WebSocket-Key is not 16 bytes in base64",
-        ));
+    Ok(query)
+}
+
+/// A request's headers, looked up by name in any case.
+struct Headers<'h, 'b>(&'h [httparse::Header<'b>]);
+
+impl<'b> Headers<'_, 'b> {
+    fn get(&self, name: &str) -> Option<&'b [u8]> {
+        let found = self.0.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+        found.map(|h| h.value)
     }
 
-    let mut token = header("token")
-        .filter(|t| !t.is_empty())
-        .map(Bytes::copy_from_slice);
-    let mut protobuf = false;
-    let bad_since = || Refusal::new(Reject::BadRequest, "since is not <epoch>:<n>");
-    let mut since = match header("x-resume-since") {
-        Some(v) => Some(
-            std::str::from_utf8(v)
-                .ok()
-                .and_then(Position::parse)
-                .ok_or_else(bad_since)?,
-        ),
-        None => None,
-    };
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match &*k {
-            "token" if token.is_none() && !v.is_empty() => {
-                token = Some(Bytes::from(v.into_owned()))
-            }
-            "format" => protobuf = v == "protobuf",
-            "since" if since.is_none() => since = Some(Position::parse(&v).ok_or_else(bad_since)?),
-            _ => {}
-        }
+    /// Whether the comma-separated header `name` lists `want`.
+    fn lists(&self, name: &str, want: &str) -> bool {
+        self.get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
     }
-    let offered: Vec<&str> = header("sec-websocket-protocol")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(|v| v.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    // Browsers cannot set headers: `new WebSocket(url, ["token", "<token>"])`,
-    // or `["token.<base64url>"]` for tokens with characters a subprotocol
-    // cannot hold (`=`, `+`, `/`).
-    let marker = offered
-        .iter()
-        .position(|p| *p == "token" || *p == "access_token");
-    let encoded = offered
-        .iter()
-        .find_map(|p| Some((*p, p.strip_prefix("token.")?)));
-    if token.is_none() {
-        token = match (marker, encoded) {
+}
+
+/// The upgrade headers RFC 6455 4.1 requires; returns the key.
+fn websocket_key<'b>(headers: &Headers<'_, 'b>) -> Result<&'b [u8], Refusal> {
+    let bad = |why: &'static str| Err(Refusal::new(Reject::BadRequest, why));
+    if !headers.lists("upgrade", "websocket") || !headers.lists("connection", "upgrade") {
+        return bad("not a WebSocket upgrade request");
+    }
+    if headers.get("sec-websocket-version") != Some(b"13") {
+        return bad("unsupported Sec-WebSocket-Version (want 13)");
+    }
+    let Some(key) = headers.get("sec-websocket-key") else {
+        return bad("missing Sec-WebSocket-Key");
+    };
+    // The key is 16 random bytes, base64-encoded.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii());
+    if decoded.map_or(true, |k| k.len() != 16) {
+        return bad("Sec-WebSocket-Key is not 16 bytes in base64");
+    }
+    Ok(key)
+}
+
+/// What the client offers beside the upgrade itself: its token, format
+/// and resume position (headers first, then the query, then subprotocol
+/// entries, for browsers that cannot set headers), and the subprotocol the
+/// 101 answers.
+struct Offer {
+    token: Option<Bytes>,
+    protobuf: bool,
+    since: Option<Position>,
+    protocol: Option<String>,
+}
+
+impl Offer {
+    fn read(
+        headers: &Headers<'_, '_>,
+        query: &str,
+        subprotocols: &[String],
+    ) -> Result<Offer, Refusal> {
+        let mut token = headers
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .map(Bytes::copy_from_slice);
+        let mut protobuf = false;
+        let bad_since = || Refusal::new(Reject::BadRequest, "since is not <epoch>:<n>");
+        let mut since = match headers.get("x-resume-since") {
+            Some(v) => {
+                let parsed = std::str::from_utf8(v).ok().and_then(Position::parse);
+                Some(parsed.ok_or_else(bad_since)?)
+            }
+            None => None,
+        };
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "token" if token.is_none() && !v.is_empty() => {
+                    token = Some(Bytes::from(v.into_owned()))
+                }
+                "format" => protobuf = v == "protobuf",
+                "since" if since.is_none() => {
+                    since = Some(Position::parse(&v).ok_or_else(bad_since)?)
+                }
+                _ => {}
+            }
+        }
+        let offered: Vec<&str> = headers
+            .get("sec-websocket-protocol")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(|v| v.split(',').map(str::trim).collect())
+            .unwrap_or_default();
+        let entries = TokenEntries::find(&offered);
+        if token.is_none() {
+            token = entries.token(&offered)?;
+        }
+        let since_entry = offered.iter().find(|p| p.starts_with("since.")).copied();
+        if since.is_none()
+            && let Some(entry) = since_entry
+        {
+            since = Some(Position::from_subprotocol(entry).ok_or_else(bad_since)?);
+        }
+        let app = offered
+            .iter()
+            .find(|p| subprotocols.iter().any(|s| s == *p));
+        // A browser fails a connection none of whose offered subprotocols is
+        // answered: a lone `since.` entry (token in the query) is answered too.
+        let protocol = app
+            .or(entries.marker.map(|i| &offered[i]))
+            .copied()
+            .or(entries.encoded.map(|(entry, _)| entry))
+            .or(since_entry)
+            .map(str::to_owned);
+        Ok(Offer {
+            token,
+            protobuf,
+            since,
+            protocol,
+        })
+    }
+}
+
+/// Browsers cannot set headers: `new WebSocket(url, ["token", "<token>"])`,
+/// or `["token.<base64url>"]` for tokens with characters a subprotocol
+/// cannot hold (`=`, `+`, `/`).
+struct TokenEntries<'a> {
+    /// Where `token` (or `access_token`) is offered: the token follows it.
+    marker: Option<usize>,
+    /// A `token.<base64url>` entry, and its base64url part.
+    encoded: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> TokenEntries<'a> {
+    fn find(offered: &[&'a str]) -> Self {
+        let marker = offered
+            .iter()
+            .position(|p| *p == "token" || *p == "access_token");
+        let encoded = offered
+            .iter()
+            .find_map(|p| Some((*p, p.strip_prefix("token.")?)));
+        TokenEntries { marker, encoded }
+    }
+
+    fn token(&self, offered: &[&str]) -> Result<Option<Bytes>, Refusal> {
+        let token = match (self.marker, self.encoded) {
             (Some(i), _) => offered
                 .get(i + 1)
                 .map(|t| Bytes::copy_from_slice(t.as_bytes())),
-            (None, Some((_, b64))) => Some(Bytes::from(
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(b64.trim_end_matches('='))
-                    .map_err(|_| {
-                        Refusal::new(
-                            Reject::BadRequest,
-                            "token.<base64url> subprotocol is not base64url",
-                        )
-                    })?,
-            )),
+            (None, Some((_, b64))) => {
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(b64.trim_end_matches('='));
+                let why = "token.<base64url> subprotocol is not base64url";
+                Some(Bytes::from(
+                    decoded.map_err(|_| Refusal::new(Reject::BadRequest, why))?,
+                ))
+            }
             (None, None) => None,
-        }
-        .filter(|t| !t.is_empty());
+        };
+        Ok(token.filter(|t| !t.is_empty()))
     }
-    let since_entry = offered.iter().find(|p| p.starts_with("since.")).copied();
-    if since.is_none()
-        && let Some(entry) = since_entry
-    {
-        since = Some(Position::from_subprotocol(entry).ok_or_else(bad_since)?);
-    }
-    let app = offered
-        .iter()
-        .find(|p| subprotocols.iter().any(|s| s == *p));
-    // A browser fails a connection none of whose offered subprotocols is
-    // answered: a lone `since.` entry (token in the query) is answered too.
-    let protocol = app
-        .or(marker.map(|i| &offered[i]))
-        .copied()
-        .or(encoded.map(|(entry, _)| entry))
-        .or(since_entry)
-        .map(str::to_owned);
-    Ok(Some(Upgrade {
-        accept_key: derive_accept_key(key),
-        token,
-        protocol,
-        origin,
-        protobuf,
-        since,
-        leftover: buf[len..].to_vec(),
-    }))
 }
 
 /// Refuses a browser whose `Origin` is not allowed (cross-site WebSocket
