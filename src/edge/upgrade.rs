@@ -108,24 +108,7 @@ async fn admit(
     let Some(token) = req.token.clone() else {
         return Err(Refusal::new(Reject::MissingToken, "missing token"));
     };
-    if core.draining.get() {
-        return Err(Refusal::new(Reject::Overloaded, "gateway shutting down"));
-    }
-    let ip_limited = match (&core.per_ip_limit, peer) {
-        (Some(limit), Some(peer)) => !limit.borrow_mut().allow(peer.ip()),
-        _ => false,
-    };
-    let core_limited = core
-        .connect_limit
-        .as_ref()
-        .is_some_and(|l| !l.borrow_mut().allow());
-    if ip_limited || core_limited {
-        let why = "connection rate limit: retry later";
-        return Err(Refusal::new(Reject::RateLimited, why));
-    }
-    if ctx.sessions.len() >= cfg.max_connections_per_core {
-        return Err(Refusal::new(Reject::Overloaded, "too many connections"));
-    }
+    limits(core, peer)?;
     let (handle, rx) =
         SessionHandle::new(cfg.send_queue, ctx.tick.get(), Arc::clone(&ctx.counters));
     let Some(slot) = ctx.sessions.insert(Rc::clone(&handle)) else {
@@ -185,6 +168,33 @@ async fn admit(
         },
         resume,
     })
+}
+
+/// What refuses before anything is taken: shutdown, the connect rates
+/// (per IP, then the core's), and the core's capacity.
+fn limits(core: &Accept, peer: Option<SocketAddr>) -> Result<(), Refusal> {
+    if core.draining.get() {
+        return Err(Refusal::new(Reject::Overloaded, "gateway shutting down"));
+    }
+    let ip_limited = match (&core.per_ip_limit, peer) {
+        (Some(limit), Some(peer)) => !limit.borrow_mut().allow(peer.ip()),
+        _ => false,
+    };
+    // The core's bucket is asked only when the IP's allowed the connection:
+    // one IP over its rate must not spend everyone's tokens.
+    let core_limited = || {
+        core.connect_limit
+            .as_ref()
+            .is_some_and(|l| !l.borrow_mut().allow())
+    };
+    if ip_limited || core_limited() {
+        let why = "connection rate limit: retry later";
+        return Err(Refusal::new(Reject::RateLimited, why));
+    }
+    if core.session.sessions.len() >= core.session.config.max_connections_per_core {
+        return Err(Refusal::new(Reject::Overloaded, "too many connections"));
+    }
+    Ok(())
 }
 
 /// Counts and answers a refusal: in-band for browsers (`--refuse-in-band`)
