@@ -76,19 +76,7 @@ impl Server {
         targets
             .spawn_refresh(config.upstream_resolve_interval)
             .context("starting the resolver thread")?;
-        if config.listen.port() != 0 {
-            // The cores' SO_REUSEPORT would let a second gateway silently share
-            // the port. This probe sets SO_REUSEADDR (Rust's std does) but not
-            // SO_REUSEPORT: TIME_WAIT sockets of a previous run do not stop it,
-            // a live listener on the port does.
-            TcpListener::bind(config.listen).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
-                    "cannot listen on {}: {e}; another process (a ws-gateway still running?) listens on it",
-                    config.listen
-                ),
-                _ => anyhow::anyhow!("cannot listen on {}: {e}", config.listen),
-            })?;
-        }
+        probe_port(config.listen)?;
         let epoch_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
@@ -205,6 +193,23 @@ fn reload_tls_on_sighup(tls: Arc<Tls>) -> anyhow::Result<()> {
                 }
             }
         })?;
+    Ok(())
+}
+
+/// Fails when a live listener holds `listen`. The cores' SO_REUSEPORT
+/// would let a second gateway silently share the port; this probe sets
+/// SO_REUSEADDR (Rust's std does) but not SO_REUSEPORT, so TIME_WAIT
+/// sockets of a previous run do not stop it and a live listener does.
+fn probe_port(listen: SocketAddr) -> anyhow::Result<()> {
+    if listen.port() == 0 {
+        return Ok(());
+    }
+    TcpListener::bind(listen).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; another process (a ws-gateway still running?) listens on it"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {listen}: {e}"),
+    })?;
     Ok(())
 }
 
