@@ -16,11 +16,13 @@
 //! - this file: the [`Session`] loop.
 //! - [`claim`]: what a connection holds (slot, admission, per-user count), given back by one guard.
 //! - [`context`]: what a core's sessions share (config, counters, table, upstream, admission).
+//! - [`replay`]: the session's steps in a resume: ask, hold, end.
 //! - [`resume`]: positions, and what a session holds back while ws-api replays (docs/delivery.md).
 //! - [`stream`]: a plain or TLS client stream.
 
 pub mod claim;
 pub mod context;
+mod replay;
 pub mod resume;
 pub mod stream;
 #[cfg(test)]
@@ -43,16 +45,13 @@ use tracing::{Instrument, debug};
 
 use crate::codec::{self, Format, MsgPrefix};
 use crate::config::FrameFormat;
-use crate::metrics::{self, Loss};
-use crate::proto;
-use crate::proto::wsapi::control::Op;
-use crate::proto::wsapi::{Control, Resumed};
+use crate::metrics::Loss;
 use crate::proto::wsgateway::Protocol;
 use crate::ratelimit::TokenBucket;
 use crate::routing::sessions::{Outbound, SessionHandle};
 use crate::session::claim::Claim;
 use crate::session::context::SessionContext;
-use crate::session::resume::{Outcome, Position, Resuming};
+use crate::session::resume::{Position, Resuming};
 use crate::timeout::within;
 
 /// How a session ended, for the log line written where its task ends.
@@ -355,96 +354,6 @@ impl Session {
             ));
         }
         Ok(())
-    }
-
-    /// Asks ws-api for what the client missed, or tells the client it cannot.
-    async fn start_resume(&mut self) -> Result<(), End> {
-        let Some(plan) = self.resume.take() else {
-            return Ok(());
-        };
-        let since = match *plan {
-            ResumePlan::Ask(since) => since,
-            ResumePlan::Refused => {
-                self.resuming = Some(Box::default());
-                return self
-                    .end_resume(Some(Resumed {
-                        failed: true,
-                        ..Resumed::default()
-                    }))
-                    .await;
-            }
-        };
-        let control = Control {
-            op: Some(Op::Resume(proto::wsapi::Resume {
-                uid: self.uid,
-                since: since.map(|p| p.to_string()).unwrap_or_default(),
-            })),
-        };
-        self.resuming = Some(Box::default());
-        let prefix = &self.prefix;
-        let asked = self
-            .core
-            .upstream
-            .enqueue(self.uid, |buf| prefix.encode_grpc_control(control, buf));
-        if asked.is_err() {
-            return self.end_resume(None).await;
-        }
-        // The answer comes through the send queue; so does the deadline.
-        let handle = Rc::clone(&self.handle);
-        let timeout = self.core.config.resume_timeout;
-        let deadline = async move {
-            glommio::timer::sleep(timeout).await;
-            let _ = handle.push(Outbound::Resumed(None));
-        };
-        glommio::spawn_local(deadline).detach();
-        Ok(())
-    }
-
-    /// A live message: held while a replay runs if it has a position.
-    async fn live(&mut self, p: Protocol) -> Result<(), End> {
-        let counters = &self.core.counters;
-        if p.r#type == "ack" && !p.id.is_empty() {
-            counters.client_acks.inc();
-            if p.duplicate {
-                counters.client_duplicates.inc();
-            }
-        }
-        let Some(resuming) = self.resuming.as_mut() else {
-            return self.feed(&p).await;
-        };
-        match resuming.live(p) {
-            Some(p) => self.feed(&p).await,
-            // Held messages left the send queue: bound them the same way.
-            None if resuming.replaying() && resuming.held() > self.core.config.send_queue => {
-                Err(close(
-                    CloseCode::Again,
-                    "too many messages during the resume: reconnect and resume",
-                ))
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// The replay is over (`None`: `--resume-timeout` passed first): the
-    /// `resumed` or `resume-failed` frame, then the held messages it did
-    /// not cover. A late answer after a timeout finds nothing to do.
-    async fn end_resume(&mut self, answer: Option<Resumed>) -> Result<(), End> {
-        let Some(resuming) = self.resuming.as_mut().filter(|r| r.replaying()) else {
-            return Ok(());
-        };
-        let (outcome, frame, held) = resuming.finish(answer.ok_or(Outcome::TimedOut));
-        let counted = match outcome {
-            Outcome::Resumed => metrics::Resume::Resumed,
-            Outcome::Failed => metrics::Resume::Failed,
-            Outcome::TimedOut => metrics::Resume::TimedOut,
-        };
-        self.core.counters.resumed(counted);
-        debug!(?outcome, held = held.len(), "resume ended");
-        self.feed(&frame).await?;
-        for p in &held {
-            self.feed(p).await?;
-        }
-        self.ws.flush().await.map_err(End::Io)
     }
 
     async fn feed(&mut self, p: &Protocol) -> Result<(), End> {
