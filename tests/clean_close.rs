@@ -73,21 +73,11 @@ fn read_close(s: &mut TcpStream) -> (u16, String) {
     }
 }
 
-/// A masked client frame (mask 0: the bytes are sent as they are).
+/// A masked client frame (mask 0: the bytes are sent as they are) whose
+/// header announces `payload_len` bytes, however many follow.
 fn client_frame(op: u8, payload_len: usize, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | op];
-    match payload_len {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&[0, 0, 0, 0]);
+    let mut f = Vec::new();
+    ws_util::frame::header(&mut f, 0x80 | op, Some([0; 4]), payload_len as u64);
     f.extend_from_slice(payload);
     f
 }

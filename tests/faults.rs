@@ -220,18 +220,7 @@ async fn ws_api_hung_mid_stream_is_detected_by_http2_pings() {
 
 /// A masked client frame (RFC 6455 §5.2), as a browser would send it.
 fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [1u8, 2, 3, 4];
-    let mut f = vec![(u8::from(fin) << 7) | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    ws_util::frame::masked((u8::from(fin) << 7) | opcode, [1, 2, 3, 4], payload)
 }
 
 #[test]

@@ -5,14 +5,11 @@
 mod common;
 
 use common::*;
+use ws_util::procfs::{self, Process};
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
+    let status = Process::Pid(pid).read("status").expect("status");
+    procfs::rss_kib(&status).expect("VmRSS")
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! CPU time and memory from /proc: the gateway's (by PID) and the bench's own.
+//! CPU time and memory from /proc: the gateway's (by PID) and the bench's own
+//! (the parsing is `ws_util::procfs`, shared with the gateway and the tests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use ws_util::procfs::{self, Process};
 
 /// One reading of a process.
 #[derive(Debug, Clone, Copy)]
@@ -20,32 +22,16 @@ pub struct Snapshot {
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`; `None` once the process is gone.
 pub fn snapshot(pid: u32) -> Option<Snapshot> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let stat = Process::Pid(pid).read("stat").ok()?;
+    let ticks = procfs::cpu_ticks(&stat)?;
+    let status = Process::Pid(pid).read("status").ok()?;
     Some(Snapshot {
         at: Instant::now(),
-        cpu_seconds: (ticks(11) + ticks(12)) as f64 / clock_ticks(),
-        user_seconds: ticks(11) as f64 / clock_ticks(),
-        sys_seconds: ticks(12) as f64 / clock_ticks(),
-        rss_kib,
+        cpu_seconds: ticks.cpu_seconds(),
+        user_seconds: ticks.user_seconds(),
+        sys_seconds: ticks.sys_seconds(),
+        rss_kib: procfs::rss_kib(&status).unwrap_or(0),
     })
-}
-
-fn clock_ticks() -> f64 {
-    rustix::param::clock_ticks_per_second().max(1) as f64
 }
 
 /// CPU seconds (user + system, every thread) this process has used: the

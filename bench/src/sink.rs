@@ -21,6 +21,7 @@ use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use ws_util::frame;
 
 /// Shared read buffer size: one `read` per readiness, level-triggered.
 const READ_BUF: usize = 64 * 1024;
@@ -367,16 +368,7 @@ fn protocol_error(c: &mut Conn) {
 
 /// A server (unmasked) frame header.
 fn push_header(out: &mut Vec<u8>, b0: u8, len: u64) {
-    out.push(b0);
-    if len < 126 {
-        out.push(len as u8);
-    } else if len <= u16::MAX as u64 {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&len.to_be_bytes());
-    }
+    frame::header(out, b0, None, len);
 }
 
 /// The 101 for a request carrying `Sec-WebSocket-Key`, or `None`.
@@ -484,18 +476,7 @@ mod tests {
     use super::*;
 
     fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [1u8, 2, 3, 4];
-        let mut f = vec![b0];
-        match payload.len() {
-            l if l < 126 => f.push(0x80 | l as u8),
-            l => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(l as u16).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
+        frame::masked(b0, [1, 2, 3, 4], payload)
     }
 
     fn open() -> Conn {

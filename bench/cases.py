@@ -1,0 +1,37 @@
+"""What bench/run.py measures and bench/render.py reports, in one place: the
+message cases (their keys, labels and loads), the resume stores, and when a
+measured window counts as disturbed by other processes. Stdlib only."""
+
+# One-way like the Go original (ws-api --handler discard, ws-bench --no-echo) unless echo.
+MESSAGE_CASES = [
+    # key, label, connections key, msg/s per connection, frame file, protobuf, echo
+    ("case1", "1: 50 B JSON, one-way", "users", 1, "50b.txt", False, False),
+    ("case1-pb", "1pb: 31 B protobuf, one-way", "users", 1, "50b.txt", True, False),
+    ("case2", "2: 1 KiB JSON, one-way", "users", 1, "1k.txt", False, False),
+    ("40k", "40k: 50 B JSON, one-way", "users40k", 20, "50b.txt", False, False),
+    ("40k-pb", "40k pb: 31 B protobuf, one-way", "users40k", 20, "50b.txt", True, False),
+    ("case1-echo", "1 echo: 50 B JSON, round trip", "users", 1, "50b.txt", False, True),
+    ("case2-echo", "2 echo: 1 KiB JSON, round trip", "users", 1, "1k.txt", False, True),
+    ("40k-echo", "40k echo: 50 B JSON, round trip", "users40k", 20, "50b.txt", False, True),
+]
+
+
+def disturbance(plan, r):
+    """How much busier the two CPUs were than the processes measured on them, in points (0: clean)."""
+    w = r.get("window")
+    if not w:
+        return 0.0
+    busy = w.get("cpu_busy_percent") or []
+    worst = 0.0
+    if plan["core"] < len(busy):
+        worst = max(worst, busy[plan["core"]] - w["target"]["cpu_percent"])
+    if plan["pinned"] and plan["load"] < len(busy):
+        ours = w["bench_cpu_percent"] + (w.get("api") or {}).get("cpu_percent", 0)
+        worst = max(worst, busy[plan["load"]] - ours)
+    return worst
+
+
+DISTURBED = 15  # points of CPU busy not explained by the measured processes
+
+
+RESUME_STORES = ("memory", "redis")
