@@ -104,7 +104,8 @@ fuzz-smoke:
 		if ! RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_SMOKE_FLAGS) $$t $(FUZZ_SMOKE_DIR)/corpus/$$t -- \
 			-max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 -artifact_prefix=$(FUZZ_SMOKE_DIR)/artifacts/$$t/ \
 			-print_final_stats=1 </dev/null >$(FUZZ_SMOKE_DIR)/$$t.log 2>&1; then \
-			tail -n 40 $(FUZZ_SMOKE_DIR)/$$t.log; \
+			grep -m1 -A6 'panicked at' $(FUZZ_SMOKE_DIR)/$$t.log; \
+			grep -E '^SUMMARY|Test unit written|^Error' $(FUZZ_SMOKE_DIR)/$$t.log; \
 			echo "fuzz-smoke: $$t FAILED; log $(FUZZ_SMOKE_DIR)/$$t.log; input(s):"; \
 			ls -1 $(FUZZ_SMOKE_DIR)/artifacts/$$t/* 2>/dev/null | sed 's/^/  /'; \
 			echo "  replay: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_SMOKE_FLAGS) $$t <input>"; \
