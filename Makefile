@@ -6,14 +6,14 @@ API_LISTEN ?= 127.0.0.1:8081
 ADMIN_LISTEN ?= 127.0.0.1:9090
 DEMO_LISTEN ?= 127.0.0.1:8000
 
-.PHONY: run test lint build glommio-test build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
+.PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
 ## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them)
 run: build-release
 	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) DEMO_LISTEN=$(DEMO_LISTEN) bash tools/run.sh
 
-## test: formatting, lints, then every test (unit, integration, bench smoke)
-test: deps lint build glommio-test bench-smoke integration
+## test: formatting, lints, then every test (glommio's, fuzz smoke, bench smoke, unit, integration)
+test: deps lint build glommio-test fuzz-smoke bench-smoke integration
 
 ## deps: what the tests need beyond cargo, installed here so a fresh machine needs nothing by hand:
 ## a Python venv (websockets: an independent client; grpcio: a gRPC C-core ws-api), redis-server,
@@ -81,12 +81,45 @@ autobahn:
 	bash tools/autobahn.sh
 
 ## fuzz: libFuzzer on the client frame decoders and the upgrade parser, FUZZ_SECONDS each
+## (AddressSanitizer on; new inputs go into the committed corpus, fuzz/corpus/)
+FUZZ_TARGETS := json_frame protobuf_frame http_upgrade
 FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@# cargo-fuzz passes nightly -Z flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
-	cd fuzz && for t in json_frame protobuf_frame http_upgrade; do \
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+## fuzz-smoke: each fuzz target for FUZZ_SMOKE_SECONDS (part of make test), on a fresh copy of
+## the committed corpus in target/fuzz-smoke/ (which a test run leaves unchanged), crash inputs
+## in target/fuzz-smoke/artifacts/<target>/. No sanitizer: the gateway code the targets reach is
+## safe Rust (unsafe_code is denied), where a bug is a panic, which libFuzzer catches without
+## ASan; ASan would only watch the dependencies' unsafe (httparse's SIMD, bytes), which
+## `make fuzz` still does. Without it the build is shorter and a run does several times the
+## executions. -timeout: an input that takes 10 s is a hang, and fails the run.
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SMOKE_DIR := $(CURDIR)/target/fuzz-smoke
+FUZZ_SMOKE_FLAGS := --sanitizer none --target-dir $(FUZZ_SMOKE_DIR)/build
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build $(FUZZ_SMOKE_FLAGS)
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+		rm -rf $(FUZZ_SMOKE_DIR)/corpus/$$t $(FUZZ_SMOKE_DIR)/artifacts/$$t && \
+		mkdir -p $(FUZZ_SMOKE_DIR)/corpus $(FUZZ_SMOKE_DIR)/artifacts/$$t && \
+		cp -R corpus/$$t $(FUZZ_SMOKE_DIR)/corpus/$$t || exit 1; \
+		echo "fuzz-smoke: $$t for $(FUZZ_SMOKE_SECONDS)s"; \
+		if ! RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_SMOKE_FLAGS) $$t $(FUZZ_SMOKE_DIR)/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 -artifact_prefix=$(FUZZ_SMOKE_DIR)/artifacts/$$t/ \
+			-print_final_stats=1 </dev/null >$(FUZZ_SMOKE_DIR)/$$t.log 2>&1; then \
+			grep -m1 -A6 'panicked at' $(FUZZ_SMOKE_DIR)/$$t.log; \
+			grep -E '^SUMMARY|Test unit written|^Error' $(FUZZ_SMOKE_DIR)/$$t.log; \
+			echo "fuzz-smoke: $$t FAILED; log $(FUZZ_SMOKE_DIR)/$$t.log; input(s):"; \
+			ls -1 $(FUZZ_SMOKE_DIR)/artifacts/$$t/* 2>/dev/null | sed 's/^/  /'; \
+			echo "  replay: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_SMOKE_FLAGS) $$t <input>"; \
+			exit 1; \
+		fi; \
+		grep -h -E '^stat::number_of_executed_units|^#[0-9]+[[:space:]]+DONE' $(FUZZ_SMOKE_DIR)/$$t.log | sed 's/^/  /'; \
 	done
 
 ## container-smoke: FROM-scratch image, podman run pinned with io_uring seccomp, real client

@@ -49,7 +49,7 @@ pub(crate) mod shard;
 #[cfg(test)]
 mod testing;
 pub(crate) mod timeout;
-pub(crate) mod upstream;
+pub mod upstream;
 
 /// The wire types, generated from `proto/` once, in the `ws-proto` crate
 /// that ws-api and ws-bench share.

@@ -19,7 +19,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use crate::timeout::within;
 
 use crate::config::normalize_origin;
-use crate::metrics::Reject;
+/// A refusal's kind, named here too for callers outside the crate (fuzz).
+pub use crate::metrics::Reject;
 use crate::session::resume::Position;
 
 /// Largest upgrade request accepted (request line and headers).

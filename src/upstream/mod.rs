@@ -21,11 +21,11 @@
 //! - [`targets`]: which nodes exist (`--upstream`, resolved again over time).
 //! - [`grpc`]: gRPC over HTTP/2 on a glommio socket.
 
-pub mod exchange;
+pub(crate) mod exchange;
 pub mod grpc;
-pub mod pool;
-pub mod targets;
-pub mod unacked;
+pub(crate) mod pool;
+pub(crate) mod targets;
+pub(crate) mod unacked;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;

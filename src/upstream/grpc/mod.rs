@@ -9,10 +9,10 @@
 //! - [`status`]: `grpc-status`/`grpc-message` and transport errors as a [`Status`].
 //! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
 
-pub mod client;
+pub(crate) mod client;
 pub mod codec;
-pub mod compat;
-pub mod status;
+pub(crate) mod compat;
+pub(crate) mod status;
 
 pub use client::{Channel, ChannelConfig, Streaming};
 pub use status::{Code, Status};
