@@ -95,3 +95,32 @@ fn a_second_gateway_on_a_live_port_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// A gateway SIGKILLed (a crash, an OOM kill) leaves its io_uring's sockets
+/// to be released after the process is gone; one started at once on the
+/// same ports must wait for that, not mistake it for a live gateway.
+#[tokio::test]
+async fn restart_right_after_sigkill_listens_on_the_same_ports() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let mut node = gateway(api.addr, 2, &[]);
+    let (listen, admin) = (node.addr, node.admin.expect("admin address"));
+    for round in 0..3 {
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            let mut ws = connect(listen, "5").await;
+            nothing_pending(&mut ws, "before the kill").await;
+            clients.push(ws);
+        }
+        // SIGKILL and reap, as a supervisor restarting it would.
+        node.kill();
+        let started = Instant::now();
+        node = gateway_on(api.addr, listen, admin);
+        println!(
+            "round {round}: listening again after {:?}",
+            started.elapsed()
+        );
+        let mut ws = connect(listen, "6").await;
+        nothing_pending(&mut ws, "after the restart").await;
+        drop(clients);
+    }
+}
