@@ -268,6 +268,38 @@ fn invalid_utf8_in_a_text_frame_is_1007() {
     assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1007);
 }
 
+/// RFC 6455 4.2.1, from a raw socket: no Host, or two keys, is a 400 with
+/// its reason, counted as a bad request.
+#[test]
+fn an_upgrade_without_host_or_with_two_keys_gets_400() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(api.addr, 1, &[]);
+    let two_keys = UPGRADE.replace(
+        "token: 9\r\n",
+        "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\ntoken: 9\r\n",
+    );
+    let cases = [
+        (UPGRADE.replace("Host: x\r\n", ""), "missing Host"),
+        (two_keys, "more than one Sec-WebSocket-Key"),
+    ];
+    for (request, reason) in &cases {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let resp = String::from_utf8_lossy(&read_some(&mut s)).into_owned();
+        assert!(
+            resp.starts_with("HTTP/1.1 400") && resp.contains(reason),
+            "{resp}"
+        );
+    }
+    let rejected = metric_with(
+        gw.admin.unwrap(),
+        "gateway_handshakes_rejected_total",
+        "reason",
+        "bad_request",
+    );
+    assert_eq!(rejected, 2.0);
+}
+
 #[test]
 fn oversized_headers_get_431_and_a_full_core_503() {
     let api = ws_api("127.0.0.1:0", "echo");

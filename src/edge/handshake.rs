@@ -206,6 +206,11 @@ impl<'b> Headers<'_, 'b> {
         found.map(|h| h.value)
     }
 
+    fn count(&self, name: &str) -> usize {
+        let named = self.0.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+        named.count()
+    }
+
     /// Whether the comma-separated header `name` lists `want`.
     fn lists(&self, name: &str, want: &str) -> bool {
         self.get(name)
@@ -214,11 +219,21 @@ impl<'b> Headers<'_, 'b> {
     }
 }
 
-/// The upgrade headers RFC 6455 4.1 requires; returns the key.
+/// The headers RFC 6455 4.2.1 requires of an upgrade (Host, Upgrade,
+/// Connection, version 13, exactly one key); returns the key.
 fn websocket_key<'b>(headers: &Headers<'_, 'b>) -> Result<&'b [u8], Refusal> {
     let bad = |why: &'static str| Err(Refusal::new(Reject::BadRequest, why));
     if !headers.lists("upgrade", "websocket") || !headers.lists("connection", "upgrade") {
         return bad("not a WebSocket upgrade request");
+    }
+    if headers
+        .get("host")
+        .is_none_or(|h| h.trim_ascii().is_empty())
+    {
+        return bad("missing Host");
+    }
+    if headers.count("sec-websocket-key") > 1 {
+        return bad("more than one Sec-WebSocket-Key");
     }
     if headers.get("sec-websocket-version") != Some(b"13") {
         return bad("unsupported Sec-WebSocket-Version (want 13)");

@@ -197,3 +197,30 @@ fn refusals_have_their_status() {
     );
     assert_eq!(status(short_key.as_bytes()), 400);
 }
+
+/// RFC 6455 4.2.1: a Host header, and one key (two could be answered for
+/// either: a proxy and the server could disagree on which).
+#[test]
+fn host_is_required_and_the_key_is_one() {
+    let refusal = |r: &[u8]| parse(r, &paths(), &none()).unwrap_err();
+    let no_host = format!(
+        "GET /gateway/ws HTTP/1.1\r\n{}\r\n",
+        BASE.replace("Host: x\r\n", "")
+    );
+    let r = refusal(no_host.as_bytes());
+    assert_eq!((r.status, r.reason.as_ref()), (400, "missing Host"));
+    let empty_host = format!(
+        "GET /gateway/ws HTTP/1.1\r\n{}\r\n",
+        BASE.replace("Host: x", "Host: ")
+    );
+    assert_eq!(refusal(empty_host.as_bytes()).status, 400);
+    let two_keys = req(
+        "/gateway/ws",
+        "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n",
+    );
+    let r = refusal(&two_keys);
+    assert_eq!(
+        (r.status, r.reason.as_ref()),
+        (400, "more than one Sec-WebSocket-Key")
+    );
+}
