@@ -11,14 +11,17 @@
 //! - this file: positions, retention and the replay rule both stores share.
 //! - [`memory`]: the store in this process (the default).
 //! - [`redis_log`]: the store in Redis (`--redis`), shared by every node.
+//! - [`seen`]: client message ids within the dedup window, with a ceiling.
 
 mod memory;
 mod redis_log;
+mod seen;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use memory::MemoryHistory;
 pub use redis_log::RedisHistory;
+pub use seen::DedupLimits;
 
 pub use ws_proto::Position;
 

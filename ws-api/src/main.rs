@@ -12,10 +12,11 @@ use anyhow::Context;
 use clap::Parser;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tracing::warn;
 use ws_api::Handler;
 use ws_api::biz::Biz;
 use ws_api::delivery::{Delivery, Redelivery};
-use ws_api::history::{History, MemoryHistory, RedisHistory, Retention};
+use ws_api::history::{DedupLimits, History, MemoryHistory, RedisHistory, Retention};
 use ws_api::presence::{Presence, RedisPresence};
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
@@ -79,6 +80,14 @@ struct Args {
     /// How long a client message id is remembered to drop its duplicates.
     #[arg(long, env = "WS_API_DEDUP_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
     dedup_window: Duration,
+    /// Client message ids remembered per user (in-memory history); past it
+    /// the user's oldest is forgotten, counted.
+    #[arg(long, env = "WS_API_DEDUP_IDS_PER_USER", default_value_t = 10_000)]
+    dedup_ids_per_user: usize,
+    /// Client message ids remembered in all (about 60 bytes each, whatever
+    /// their length: the default holds them under 60 MB).
+    #[arg(long, env = "WS_API_DEDUP_IDS", default_value_t = 1_000_000)]
+    dedup_ids: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -133,7 +142,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         _ if args.history_size == 0 => None,
         Presence::Memory(_) => Some(History::Memory(MemoryHistory::new(
             retention,
-            args.dedup_window,
+            DedupLimits {
+                window: args.dedup_window,
+                per_user: args.dedup_ids_per_user.max(1),
+                total: args.dedup_ids.max(1),
+            },
         ))),
         Presence::Redis(r) => Some(History::Redis(RedisHistory::new(
             r.conn(),
@@ -153,10 +166,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let backend = backend.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut evicted = 0;
             loop {
                 tick.tick().await;
                 if let Some(History::Memory(m)) = &backend.delivery.history {
-                    m.sweep();
+                    let now = m.sweep();
+                    if now > evicted {
+                        warn!(
+                            evicted = now - evicted,
+                            total = now,
+                            "client message ids forgotten before --dedup-window ended (--dedup-ids, --dedup-ids-per-user)"
+                        );
+                        evicted = now;
+                    }
                 }
             }
         });

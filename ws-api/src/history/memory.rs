@@ -2,10 +2,10 @@
 //! new epoch, so clients learn it with `resume-failed`).
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::seen::{DedupLimits, SeenIds};
 use super::{Appended, Entry, Log, Position, Retention, new_epoch, now_ms};
 use crate::proto::wsgateway::Protocol;
 
@@ -22,19 +22,16 @@ struct UserLog {
 #[derive(Debug)]
 pub struct MemoryHistory {
     retention: Retention,
-    dedup_window: Duration,
     users: Mutex<HashMap<u64, UserLog>>,
-    /// (uid, id) → unix ms first seen.
-    seen: Mutex<HashMap<(u64, String), u64>>,
+    seen: Mutex<SeenIds>,
 }
 
 impl MemoryHistory {
-    pub fn new(retention: Retention, dedup_window: Duration) -> MemoryHistory {
+    pub fn new(retention: Retention, dedup: DedupLimits) -> MemoryHistory {
         MemoryHistory {
             retention,
-            dedup_window,
             users: Mutex::default(),
-            seen: Mutex::default(),
+            seen: Mutex::new(SeenIds::new(dedup)),
         }
     }
 
@@ -115,33 +112,24 @@ impl MemoryHistory {
     }
 
     pub fn first_time(&self, uid: u64, id: &str) -> bool {
-        let now = now_ms();
-        let window = self.dedup_window.as_millis() as u64;
-        let mut seen = self.seen.lock();
-        match seen.get_mut(&(uid, id.to_owned())) {
-            Some(at) if *at + window > now => false,
-            Some(at) => {
-                *at = now;
-                true
-            }
-            None => {
-                seen.insert((uid, id.to_owned()), now);
-                true
-            }
-        }
+        self.seen.lock().first_time(uid, id, now_ms())
     }
 
-    /// Drops expired users and ids (called every few seconds).
-    pub fn sweep(&self) {
+    /// Drops expired users and ids (called every few seconds); returns the
+    /// ids evicted so far for want of room.
+    pub fn sweep(&self) -> u64 {
         let now = now_ms();
         self.users.lock().retain(|_, log| !self.expired(log, now));
-        let window = self.dedup_window.as_millis() as u64;
-        self.seen.lock().retain(|_, at| *at + window > now);
+        let mut seen = self.seen.lock();
+        seen.sweep(now);
+        seen.evicted()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn store(size: usize) -> MemoryHistory {
@@ -149,7 +137,12 @@ mod tests {
             size,
             ttl: Duration::from_secs(300),
         };
-        MemoryHistory::new(retention, Duration::from_secs(60))
+        let dedup = DedupLimits {
+            window: Duration::from_secs(60),
+            per_user: 100,
+            total: 1000,
+        };
+        MemoryHistory::new(retention, dedup)
     }
 
     #[test]
