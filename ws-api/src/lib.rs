@@ -16,7 +16,7 @@
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
 //! - [`chat`]: the demo's chat rooms (`--handler chat`).
 //! - [`redis_stream`]: `--handler redis-stream`: XADD to a Redis Stream per type.
-//! - [`sweeper`]: liveness of gateway cores in Redis, and the sweep of dead ones' presence.
+//! - [`sweeper`]: liveness of gateway cores, and the sweep of dead ones' presence (memory or Redis).
 //! - [`delivery`]: positions on pushes, resume replays, acknowledgements both ways and redelivery (docs/delivery.md).
 //! - [`outbox`]: presence, streams and counters, shared by every part that sends to sessions.
 //! - [`history`]: each user's stream of pushed messages (positions, acknowledged position, client message ids), in memory or Redis.

@@ -1,6 +1,12 @@
-//! Liveness of gateway cores in Redis, and the sweep that removes the
-//! presence of dead ones.
+//! Liveness of gateway cores, and the sweep that removes the presence of
+//! dead ones.
 //!
+//! In memory (one node): a gateway core whose `ExchangeMsg` stream has been
+//! gone for `--server-ttl` (the gateway crashed or was killed and sent no
+//! Disconnects) loses its sessions; a stream that comes back within it
+//! keeps them.
+//!
+//! In Redis:
 //! Every node refreshes `ws:alive:<server>` (PX `--server-ttl`) every third
 //! of server-ttl for each `ExchangeMsg` stream it holds, and once as soon as
 //! a stream registers. Every node sweeps every server-ttl: a `ws:server:*`
@@ -12,9 +18,9 @@
 //! Purging removes the members it read (SREM, not DEL), so a session that a
 //! revived core connects meanwhile is kept.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::RedisResult;
 use tokio::time::MissedTickBehavior;
@@ -118,11 +124,12 @@ impl RedisPresence {
     }
 }
 
-/// Starts the alive refresher and the sweeper if `outbox`'s presence is in
-/// Redis; the cores it refreshes and spares are those of its streams.
-pub fn spawn(outbox: Arc<Outbox>) {
-    let Presence::Redis(redis) = &outbox.presence else {
-        return;
+/// Starts the sweeper of `outbox`'s presence (and in Redis the alive
+/// refresher); the cores it refreshes and spares are those of its streams.
+pub fn spawn(outbox: Arc<Outbox>, server_ttl: Duration) {
+    let redis = match &outbox.presence {
+        Presence::Memory(_) => return spawn_memory(outbox, server_ttl),
+        Presence::Redis(redis) => redis,
     };
     let ttl = redis.server_ttl().max(Duration::from_millis(30));
     let refresher = Arc::clone(&outbox);
@@ -157,6 +164,34 @@ pub fn spawn(outbox: Arc<Outbox>) {
             let local: HashSet<String> = outbox.streams.all().into_iter().map(|(s, _)| s).collect();
             if let Err(err) = redis.sweep(&local).await {
                 warn!(error = %err, "presence sweep failed");
+            }
+        }
+    });
+}
+
+/// Every half server-ttl: purges the in-memory sessions of each gateway
+/// core that has had no stream for a whole server-ttl.
+fn spawn_memory(outbox: Arc<Outbox>, ttl: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval((ttl / 2).max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut absent: HashMap<String, Instant> = HashMap::new();
+        loop {
+            tick.tick().await;
+            let Presence::Memory(memory) = &outbox.presence else {
+                return;
+            };
+            let live: HashSet<String> = outbox.streams.all().into_iter().map(|(s, _)| s).collect();
+            let servers = memory.servers();
+            absent.retain(|s, _| servers.contains(s) && !live.contains(s));
+            let now = Instant::now();
+            for server in servers.difference(&live) {
+                let since = *absent.entry(server.clone()).or_insert(now);
+                if now.duration_since(since) >= ttl {
+                    let n = memory.purge(server);
+                    absent.remove(server);
+                    info!(%server, sessions = n, "purged presence of a gateway core gone for --server-ttl");
+                }
             }
         }
     });

@@ -16,6 +16,24 @@ struct Inner {
     groups: HashMap<String, HashSet<SessionKey>>,
 }
 
+impl Inner {
+    fn remove(&mut self, key: &SessionKey) {
+        let Some((uid, _)) = self.by_session.remove(key) else {
+            return;
+        };
+        self.groups.retain(|_, members| {
+            members.remove(key);
+            !members.is_empty()
+        });
+        if let Some(set) = self.by_uid.get_mut(&uid) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
 /// In-memory presence.
 #[derive(Debug, Default)]
 pub struct Memory {
@@ -30,20 +48,28 @@ impl Memory {
     }
 
     pub fn disconnect(&self, key: &SessionKey) {
+        self.inner.lock().remove(key);
+    }
+
+    /// The gateway cores (`SessionKey::server`) that hold sessions.
+    pub fn servers(&self) -> HashSet<String> {
+        let inner = self.inner.lock();
+        inner.by_session.keys().map(|k| k.server.clone()).collect()
+    }
+
+    /// Removes every session of gateway core `server`; returns how many.
+    pub fn purge(&self, server: &str) -> usize {
         let mut inner = self.inner.lock();
-        let Some((uid, _)) = inner.by_session.remove(key) else {
-            return;
-        };
-        inner.groups.retain(|_, members| {
-            members.remove(key);
-            !members.is_empty()
-        });
-        if let Some(set) = inner.by_uid.get_mut(&uid) {
-            set.remove(key);
-            if set.is_empty() {
-                inner.by_uid.remove(&uid);
-            }
+        let keys: Vec<SessionKey> = inner
+            .by_session
+            .keys()
+            .filter(|k| k.server == server)
+            .cloned()
+            .collect();
+        for key in &keys {
+            inner.remove(key);
         }
+        keys.len()
     }
 
     pub fn keep_alive(&self, key: &SessionKey) {
