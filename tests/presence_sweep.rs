@@ -39,6 +39,13 @@ async fn a_killed_gateways_sessions_leave_in_memory_presence() {
     }
     let took = killed.elapsed();
     println!("purged {took:?} after the kill (--server-ttl 1s)");
-    assert!(took >= Duration::from_millis(900), "purged before --server-ttl: {took:?}");
-    assert_eq!(online(api.addr).await, 1, "the live gateway's session stays");
+    assert!(
+        took >= Duration::from_millis(900),
+        "purged before --server-ttl: {took:?}"
+    );
+    assert_eq!(
+        online(api.addr).await,
+        1,
+        "the live gateway's session stays"
+    );
 }

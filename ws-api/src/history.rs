@@ -19,7 +19,7 @@ mod seen;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use memory::MemoryHistory;
+pub use memory::{Evicted, MemoryHistory};
 pub use redis_log::RedisHistory;
 pub use seen::DedupLimits;
 

@@ -16,7 +16,7 @@ use tracing::warn;
 use ws_api::Handler;
 use ws_api::biz::Biz;
 use ws_api::delivery::{Delivery, Redelivery};
-use ws_api::history::{DedupLimits, History, MemoryHistory, RedisHistory, Retention};
+use ws_api::history::{DedupLimits, Evicted, History, MemoryHistory, RedisHistory, Retention};
 use ws_api::presence::{Presence, RedisPresence};
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
@@ -88,6 +88,11 @@ struct Args {
     /// their length: the default holds them under 60 MB).
     #[arg(long, env = "WS_API_DEDUP_IDS", default_value_t = 1_000_000)]
     dedup_ids: usize,
+    /// Bytes of in-memory history in all (messages' encoded size and a few
+    /// bytes each); past it the user pushed to least recently loses its
+    /// log, logged.
+    #[arg(long, env = "WS_API_HISTORY_BYTES", default_value_t = 256 << 20)]
+    history_bytes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -147,6 +152,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 per_user: args.dedup_ids_per_user.max(1),
                 total: args.dedup_ids.max(1),
             },
+            args.history_bytes,
         ))),
         Presence::Redis(r) => Some(History::Redis(RedisHistory::new(
             r.conn(),
@@ -166,16 +172,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let backend = backend.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
-            let mut evicted = 0;
+            let mut evicted = Evicted::default();
             loop {
                 tick.tick().await;
                 if let Some(History::Memory(m)) = &backend.delivery.history {
                     let now = m.sweep();
-                    if now > evicted {
+                    if now != evicted {
                         warn!(
-                            evicted = now - evicted,
-                            total = now,
-                            "client message ids forgotten before --dedup-window ended (--dedup-ids, --dedup-ids-per-user)"
+                            logs = now.logs - evicted.logs,
+                            ids = now.ids - evicted.ids,
+                            "history evicted before its time: users' logs (--history-bytes), client message ids (--dedup-ids, --dedup-ids-per-user)"
                         );
                         evicted = now;
                     }

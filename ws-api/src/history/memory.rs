@@ -1,7 +1,16 @@
 //! History in this process: lost when it restarts (the next push starts a
 //! new epoch, so clients learn it with `resume-failed`).
+//!
+//! All users' logs together stay under a byte budget (`--history-bytes`):
+//! `Push` creates history for any uid, so without one a caller pushing to
+//! many users (connected or not) grows ws-api without limit. Past it, the
+//! user pushed to least recently loses its whole log, counted; its next
+//! push starts a new epoch, so a resume from the old one gets the honest
+//! `resume-failed`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use prost::Message;
 
 use parking_lot::Mutex;
 
@@ -16,20 +25,67 @@ struct UserLog {
     acked: Option<u64>,
     entries: VecDeque<Entry>,
     last_push_ms: u64,
+    /// Its place in [`Users::by_age`].
+    age: u64,
+    /// What its entries cost, as [`cost`] counts.
+    bytes: usize,
+}
+
+impl UserLog {
+    fn new(now: u64) -> UserLog {
+        UserLog {
+            epoch: new_epoch(),
+            head: 0,
+            acked: None,
+            entries: VecDeque::new(),
+            last_push_ms: now,
+            age: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// Every user's log, and what they cost together.
+#[derive(Debug, Default)]
+struct Users {
+    logs: HashMap<u64, UserLog>,
+    /// (age, uid): the user pushed to least recently first.
+    by_age: BTreeSet<(u64, u64)>,
+    next_age: u64,
+    bytes: usize,
+    evicted: u64,
+}
+
+impl Users {
+    fn remove(&mut self, uid: u64) -> Option<UserLog> {
+        let log = self.logs.remove(&uid)?;
+        self.by_age.remove(&(log.age, uid));
+        self.bytes -= log.bytes;
+        Some(log)
+    }
+}
+
+/// What an entry costs in memory: its message's encoded size and the
+/// entry's own fields, near enough to size a budget.
+fn cost(msg: &Protocol) -> usize {
+    msg.encoded_len() + std::mem::size_of::<Entry>()
 }
 
 /// In-memory history, acknowledged positions and client message ids.
 #[derive(Debug)]
 pub struct MemoryHistory {
     retention: Retention,
-    users: Mutex<HashMap<u64, UserLog>>,
+    /// The budget of all users' logs together, in bytes.
+    budget: usize,
+    users: Mutex<Users>,
     seen: Mutex<SeenIds>,
 }
 
 impl MemoryHistory {
-    pub fn new(retention: Retention, dedup: DedupLimits) -> MemoryHistory {
+    pub fn new(retention: Retention, dedup: DedupLimits, budget: usize) -> MemoryHistory {
         MemoryHistory {
             retention,
+            budget,
             users: Mutex::default(),
             seen: Mutex::new(SeenIds::new(dedup)),
         }
@@ -46,44 +102,54 @@ impl MemoryHistory {
     pub fn append(&self, uid: u64, msg: &Protocol) -> Appended {
         let now = now_ms();
         let mut users = self.users.lock();
-        let log = users.entry(uid).or_insert_with(|| UserLog {
-            epoch: new_epoch(),
-            head: 0,
-            acked: None,
-            entries: VecDeque::new(),
-            last_push_ms: now,
-        });
-        if self.expired(log, now) {
-            *log = UserLog {
-                epoch: new_epoch(),
-                head: 0,
-                acked: None,
-                entries: VecDeque::new(),
-                last_push_ms: now,
-            };
-        }
+        let users = &mut *users;
+        let mut log = match users.remove(uid) {
+            Some(log) if !self.expired(&log, now) => log,
+            _ => UserLog::new(now),
+        };
         log.head += 1;
         log.last_push_ms = now;
+        log.bytes += cost(msg);
         log.entries.push_back(Entry {
             n: log.head,
             at_ms: now,
             msg: msg.clone(),
         });
-        while log.entries.len() > self.retention.size {
-            log.entries.pop_front();
+        while log.entries.len() > self.retention.size
+            || (log.bytes > self.budget && log.entries.len() > 1)
+        {
+            if let Some(old) = log.entries.pop_front() {
+                log.bytes -= cost(&old.msg);
+            }
         }
-        Appended {
+        // The least recently pushed users go first, never this one.
+        while users.bytes + log.bytes > self.budget
+            && let Some(&(_, oldest)) = users.by_age.first()
+        {
+            users.remove(oldest);
+            users.evicted += 1;
+        }
+        let appended = Appended {
             position: Position {
                 epoch: log.epoch.clone(),
                 n: log.head,
             },
             acked: log.acked,
-        }
+        };
+        log.age = users.next_age;
+        users.next_age += 1;
+        users.by_age.insert((log.age, uid));
+        users.bytes += log.bytes;
+        users.logs.insert(uid, log);
+        appended
     }
 
     pub fn log(&self, uid: u64) -> Option<Log> {
         let users = self.users.lock();
-        let log = users.get(&uid).filter(|l| !self.expired(l, now_ms()))?;
+        let log = users
+            .logs
+            .get(&uid)
+            .filter(|l| !self.expired(l, now_ms()))?;
         Some(Log {
             epoch: log.epoch.clone(),
             head: log.head,
@@ -96,6 +162,7 @@ impl MemoryHistory {
     pub fn behind(&self, uid: u64) -> bool {
         let users = self.users.lock();
         users
+            .logs
             .get(&uid)
             .filter(|l| !self.expired(l, now_ms()))
             .is_some_and(|l| l.acked.is_some_and(|a| a < l.head))
@@ -103,7 +170,7 @@ impl MemoryHistory {
 
     pub fn ack(&self, uid: u64, at: &Position) {
         let mut users = self.users.lock();
-        if let Some(log) = users.get_mut(&uid)
+        if let Some(log) = users.logs.get_mut(&uid)
             && log.epoch == at.epoch
             && at.n <= log.head
         {
@@ -115,15 +182,36 @@ impl MemoryHistory {
         self.seen.lock().first_time(uid, id, now_ms())
     }
 
-    /// Drops expired users and ids (called every few seconds); returns the
-    /// ids evicted so far for want of room.
-    pub fn sweep(&self) -> u64 {
+    /// Drops expired users and ids (called every few seconds); returns how
+    /// many users' logs and ids were evicted so far for want of room.
+    pub fn sweep(&self) -> Evicted {
         let now = now_ms();
-        self.users.lock().retain(|_, log| !self.expired(log, now));
+        let mut users = self.users.lock();
+        let expired: Vec<u64> = users
+            .logs
+            .iter()
+            .filter(|(_, log)| self.expired(log, now))
+            .map(|(uid, _)| *uid)
+            .collect();
+        for uid in expired {
+            users.remove(uid);
+        }
         let mut seen = self.seen.lock();
         seen.sweep(now);
-        seen.evicted()
+        Evicted {
+            logs: users.evicted,
+            ids: seen.evicted(),
+        }
     }
+}
+
+/// What the ceilings took before its time, since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// Users' logs dropped to keep history under its byte budget.
+    pub logs: u64,
+    /// Client message ids forgotten before the dedup window ended.
+    pub ids: u64,
 }
 
 #[cfg(test)]
@@ -142,7 +230,7 @@ mod tests {
             per_user: 100,
             total: 1000,
         };
-        MemoryHistory::new(retention, dedup)
+        MemoryHistory::new(retention, dedup, usize::MAX)
     }
 
     #[test]
@@ -187,5 +275,62 @@ mod tests {
         assert!(h.first_time(7, "m-1"));
         assert!(!h.first_time(7, "m-1"));
         assert!(h.first_time(8, "m-1"));
+    }
+
+    /// Many users' logs past the budget: the least recently pushed go, the
+    /// total stays under it, and an evicted user starts a new epoch.
+    #[test]
+    fn the_byte_budget_evicts_the_least_recently_pushed_users() {
+        let retention = Retention {
+            size: 100,
+            ttl: Duration::from_secs(300),
+        };
+        let dedup = DedupLimits {
+            window: Duration::from_secs(60),
+            per_user: 10,
+            total: 10,
+        };
+        let msg = Protocol {
+            payload: vec![7; 1000].into(),
+            ..Protocol::default()
+        };
+        let budget = 50 * cost(&msg);
+        let h = MemoryHistory::new(retention, dedup, budget);
+        let first = h.append(0, &msg).position;
+        for uid in 1..1000 {
+            for _ in 0..10 {
+                h.append(uid, &msg);
+            }
+            assert!(h.users.lock().bytes <= budget, "uid {uid}");
+        }
+        let users = h.users.lock();
+        assert_eq!(users.logs.len(), 5, "the five most recent users");
+        assert!(users.logs.contains_key(&999) && !users.logs.contains_key(&0));
+        drop(users);
+        assert_eq!(h.sweep().logs, 995);
+        let again = h.append(0, &msg).position;
+        assert_ne!(again.epoch, first.epoch, "a new epoch after eviction");
+        assert_eq!(again.n, 1);
+    }
+
+    /// One user alone past the budget keeps its newest entries within it.
+    #[test]
+    fn one_user_past_the_budget_keeps_its_newest_entries() {
+        let retention = Retention {
+            size: 100,
+            ttl: Duration::from_secs(300),
+        };
+        let dedup = DedupLimits {
+            window: Duration::from_secs(60),
+            per_user: 10,
+            total: 10,
+        };
+        let msg = Protocol::default();
+        let h = MemoryHistory::new(retention, dedup, 3 * cost(&msg));
+        for _ in 0..10 {
+            h.append(1, &msg);
+        }
+        let log = h.log(1).unwrap();
+        assert_eq!((log.head, log.entries.len()), (10, 3));
     }
 }

@@ -1,8 +1,9 @@
-//! A client that sends unique message ids as fast as it can cannot grow
-//! ws-api's memory past `--dedup-ids`: ids are kept as hashes, at most that
-//! many, the oldest forgotten first (the issue: one client grew ws-api by
-//! 824 MiB in 20 s with 60 KB ids). What is forgotten is deduplication of
-//! the client's own oldest ids, nothing else.
+//! What clients and callers control cannot grow ws-api past its ceilings:
+//! a client that sends unique message ids as fast as it can stays under
+//! `--dedup-ids` (ids are kept as hashes, the oldest forgotten first; the
+//! issue: one client grew ws-api by 824 MiB in 20 s with 60 KB ids), and
+//! pushes to many never-connected users stay under `--history-bytes` (the
+//! issue: 5,000 users took ws-api from 5.8 to 7,966 MiB).
 
 mod common;
 
@@ -82,4 +83,36 @@ async fn unique_ids_cannot_grow_ws_api_past_its_ceiling() {
         "the newest id is remembered"
     );
     assert!(!send_and_ack(&mut ws, 10).await, "the oldest was forgotten");
+}
+
+#[tokio::test]
+async fn pushes_to_many_users_cannot_grow_ws_api_past_its_history_budget() {
+    const USERS: u64 = 1000;
+    const PUSHES: usize = 4;
+    const PAYLOAD: usize = 16 * 1024;
+    let api = ws_api_with("127.0.0.1:0", "echo", &["--history-bytes", "4194304"]);
+    let mut client = biz(api.addr).await;
+    let msg = |uid| ws_api::proto::wsapi::BizMsg {
+        biz_code: "news".into(),
+        biz_payload: "p".repeat(PAYLOAD),
+        uid,
+        ..Default::default()
+    };
+    client.push(msg(1)).await.expect("push");
+    let before = rss_kib(api.pid());
+    for uid in 1..=USERS {
+        for _ in 0..PUSHES {
+            client.push(msg(uid)).await.expect("push");
+        }
+    }
+    let after = rss_kib(api.pid());
+    let grown_mib = after.saturating_sub(before) as f64 / 1024.0;
+    let pushed_mib = (USERS as usize * PUSHES * PAYLOAD) as f64 / (1024.0 * 1024.0);
+    println!(
+        "ws-api RSS {before} KiB -> {after} KiB (+{grown_mib:.1} MiB) after {pushed_mib:.0} MiB pushed to {USERS} users"
+    );
+    assert!(
+        grown_mib < pushed_mib / 4.0,
+        "ws-api grew {grown_mib:.1} MiB"
+    );
 }
