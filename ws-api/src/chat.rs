@@ -4,7 +4,10 @@
 //! `{"type":"said","payload":{"room","from","text"}}` as a Push to its uid,
 //! so chat lines have positions and survive reconnects like any push.
 //! Any other message is echoed, as `--handler echo` does. Rooms live in
-//! this node's memory (a demo, not a chat server).
+//! this node's memory (a demo, not a chat server), bounded: a user is in at
+//! most [`MAX_ROOMS_PER_USER`] rooms with names of at most
+//! [`MAX_ROOM_NAME`] bytes, leaves them all when its last session
+//! disconnects, and a room without members is dropped.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -16,6 +19,11 @@ use crate::outbox::Outbox;
 use crate::presence::SessionKey;
 use crate::proto::wsapi::Msg;
 use crate::proto::wsgateway::Protocol;
+
+/// Rooms one user may be in; further joins are ignored (logged).
+pub const MAX_ROOMS_PER_USER: usize = 16;
+/// Longest room name, in bytes; longer ones are ignored (logged).
+pub const MAX_ROOM_NAME: usize = 64;
 
 /// Room → member uids.
 #[derive(Debug, Default)]
@@ -44,8 +52,10 @@ impl Rooms {
         let text = String::from_utf8_lossy(&p.payload);
         match p.r#type.as_str() {
             "join" => {
-                let mut rooms = self.0.lock();
-                rooms.entry(text.into_owned()).or_default().insert(uid);
+                let joined = self.join(uid, &text);
+                if !joined {
+                    debug!(uid, "chat join ignored: name too long or too many rooms");
+                }
             }
             "say" => {
                 let rooms: Vec<(String, Vec<u64>)> = self
@@ -72,5 +82,59 @@ impl Rooms {
             _ => {}
         }
         true
+    }
+
+    /// Puts `uid` in `room`; false if the name is too long or the user is
+    /// in [`MAX_ROOMS_PER_USER`] rooms already.
+    pub fn join(&self, uid: u64, room: &str) -> bool {
+        let mut rooms = self.0.lock();
+        let joined = rooms.values().filter(|m| m.contains(&uid)).count();
+        if room.len() > MAX_ROOM_NAME
+            || (joined >= MAX_ROOMS_PER_USER && !rooms.get(room).is_some_and(|m| m.contains(&uid)))
+        {
+            return false;
+        }
+        rooms.entry(room.to_owned()).or_default().insert(uid);
+        true
+    }
+
+    /// Takes `uid` out of every room (its last session is gone), dropping
+    /// the rooms left empty.
+    pub fn leave_all(&self, uid: u64) {
+        self.0.lock().retain(|_, members| {
+            members.remove(&uid);
+            !members.is_empty()
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo's rooms are bounded: per user, by name, and by leaving.
+    #[test]
+    fn rooms_are_bounded_and_dropped_when_empty() {
+        let rooms = Rooms::default();
+        for i in 0..100 {
+            let joined = rooms.join(1, &format!("room-{i}"));
+            assert_eq!(joined, i < MAX_ROOMS_PER_USER, "room {i}");
+        }
+        assert!(rooms.join(1, "room-0"), "joining a room again");
+        assert!(!rooms.join(2, &"r".repeat(MAX_ROOM_NAME + 1)));
+        assert!(rooms.join(2, "room-0"));
+        assert_eq!(rooms.len(), MAX_ROOMS_PER_USER);
+        rooms.leave_all(1);
+        assert_eq!(rooms.len(), 1, "room-0 keeps user 2");
+        rooms.leave_all(2);
+        assert!(rooms.is_empty());
     }
 }

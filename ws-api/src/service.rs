@@ -291,6 +291,12 @@ impl ExchangeService for Exchange {
             .disconnect(&key, req.uid)
             .await
             .map_err(|e| unavailable("Disconnect", &e))?;
+        if self.backend.handler == Handler::Chat
+            && let Ok(sessions) = self.backend.outbox.presence.sessions(req.uid).await
+            && sessions.is_empty()
+        {
+            self.backend.rooms.leave_all(req.uid);
+        }
         Ok(Response::new(DisconnectReply {}))
     }
 
