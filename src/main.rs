@@ -2,7 +2,6 @@
 //! [`server::run`] until a shutdown signal has drained it.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -80,15 +79,16 @@ fn init_tracing(config: &Config) -> LogReload {
     handle
 }
 
-/// SIGTERM/SIGINT start the drain (a second one exits at once, and so does
-/// the `--shutdown-timeout` deadline); SIGHUP re-reads the configuration and
+/// SIGTERM/SIGINT start the drain; a second one closes every session at
+/// once (each still sends its Disconnect), a third exits at once, and so
+/// does the `--shutdown-timeout` deadline; SIGHUP re-reads the configuration and
 /// applies what can change live: the log filter (the server reloads the TLS
 /// certificate itself). Returns when the drain should start.
 fn watch_signals(timeout: Duration, log: LogReload) -> anyhow::Result<impl Future<Output = ()>> {
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let draining = AtomicBool::new(false);
+    let mut shutdowns = 0;
     let mut stop_tx = Some(stop_tx);
     std::thread::Builder::new()
         .name("signals".into())
@@ -98,10 +98,22 @@ fn watch_signals(timeout: Duration, log: LogReload) -> anyhow::Result<impl Futur
                     reload_log(&log);
                     continue;
                 }
-                if draining.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("second shutdown signal: exiting now");
-                    std::process::exit(1);
+                match shutdowns {
+                    0 => {}
+                    1 => {
+                        tracing::warn!(
+                            "second shutdown signal: closing every session now (a third exits at once)"
+                        );
+                        server::Server::hurry();
+                        shutdowns += 1;
+                        continue;
+                    }
+                    _ => {
+                        tracing::warn!("third shutdown signal: exiting now");
+                        std::process::exit(1);
+                    }
                 }
+                shutdowns += 1;
                 tracing::info!(?timeout, "shutdown signal: draining");
                 if let Some(tx) = stop_tx.take() {
                     let _ = tx.send(());

@@ -166,6 +166,13 @@ impl Server {
         self.stop.clear();
     }
 
+    /// A second shutdown signal: every core closes its remaining sessions
+    /// at once instead of over `--drain-window`; each still sends its
+    /// `Disconnect` before `--shutdown-timeout`.
+    pub fn hurry() {
+        crate::shard::drain::hurry();
+    }
+
     /// Waits until every core has stopped (after [`Server::shutdown`], once drained).
     pub fn join(self) -> anyhow::Result<()> {
         for h in self.cores {

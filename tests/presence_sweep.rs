@@ -8,17 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ws_api::proto::wsapi::BizMsg;
-
-/// How many sessions ws-api's presence holds (a Broadcast answers with it).
-async fn online(api: std::net::SocketAddr) -> i64 {
-    let msg = BizMsg {
-        biz_code: "probe".into(),
-        ..Default::default()
-    };
-    let reply = biz(api).await.broadcast(msg).await.expect("broadcast");
-    reply.into_inner().success_count
-}
 
 #[tokio::test]
 async fn a_killed_gateways_sessions_leave_in_memory_presence() {

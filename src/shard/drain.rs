@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -15,6 +16,16 @@ use crate::timeout::within;
 
 /// How often draining re-checks progress; also the batch interval.
 const TICK: Duration = Duration::from_millis(10);
+
+/// Set by a second shutdown signal (read once per batch, only while
+/// draining): the sessions still waiting for their 1001 get it at once,
+/// and each still sends its `Disconnect` before the deadline.
+static HURRY: AtomicBool = AtomicBool::new(false);
+
+/// Stops spreading the 1001s over `--drain-window` on every core.
+pub fn hurry() {
+    HURRY.store(true, Relaxed);
+}
 
 /// What draining one core uses.
 pub struct Drain<'a> {
@@ -48,7 +59,7 @@ impl Drain<'_> {
         let batches = (window.as_millis() / TICK.as_millis()).max(1) as usize;
         let per_batch = total.div_ceil(batches).max(1);
         for (i, batch) in sessions.chunks(per_batch).enumerate() {
-            if i > 0 {
+            if i > 0 && !HURRY.load(Relaxed) {
                 glommio::timer::sleep(TICK).await;
             }
             for session in batch {

@@ -502,6 +502,17 @@ pub async fn push(api: SocketAddr, uid: u64, code: &str, payload: &str) -> i64 {
         .success_count
 }
 
+/// How many sessions ws-api's presence holds, live or not (a Broadcast
+/// answers with it; a Push counts only sessions whose stream is up).
+pub async fn online(api: SocketAddr) -> i64 {
+    let msg = ws_api::proto::wsapi::BizMsg {
+        biz_code: "probe".into(),
+        ..Default::default()
+    };
+    let reply = biz(api).await.broadcast(msg).await.expect("broadcast");
+    reply.into_inner().success_count
+}
+
 /// Messages the resume tests push while a client is away.
 pub const PUSHED: u64 = 1000;
 
