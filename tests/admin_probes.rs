@@ -120,3 +120,45 @@ fn readiness_is_503_while_descriptors_run_out() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// With every descriptor taken (more clients than `ulimit -n` allows, so
+/// the core's accepts fail), `/readyz` still answers 503 and says why: the
+/// admin listener keeps one descriptor in reserve for it. (The issue: 12
+/// probes, no response.)
+#[test]
+fn readiness_answers_when_no_descriptor_is_left() {
+    let api = ws_api("127.0.0.1:0", "echo");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_ws-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--cores", "1", "--upstream", &api.addr.to_string()])
+        .env("WS_GATEWAY_LOG", "error");
+    let gw = spawn_and_wait(cmd, "ws-gateway listening on ");
+    let admin = gw.admin.expect("admin address");
+    let until = Instant::now() + DEADLINE;
+    while get_within(admin, "/readyz", Duration::from_secs(2)).0 != 200 {
+        assert!(Instant::now() < until, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past the limit: the last ones wait in the listener's backlog.
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(gw.addr).expect("connect"))
+        .collect();
+    let until = Instant::now() + DEADLINE;
+    let body = loop {
+        let (status, body) = get_within(admin, "/readyz", Duration::from_secs(2));
+        if status == 503 && body.contains("none left") {
+            break body;
+        }
+        assert!(Instant::now() < until, "last answer: {status} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("{body}");
+    for _ in 0..5 {
+        let (status, body) = get_within(admin, "/readyz", Duration::from_secs(2));
+        assert_eq!(status, 503, "{body}");
+    }
+    drop(held);
+}

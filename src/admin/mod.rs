@@ -19,6 +19,7 @@ pub mod procstat;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -75,6 +76,10 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// Whole-request deadline: reading the request, answering, writing.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The same for a request served with the reserve descriptor, which holds
+/// up the accept loop meanwhile.
+const EXHAUSTED_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Binds the admin listener and serves it on a thread of its own, one task
 /// per connection: a slow or idle socket holds only its own task, never a
@@ -139,13 +144,51 @@ async fn serve_all(listener: std::net::TcpListener, state: Arc<AdminState>) {
         Err(e) => return warn!(error = %e, "admin listener unusable"),
     };
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // A descriptor held back for the moment the process has none left: a
+    // probe can still be accepted and told why (503), not left unanswered.
+    let mut reserve = open_reserve();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
+            // accept(2) says EMFILE whether or not a connection waits: the
+            // reserve is spent only on one that does.
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) && !pending(&listener) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) && reserve.is_some() => {
+                drop(reserve.take());
+                // At once, not through the reactor: waiting for its next
+                // wake-up would leave the freed descriptor to anyone.
+                let accepted = socket2::SockRef::from(&listener)
+                    .accept()
+                    .and_then(|(s, _)| {
+                        s.set_nonblocking(true)?;
+                        TcpStream::from_std(s.into())
+                    });
+                match accepted {
+                    Ok(mut stream) => {
+                        let served = serve(&mut stream, &state, true);
+                        if tokio::time::timeout(EXHAUSTED_DEADLINE, served)
+                            .await
+                            .is_err()
+                        {
+                            debug!("admin request timed out with the reserve descriptor");
+                        }
+                        reserve = keep_as_reserve(stream, &listener);
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "admin accept failed with the reserve descriptor");
+                        reserve = open_reserve();
+                    }
+                }
+                continue;
+            }
             Err(e) => {
                 // Out of descriptors, say: do not spin.
                 debug!(error = %e, "admin accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                reserve = reserve.or_else(open_reserve);
                 continue;
             }
         };
@@ -156,7 +199,9 @@ async fn serve_all(listener: std::net::TcpListener, state: Arc<AdminState>) {
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let _slot = slot;
-            match tokio::time::timeout(REQUEST_DEADLINE, serve(stream, &state)).await {
+            let mut stream = stream;
+            let served = serve(&mut stream, &state, false);
+            match tokio::time::timeout(REQUEST_DEADLINE, served).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(error = %e, "admin request failed"),
                 Err(_) => debug!("admin request timed out"),
@@ -165,7 +210,47 @@ async fn serve_all(listener: std::net::TcpListener, state: Arc<AdminState>) {
     }
 }
 
-async fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
+/// Whether a connection waits on `listener` (poll(2) needs no descriptor).
+fn pending(listener: &TcpListener) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&now)).is_ok_and(|n| n > 0)
+}
+
+fn open_reserve() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+/// Turns the descriptor of a connection served with the reserve back into
+/// the reserve, with no moment in which it is free: another thread (a
+/// core's io_uring accept waits in the kernel for exactly that) would take
+/// it, and the next probe would find none.
+#[allow(unsafe_code)]
+fn keep_as_reserve(stream: TcpStream, listener: &TcpListener) -> Option<OwnedFd> {
+    let fd = stream.into_std().ok()?.into_raw_fd();
+    // SAFETY: `fd` was just released by the socket above and is owned here
+    // alone; dup2 closes the socket behind it and makes it a second
+    // reference to the listener's open file in the same step.
+    let duped = unsafe { libc::dup2(listener.as_raw_fd(), fd) };
+    // SAFETY: `fd` is open (dup2 succeeded) or still the socket (it
+    // failed): either way ours to own, and closed once dropped.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if duped == fd {
+        Some(owned)
+    } else {
+        drop(owned);
+        open_reserve()
+    }
+}
+
+/// Answers one request; `exhausted`: it was accepted with the reserve
+/// descriptor, so there is none left to read /proc with and readiness is
+/// known already.
+async fn serve(stream: &mut TcpStream, state: &AdminState, exhausted: bool) -> io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let path = loop {
         if stream.read_buf(&mut buf).await? == 0 {
@@ -176,21 +261,25 @@ async fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => break req.path.unwrap_or("/").to_owned(),
             Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
-            _ => return respond(&mut stream, 400, "text/plain", "bad request\n").await,
+            _ => return respond(stream, 400, "text/plain", "bad request\n").await,
         }
     };
     match path.split('?').next().unwrap_or("/") {
         "/metrics" => {
             let body = exposition::render(&state.cores);
             let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            respond(&mut stream, 200, kind, &body).await
+            respond(stream, 200, kind, &body).await
         }
-        "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
+        "/healthz" => respond(stream, 200, "text/plain", "ok\n").await,
+        "/readyz" if exhausted => {
+            let why = "out of file descriptors: none left, new clients cannot be accepted\n";
+            respond(stream, 503, "text/plain", why).await
+        }
         "/readyz" => match state.readiness() {
-            Ok(()) => respond(&mut stream, 200, "text/plain", "ready\n").await,
-            Err(why) => respond(&mut stream, 503, "text/plain", &format!("{why}\n")).await,
+            Ok(()) => respond(stream, 200, "text/plain", "ready\n").await,
+            Err(why) => respond(stream, 503, "text/plain", &format!("{why}\n")).await,
         },
-        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+        _ => respond(stream, 404, "text/plain", "not found\n").await,
     }
 }
 
