@@ -221,6 +221,11 @@ mod tests {
     use super::*;
 
     fn store(size: usize) -> MemoryHistory {
+        budgeted(size, usize::MAX)
+    }
+
+    /// `size` messages per user, `budget` bytes in all.
+    fn budgeted(size: usize, budget: usize) -> MemoryHistory {
         let retention = Retention {
             size,
             ttl: Duration::from_secs(300),
@@ -230,7 +235,7 @@ mod tests {
             per_user: 100,
             total: 1000,
         };
-        MemoryHistory::new(retention, dedup, usize::MAX)
+        MemoryHistory::new(retention, dedup, budget)
     }
 
     #[test]
@@ -281,21 +286,12 @@ mod tests {
     /// total stays under it, and an evicted user starts a new epoch.
     #[test]
     fn the_byte_budget_evicts_the_least_recently_pushed_users() {
-        let retention = Retention {
-            size: 100,
-            ttl: Duration::from_secs(300),
-        };
-        let dedup = DedupLimits {
-            window: Duration::from_secs(60),
-            per_user: 10,
-            total: 10,
-        };
         let msg = Protocol {
             payload: vec![7; 1000].into(),
             ..Protocol::default()
         };
         let budget = 50 * cost(&msg);
-        let h = MemoryHistory::new(retention, dedup, budget);
+        let h = budgeted(100, budget);
         let first = h.append(0, &msg).position;
         for uid in 1..1000 {
             for _ in 0..10 {
@@ -316,17 +312,8 @@ mod tests {
     /// One user alone past the budget keeps its newest entries within it.
     #[test]
     fn one_user_past_the_budget_keeps_its_newest_entries() {
-        let retention = Retention {
-            size: 100,
-            ttl: Duration::from_secs(300),
-        };
-        let dedup = DedupLimits {
-            window: Duration::from_secs(60),
-            per_user: 10,
-            total: 10,
-        };
         let msg = Protocol::default();
-        let h = MemoryHistory::new(retention, dedup, 3 * cost(&msg));
+        let h = budgeted(100, 3 * cost(&msg));
         for _ in 0..10 {
             h.append(1, &msg);
         }
