@@ -223,3 +223,38 @@ fn a_switch_in_a_file_takes_true_or_false_only() {
         }
     }
 }
+
+/// Sizes take units, from a flag, the environment or a file, as README
+/// writes them ("4 MiB"); `--print-config` gives bytes, which load back.
+#[test]
+fn sizes_take_units_wherever_they_are_set() {
+    let file = temp_file("sizes.toml", "max_frame_size = \"16KiB\"\n");
+    let out = gateway()
+        .args(["--config", file.to_str().unwrap()])
+        .args(["--upstream-buffer", "4MiB", "--max-message-size", "1 MB"])
+        .arg("--print-config")
+        .env("WS_GATEWAY_IO_MEMORY", "2MiB")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+    assert_eq!(cfg["upstream_buffer"].as_integer(), Some(4 << 20));
+    assert_eq!(cfg["max_message_size"].as_integer(), Some(1_000_000));
+    assert_eq!(cfg["io_memory"].as_integer(), Some(2 << 20));
+    assert_eq!(cfg["max_frame_size"].as_integer(), Some(16 << 10));
+    let _ = std::fs::remove_file(file);
+    let out = gateway()
+        .args(["--upstream-buffer", "4XB", "--print-config"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--upstream-buffer") && stderr.contains("unknown unit"),
+        "{stderr}"
+    );
+}

@@ -170,12 +170,13 @@ pub struct Config {
     )]
     pub max_connections_per_core: usize,
 
-    /// Largest client message (after reassembly of fragments), in bytes.
-    #[arg(long, env = "WS_GATEWAY_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    /// Largest client message (after reassembly of fragments), in bytes
+    /// (units: 64KiB, 1MB).
+    #[arg(long, env = "WS_GATEWAY_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024, value_parser = parse::size)]
     pub max_message_size: usize,
 
-    /// Largest single client frame, in bytes.
-    #[arg(long, env = "WS_GATEWAY_MAX_FRAME_SIZE", default_value_t = 64 * 1024)]
+    /// Largest single client frame, in bytes (units: 64KiB).
+    #[arg(long, env = "WS_GATEWAY_MAX_FRAME_SIZE", default_value_t = 64 * 1024, value_parser = parse::size)]
     pub max_frame_size: usize,
 
     /// Time a client has to send a complete upgrade request.
@@ -240,7 +241,7 @@ pub struct Config {
     pub send_queue: usize,
 
     /// Bytes of client messages a core buffers for ws-api (also across an outage).
-    #[arg(long, env = "WS_GATEWAY_UPSTREAM_BUFFER", default_value_t = 4 << 20)]
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_BUFFER", default_value_t = 4 << 20, value_parser = parse::size)]
     pub upstream_buffer: usize,
 
     /// Under load, each core writes to ws-api at most once per this interval
@@ -285,7 +286,7 @@ pub struct Config {
 
     /// io_uring registered memory per core, in bytes (counts against RLIMIT_MEMLOCK
     /// for non-root users and in containers).
-    #[arg(long, env = "WS_GATEWAY_IO_MEMORY", default_value_t = 1 << 20)]
+    #[arg(long, env = "WS_GATEWAY_IO_MEMORY", default_value_t = 1 << 20, value_parser = parse::size)]
     pub io_memory: usize,
 
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ws_gateway=debug`.

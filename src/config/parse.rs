@@ -1,6 +1,34 @@
-//! Parsers for values clap's types do not cover: Linux CPU lists
-//! (`--cpus`), the CPUs this process may run on, and browser origins
-//! (`--allowed-origins`, compared with the request's `Origin`).
+//! Parsers for values clap's types do not cover: sizes with units
+//! (`--upstream-buffer 4MiB`), Linux CPU lists (`--cpus`), the CPUs this
+//! process may run on, and browser origins (`--allowed-origins`, compared
+//! with the request's `Origin`).
+
+/// A size in bytes: a plain number (`65536`), or one with a unit, binary
+/// (`64KiB`, `4 MiB`, `1GiB`) or decimal (`500kB`, `4MB`, `1GB`).
+pub fn size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 65536, 64KiB, 4MiB)"))?;
+    let unit_bytes: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (B, KiB, MiB, GiB, kB, MB, GB)"
+            ));
+        }
+    };
+    n.checked_mul(unit_bytes)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
 
 /// Parses a Linux CPU list such as `0,2-3`.
 pub fn parse_cpu_list(spec: &str) -> Result<Vec<usize>, String> {
@@ -61,6 +89,21 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("65536"), Ok(65536));
+        assert_eq!(size("64KiB"), Ok(65536));
+        assert_eq!(size(" 4 MiB "), Ok(4 << 20));
+        assert_eq!(size("1GiB"), Ok(1 << 30));
+        assert_eq!(size("500kB"), Ok(500_000));
+        assert_eq!(size("4MB"), Ok(4_000_000));
+        assert_eq!(size("12B"), Ok(12));
+        assert!(size("4XB").unwrap_err().contains("unknown unit"));
+        assert!(size("MiB").is_err());
+        assert!(size("-1").is_err());
+        assert!(size("99999999999999999999GiB").is_err());
+    }
 
     #[test]
     fn cpu_lists() {
