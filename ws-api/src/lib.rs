@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //!
-//! Each module imports only modules listed below it (`tests/layout.rs`
-//! checks it): the parts take what they use, an [`outbox::Outbox`] (presence,
+//! Each module imports only modules listed below it (the workspace's
+//! `tests/layout.rs` checks it): the parts take what they use, an [`outbox::Outbox`] (presence,
 //! streams, counters) and each other's types, and [`service::Backend`] at
 //! the top only composes them. Test modules may import anything.
 //!

@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //!
-//! Each module imports only modules listed below it (`tests/layout.rs`
-//! checks it); these two import nothing of each other.
+//! Each module imports only modules listed below it (the workspace's
+//! `tests/layout.rs` checks it); these two import nothing of each other.
 //!
 //! - [`frame`]: RFC 6455 frame headers, masked (client) or not (server).
 //! - [`procfs`]: a process's CPU time and resident memory from /proc.
