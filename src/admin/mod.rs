@@ -157,31 +157,7 @@ async fn serve_all(listener: std::net::TcpListener, state: Arc<AdminState>) {
                 continue;
             }
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) && reserve.is_some() => {
-                drop(reserve.take());
-                // At once, not through the reactor: waiting for its next
-                // wake-up would leave the freed descriptor to anyone.
-                let accepted = socket2::SockRef::from(&listener)
-                    .accept()
-                    .and_then(|(s, _)| {
-                        s.set_nonblocking(true)?;
-                        TcpStream::from_std(s.into())
-                    });
-                match accepted {
-                    Ok(mut stream) => {
-                        let served = serve(&mut stream, &state, true);
-                        if tokio::time::timeout(EXHAUSTED_DEADLINE, served)
-                            .await
-                            .is_err()
-                        {
-                            debug!("admin request timed out with the reserve descriptor");
-                        }
-                        reserve = keep_as_reserve(stream, &listener);
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "admin accept failed with the reserve descriptor");
-                        reserve = open_reserve();
-                    }
-                }
+                reserve = answer_with_reserve(reserve.take(), &listener, &state).await;
                 continue;
             }
             Err(e) => {
@@ -207,6 +183,40 @@ async fn serve_all(listener: std::net::TcpListener, state: Arc<AdminState>) {
                 Err(_) => debug!("admin request timed out"),
             }
         });
+    }
+}
+
+/// Spends the reserve descriptor on the connection that waits:
+/// accepts it at once (not through the reactor: waiting for its next
+/// wake-up would leave the freed descriptor to anyone), answers it, and
+/// returns its descriptor as the new reserve.
+async fn answer_with_reserve(
+    reserve: Option<OwnedFd>,
+    listener: &TcpListener,
+    state: &AdminState,
+) -> Option<OwnedFd> {
+    drop(reserve);
+    let accepted = socket2::SockRef::from(listener)
+        .accept()
+        .and_then(|(s, _)| {
+            s.set_nonblocking(true)?;
+            TcpStream::from_std(s.into())
+        });
+    match accepted {
+        Ok(mut stream) => {
+            let served = serve(&mut stream, state, true);
+            if tokio::time::timeout(EXHAUSTED_DEADLINE, served)
+                .await
+                .is_err()
+            {
+                debug!("admin request timed out with the reserve descriptor");
+            }
+            keep_as_reserve(stream, listener)
+        }
+        Err(e) => {
+            debug!(error = %e, "admin accept failed with the reserve descriptor");
+            open_reserve()
+        }
     }
 }
 
