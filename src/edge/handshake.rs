@@ -10,18 +10,18 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::session::stream::ClientStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use crate::config::normalize_origin;
+use crate::session::resume::Position;
+use crate::session::stream::ClientStream;
 use crate::timeout::within;
 
-use crate::config::normalize_origin;
 /// A refusal's kind, named here too for callers outside the crate (fuzz).
 pub use crate::metrics::Reject;
-use crate::session::resume::Position;
 
 /// Largest upgrade request accepted (request line and headers).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;

@@ -32,7 +32,6 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::session::stream::ClientStream;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -52,6 +51,7 @@ use crate::routing::sessions::{Outbound, SessionHandle};
 use crate::session::claim::Claim;
 use crate::session::context::SessionContext;
 use crate::session::resume::{Position, Resuming};
+use crate::session::stream::ClientStream;
 use crate::timeout::within;
 
 /// How a session ended, for the log line written where its task ends.

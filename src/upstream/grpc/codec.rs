@@ -4,8 +4,9 @@
 //! without sockets: a [`Decoder`] takes bytes as they come off HTTP/2 DATA
 //! frames, in any split, and yields whole messages.
 
-use super::status::Code;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::status::Code;
 
 /// The length-prefixed message header: 1 byte compressed flag, 4 bytes length.
 pub const HEADER_LEN: usize = 5;
