@@ -53,6 +53,9 @@ pub enum Loss {
     MeshFull,
     /// ws-api → client: the `Msg` could not be decoded or had no payload.
     BadDownstream,
+    /// ws-api → client: numbers ws-api skipped in its numbering of this
+    /// core's messages (it did not keep them for a resend).
+    DownstreamGap,
 }
 
 /// How a session's resume ended (docs/delivery.md).
@@ -256,9 +259,21 @@ counters! {
         "gateway_upstream_resent_messages",
         "Client messages written to ws-api again after a break, not acknowledged before it."
     )],
+    downstream_acked: Counter => [Counter(
+        "gateway_downstream_acked_messages",
+        "Messages from ws-api this gateway acknowledged having received (ws-api numbers them)."
+    )],
+    downstream_duplicates: Counter => [Counter(
+        "gateway_downstream_duplicate_messages",
+        "Messages from ws-api dropped as received before: written again after a break, not acknowledged before it."
+    )],
     upstream_ping_timeouts: Counter => [Counter(
         "gateway_upstream_ping_timeouts",
         "HTTP/2 pings ws-api left unanswered."
+    )],
+    upstream_ping_extensions: Counter => [Counter(
+        "gateway_upstream_ping_extensions",
+        "Waits for a ping's answer extended because the core itself had not run (its timer fired late) or ws-api was still sending."
     )],
     upstream_ping_slowdowns: Counter => [Counter(
         "gateway_upstream_ping_slowdowns",

@@ -17,6 +17,10 @@
 //! buffered messages to a live node); what stays is written again, in
 //! order, on the next stream.
 //!
+//! Downstream the same, the other way ([`super::received`]): the core asks
+//! for numbered messages (`x-gateway-downstream-acks`), drops what it has
+//! received before, and acknowledges within `ACK_EVERY` of a message.
+//!
 //! A node that stays down is logged at warn once per change of reason and
 //! then every `REMIND_EVERY`, not once per attempt.
 
@@ -32,23 +36,25 @@ use tracing::{debug, info, warn};
 
 use super::grpc::client::with_deadline;
 use super::grpc::{Channel, Code, Status, Streaming};
-use super::{Downstream, Upstream};
+use super::liveness::{self, Silent};
+use super::received::{ACK_AFTER, ACK_EVERY, Arrival};
+use super::{Downstream, Upstream, Wakes};
 use crate::metrics::Loss;
-use crate::proto::wsapi::Msg;
 use crate::proto::wsapi::control::Op;
+use crate::proto::wsapi::{Ack, Control, Msg};
 
 const EXCHANGE: &str = "/wsapi.ExchangeService/ExchangeMsg";
 
 impl Upstream {
     /// Keeps the stream up until [`Upstream::close`]; `lost` runs after each failed connection.
     pub async fn run(self: Rc<Self>, downstream: Rc<impl Downstream>, lost: impl Fn()) {
-        let Some(wake) = self.wake_rx.borrow_mut().take() else {
+        let Some(wakes) = self.wakes.borrow_mut().take() else {
             return;
         };
         let mut delay = self.cfg.reconnect_min;
         let mut down: Option<Down> = None;
         loop {
-            let err = self.connection(&wake, &*downstream).await;
+            let err = self.connection(&wakes, &*downstream).await;
             let up_for = self.up_since.take().map(|at| at.elapsed());
             self.set_up(false);
             self.channel.replace(None);
@@ -126,7 +132,7 @@ impl Upstream {
     }
 
     /// One HTTP/2 connection, from dial to failure.
-    async fn connection(&self, wake: &LocalReceiver<()>, downstream: &impl Downstream) -> Status {
+    async fn connection(&self, wakes: &Wakes, downstream: &impl Downstream) -> Status {
         let (channel, mut conn) = match Channel::connect(self.addr, &self.cfg.channel).await {
             Ok(c) => c,
             Err(e) => return e,
@@ -149,7 +155,7 @@ impl Upstream {
                 return e;
             }
             future::or(
-                self.stream(&channel, wake, downstream),
+                self.stream(&channel, wakes, downstream),
                 self.keepalive(ping_pong),
             )
             .await
@@ -176,7 +182,7 @@ impl Upstream {
         }
     }
 
-    /// One HTTP/2 ping, answered within `--rpc-timeout`.
+    /// One HTTP/2 ping, answered within `--rpc-timeout` ([`liveness`]).
     async fn ping(&self, ping_pong: &mut PingPong) -> Result<(), Status> {
         let pong = async {
             ping_pong
@@ -184,23 +190,29 @@ impl Upstream {
                 .await
                 .map_err(|e| Status::from_h2(&e))
         };
-        match with_deadline(self.cfg.rpc_timeout, pong).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code == Code::DeadlineExceeded => {
+        match liveness::answered(self.cfg.rpc_timeout, || self.heard.get(), pong).await {
+            Ok((answer, extensions)) => {
+                if extensions > 0 {
+                    self.counters
+                        .upstream_ping_extensions
+                        .add(u64::from(extensions));
+                }
+                answer.map(drop)
+            }
+            Err(Silent) => {
                 self.counters.upstream_ping_timeouts.inc();
                 Err(Status::new(
                     Code::Unavailable,
                     "ws-api did not answer an HTTP/2 ping",
                 ))
             }
-            Err(e) => Err(e),
         }
     }
 
     async fn stream(
         &self,
         channel: &Channel,
-        wake: &LocalReceiver<()>,
+        wakes: &Wakes,
         downstream: &impl Downstream,
     ) -> Status {
         let first = self.unacked.borrow().first().unwrap_or(self.next_seq.get());
@@ -209,6 +221,7 @@ impl Upstream {
             ("x-gateway-ip", self.cfg.identity.as_str()),
             ("x-gateway-epoch", self.cfg.epoch.as_str()),
             ("x-gateway-seq", first.as_str()),
+            ("x-gateway-downstream-acks", "1"),
         ];
         // Waits only for a stream slot on a fresh connection: bounded all the same.
         let opened = with_deadline(self.cfg.rpc_timeout, channel.streaming(EXCHANGE, &metadata));
@@ -221,11 +234,16 @@ impl Upstream {
         info!(upstream = %self.addr, identity = %self.cfg.identity, "ws-api stream up");
         let inbound = async {
             match Streaming::new(response, channel.max_message()).await {
-                Ok(mut inbound) => self.read(&mut inbound, downstream).await,
+                Ok(mut inbound) => {
+                    let epoch = inbound.header("x-api-epoch");
+                    self.received.borrow_mut().numbering(epoch);
+                    self.read(&mut inbound, downstream).await
+                }
                 Err(e) => e,
             }
         };
-        future::or(self.write(send, wake), inbound).await
+        let acks = self.acknowledge(&wakes.ack);
+        future::or(self.write(send, &wakes.write), future::or(inbound, acks)).await
     }
 
     /// Writes again what ws-api did not acknowledge before the last break,
@@ -269,11 +287,14 @@ impl Upstream {
     /// takes the stream's acknowledgements itself.
     async fn read(&self, inbound: &mut Streaming, downstream: &impl Downstream) -> Status {
         loop {
-            match inbound.message().await {
+            let next = inbound.message().await;
+            self.heard.set(self.heard.get() + 1);
+            match next {
                 Ok(Some(bytes)) => match Msg::decode(bytes) {
                     Ok(msg) => match ack_of(&msg) {
                         Some(seq) => self.acked(seq),
-                        None => downstream.deliver(msg),
+                        None if self.fresh(&msg) => downstream.deliver(msg),
+                        None => {}
                     },
                     Err(e) => {
                         self.counters.lose(Loss::BadDownstream, 1);
@@ -284,6 +305,63 @@ impl Upstream {
                 Err(e) => return e,
             }
         }
+    }
+
+    /// Whether `msg` is new (not written again after a break), and asks for
+    /// its acknowledgement when ws-api numbers.
+    fn fresh(&self, msg: &Msg) -> bool {
+        let mut received = self.received.borrow_mut();
+        let arrival = received.receive(msg.seq);
+        let pending = received.pending();
+        drop(received);
+        match arrival {
+            Arrival::Unnumbered => return true,
+            Arrival::Fresh { missed: 0 } => {}
+            Arrival::Fresh { missed } => {
+                self.counters.lose(Loss::DownstreamGap, missed);
+                warn!(upstream = %self.addr, missed, "ws-api skipped numbers of this core's messages");
+            }
+            Arrival::Duplicate => self.counters.downstream_duplicates.inc(),
+        }
+        if pending >= ACK_AFTER {
+            self.send_ack();
+        } else if pending > 0 {
+            // The acknowledger sends within ACK_EVERY (a wake-up already
+            // pending holds the channel's one slot).
+            let _ = self.ack_due.try_send(());
+        }
+        arrival != Arrival::Duplicate
+    }
+
+    /// Acknowledges what was received, within `ACK_EVERY` of being asked to.
+    async fn acknowledge(&self, due: &LocalReceiver<()>) -> Status {
+        loop {
+            if due.recv().await.is_none() {
+                return Status::new(Code::Internal, "acknowledgement channel closed");
+            }
+            glommio::timer::sleep(ACK_EVERY).await;
+            self.send_ack();
+        }
+    }
+
+    /// Writes an acknowledgement of everything received, if anything waits.
+    fn send_ack(&self) {
+        let Some(due) = self.received.borrow_mut().ack() else {
+            return;
+        };
+        let ack = Ack {
+            seq: due.seq,
+            epoch: due.epoch,
+        };
+        let msg = Msg {
+            server: self.cfg.identity.clone(),
+            control: Some(Control {
+                op: Some(Op::Ack(ack)),
+            }),
+            ..Msg::default()
+        };
+        self.append_own(&msg);
+        self.counters.downstream_acked.add(due.newly);
     }
 
     /// Lets messages gather until `--upstream-flush-interval` has passed since

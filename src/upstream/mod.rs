@@ -18,12 +18,16 @@
 //! - [`pool`]: the core's nodes, and the node for each user (rendezvous hashing).
 //! - [`exchange`]: the `ExchangeMsg` stream: its writer, its reader, its reconnects.
 //! - [`unacked`]: what was sent on the stream and not yet acknowledged.
+//! - [`received`]: what came down the stream, for its acknowledgements.
+//! - [`liveness`]: when an unanswered ping means the node is dead.
 //! - [`targets`]: which nodes exist (`--upstream`, resolved again over time).
 //! - [`grpc`]: gRPC over HTTP/2 on a glommio socket.
 
 pub(crate) mod exchange;
 pub mod grpc;
+pub(crate) mod liveness;
 pub(crate) mod pool;
+pub(crate) mod received;
 pub(crate) mod targets;
 pub(crate) mod unacked;
 
@@ -42,6 +46,7 @@ use crate::proto::wsapi::{
     KeepAliveRequest, Msg,
 };
 use grpc::{Channel, ChannelConfig, Code, Status};
+use received::Received;
 use unacked::Unacked;
 
 const CONNECT: &str = "/wsapi.ExchangeService/Connect";
@@ -103,13 +108,28 @@ pub struct Upstream {
     /// The node has acknowledged on some stream: keep what is written
     /// until it does, to write it again after a break.
     acks: Cell<bool>,
+    /// Messages read from the node, any kind: it is alive.
+    heard: Cell<u64>,
+    /// Numbered messages received from the node, to acknowledge.
+    received: RefCell<Received>,
+    /// Something was buffered for the writer.
     wake: LocalSender<()>,
-    wake_rx: RefCell<Option<LocalReceiver<()>>>,
+    /// Something received waits for an acknowledgement.
+    ack_due: LocalSender<()>,
+    /// Their receivers, taken by [`Upstream::run`].
+    wakes: RefCell<Option<Wakes>>,
+}
+
+/// What the stream's tasks wait on.
+struct Wakes {
+    write: LocalReceiver<()>,
+    ack: LocalReceiver<()>,
 }
 
 impl Upstream {
     pub fn new(addr: SocketAddr, cfg: Rc<UpstreamConfig>, counters: Arc<Counters>) -> Rc<Upstream> {
-        let (wake, wake_rx) = local_channel::new_bounded(1);
+        let (wake, write) = local_channel::new_bounded(1);
+        let (ack_due, ack) = local_channel::new_bounded(1);
         let keepalive = cfg.keepalive;
         Rc::new(Upstream {
             addr,
@@ -126,8 +146,11 @@ impl Upstream {
             next_seq: Cell::new(1),
             unacked: RefCell::new(Unacked::default()),
             acks: Cell::new(false),
+            heard: Cell::new(0),
+            received: RefCell::new(Received::default()),
             wake,
-            wake_rx: RefCell::new(Some(wake_rx)),
+            ack_due,
+            wakes: RefCell::new(Some(Wakes { write, ack })),
         })
     }
 
@@ -211,6 +234,17 @@ impl Upstream {
         let first = self.next_seq.replace(self.next_seq.get() + msgs);
         let keep = self.acks.get().then(|| bytes.clone());
         self.unacked.borrow_mut().push(first, msgs, keep);
+    }
+
+    /// Appends a message of the core's own (an acknowledgement) past the
+    /// bound: it is tiny, and ws-api waits for it to free what it keeps.
+    fn append_own(&self, msg: &Msg) {
+        let mut buf = self.buffer.borrow_mut();
+        let before = buf.len();
+        grpc::codec::encode(msg, &mut buf);
+        let after = buf.len();
+        drop(buf);
+        self.buffered(before, after, 1);
     }
 
     /// ws-api has received every message up to `seq`.

@@ -94,7 +94,10 @@ impl Sequence {
         Msg {
             server: self.server.clone(),
             control: Some(Control {
-                op: Some(Op::Ack(Ack { seq: self.acked })),
+                op: Some(Op::Ack(Ack {
+                    seq: self.acked,
+                    ..Ack::default()
+                })),
             }),
             ..Default::default()
         }

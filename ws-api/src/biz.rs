@@ -48,16 +48,16 @@ impl Biz {
     /// Sends one message down every stream (every gateway core).
     async fn to_every_core(&self, sid: &str, group: &str, payload: Protocol) -> usize {
         let mut reached = 0;
-        for (server, tx) in self.outbox.streams.all() {
+        let links = self.outbox.streams.all(&self.outbox.stats.downstream_lost);
+        for (server, link) in links {
             let msg = Msg {
                 server,
                 sid: sid.to_owned(),
                 payload: Some(payload.clone()),
-                control: None,
                 group: group.to_owned(),
-                replay: false,
+                ..Msg::default()
             };
-            reached += usize::from(tx.send(Ok(msg)).await.is_ok());
+            reached += usize::from(self.outbox.count(link.send(msg).await));
         }
         reached
     }

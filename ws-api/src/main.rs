@@ -52,7 +52,8 @@ struct Args {
     #[arg(long, env = "WS_API_PRESENCE_TTL", default_value = "60m", value_parser = humantime::parse_duration)]
     presence_ttl: Duration,
     /// A gateway core whose stream no node has held for this long has its
-    /// presence purged, in memory or in Redis (within about twice this).
+    /// presence purged, in memory or in Redis (within about twice this),
+    /// and what this node kept for it to write again is dropped.
     #[arg(long, env = "WS_API_SERVER_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     server_ttl: Duration,
     /// `MAXLEN ~` of each Redis Stream written by `--handler redis-stream`.
@@ -165,7 +166,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         retries: args.ack_retries,
     };
     let delivery = Delivery::new(history, redelivery);
-    let backend = Backend::new(args.handler, presence, args.stream_maxlen, delivery);
+    let backend = Backend::new(
+        args.handler,
+        presence,
+        args.stream_maxlen,
+        delivery,
+        args.server_ttl,
+    );
     sweeper::spawn(Arc::clone(&backend.outbox), args.server_ttl);
     tokio::spawn(Arc::clone(&backend.delivery).redeliver(Arc::clone(&backend.outbox)));
     if let Some(History::Memory(_)) = &backend.delivery.history {

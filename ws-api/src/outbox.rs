@@ -3,7 +3,14 @@
 //! each gateway core) and the counters. Delivery, the chat rooms, the
 //! redis-stream appender, the sweeper and `BizMsgService` each take the
 //! outbox instead of the whole backend.
+//!
+//! Everything goes down through the core's [`crate::link::Link`], which
+//! numbers and keeps it for a gateway that acknowledges.
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::link::Sent;
 use crate::presence::{Presence, SessionKey};
 use crate::proto::wsapi::control::Op;
 use crate::proto::wsapi::{Control, Msg};
@@ -19,10 +26,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(presence: Presence) -> Outbox {
+    /// `hold`: how long a gateway core's link outlives its last stream.
+    pub fn new(presence: Presence, hold: Duration) -> Outbox {
         Outbox {
             presence,
-            streams: Streams::default(),
+            streams: Streams::new(hold),
             stats: Stats::default(),
         }
     }
@@ -35,9 +43,6 @@ impl Outbox {
         control: Option<Op>,
         replay: bool,
     ) -> bool {
-        let Some(tx) = self.streams.get(&key.server) else {
-            return false;
-        };
         let msg = Msg {
             server: key.server.clone(),
             sid: key.sid.clone(),
@@ -45,8 +50,28 @@ impl Outbox {
             control: control.map(|op| Control { op: Some(op) }),
             group: String::new(),
             replay,
+            ..Msg::default()
         };
-        tx.send(Ok(msg)).await.is_ok()
+        self.to_core(msg).await
+    }
+
+    /// Sends `msg` down the link of `msg.server`; whether the link took it.
+    pub async fn to_core(&self, msg: Msg) -> bool {
+        let Some(link) = self.streams.get(&msg.server) else {
+            self.stats.downstream_refused.fetch_add(1, Relaxed);
+            return false;
+        };
+        self.count(link.send(msg).await)
+    }
+
+    /// Counts how a link took a message; whether it did.
+    pub fn count(&self, sent: Sent) -> bool {
+        match sent {
+            Sent::Written => {}
+            Sent::Kept => _ = self.stats.downstream_kept.fetch_add(1, Relaxed),
+            Sent::Refused => _ = self.stats.downstream_refused.fetch_add(1, Relaxed),
+        }
+        sent.taken()
     }
 
     /// `{"type":"ack","id"}` to the session that sent `id`.

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use std::pin::Pin;
 use tokio::sync::mpsc;
@@ -18,15 +19,16 @@ use crate::Handler;
 use crate::acks::{ACK_EVERY, Received, Sequence};
 use crate::chat::Rooms;
 use crate::delivery::{Delivery, Upstream};
+use crate::link::{Attached, Downstream, STREAM_QUEUE};
 use crate::outbox::Outbox;
 use crate::presence::{Presence, SessionKey, uid_for_token, unavailable};
+use crate::proto::wsapi::control::Op;
 use crate::proto::wsapi::exchange_service_server::ExchangeService;
 use crate::proto::wsapi::{
     ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
     KeepAliveRequest, Msg,
 };
 use crate::redis_stream::Appender;
-use crate::streams::STREAM_QUEUE;
 
 /// The parts, composed: what both services and the background tasks share.
 #[derive(Debug)]
@@ -50,9 +52,10 @@ impl Backend {
         presence: Presence,
         stream_maxlen: usize,
         delivery: Delivery,
+        hold: Duration,
     ) -> Arc<Backend> {
         Arc::new(Backend {
-            outbox: Arc::new(Outbox::new(presence)),
+            outbox: Arc::new(Outbox::new(presence, hold)),
             received: Received::default(),
             handler,
             stream_maxlen,
@@ -61,17 +64,46 @@ impl Backend {
         })
     }
 
-    /// Registers a stream under `server` and, with Redis presence, marks
+    /// Attaches a stream to `server`'s link and, with Redis presence, marks
     /// that gateway core alive at once (the sweeper must not purge sessions
-    /// it connects before the next refresh).
-    async fn register(&self, server: &str, tx: &mpsc::Sender<Result<Msg, Status>>) -> u64 {
-        let id = self.outbox.streams.register(server, tx.clone());
+    /// it connects before the next refresh). `peer`: how the gateway
+    /// numbers (its epoch, and whether it acknowledges downstream).
+    async fn register(&self, server: &str, tx: &Downstream, peer: &Peer) -> (u64, Attached) {
+        let (id, attached) =
+            self.outbox
+                .streams
+                .attach(server, tx.clone(), &peer.epoch, peer.downstream_acks);
+        let stats = &self.outbox.stats;
+        stats
+            .downstream_resent
+            .fetch_add(attached.resent as u64, Relaxed);
+        stats
+            .downstream_lost
+            .fetch_add(attached.dropped as u64, Relaxed);
+        if attached.resent > 0 || attached.dropped > 0 {
+            info!(%server, resent = attached.resent, dropped_for_a_restarted_gateway = attached.dropped, "exchange stream attached");
+        }
         if let Presence::Redis(redis) = &self.outbox.presence
             && let Err(err) = redis.mark_alive(&[server.to_owned()]).await
         {
             warn!(%server, error = %err, "cannot mark gateway core alive in redis");
         }
-        id
+        (id, attached)
+    }
+
+    /// A gateway core's acknowledgement of what it received downstream.
+    fn downstream_ack(&self, server: &str, msg: &Msg) -> bool {
+        let Some(Op::Ack(ack)) = msg.control.as_ref().and_then(|c| c.op.as_ref()) else {
+            return false;
+        };
+        if !msg.sid.is_empty() {
+            return false;
+        }
+        if let Some(link) = self.outbox.streams.get(server) {
+            link.ack(&ack.epoch, ack.seq);
+            self.outbox.stats.downstream_acks.fetch_add(1, Relaxed);
+        }
+        true
     }
 
     /// Reads one gateway core's stream until it ends. `registered` is the
@@ -82,7 +114,7 @@ impl Backend {
         mut registered: Option<(String, u64)>,
         mut seq: Option<Sequence>,
         mut inbound: Streaming<Msg>,
-        tx: mpsc::Sender<Result<Msg, Status>>,
+        tx: Downstream,
     ) {
         let appender = match self.handler {
             Handler::RedisStream => Appender::spawn(
@@ -124,8 +156,12 @@ impl Backend {
                 continue;
             }
             if registered.is_none() && !msg.server.is_empty() {
-                let id = self.register(&msg.server, &tx).await;
+                let (id, _) = self.register(&msg.server, &tx, &Peer::default()).await;
                 registered = Some((msg.server.clone(), id));
+            }
+            let server = registered.as_ref().map_or("", |(s, _)| s.as_str());
+            if self.downstream_ack(server, &msg) {
+                continue;
             }
             self.outbox.stats.upstream.fetch_add(1, Relaxed);
             let ack = match self
@@ -142,7 +178,7 @@ impl Backend {
                         };
                         (key, id)
                     });
-                    if !self.handle(msg, &tx, appender.as_ref()).await {
+                    if !self.handle(msg, appender.as_ref()).await {
                         break;
                     }
                     key
@@ -158,25 +194,19 @@ impl Backend {
             }
         }
         if let Some((server, id)) = registered {
-            self.outbox.streams.unregister(&server, id);
+            self.outbox.streams.detach(&server, id);
             info!(%server, "exchange stream closed");
         }
     }
 
     /// Runs the handler on one upstream message; `false` ends the stream.
-    async fn handle(
-        &self,
-        msg: Msg,
-        tx: &mpsc::Sender<Result<Msg, Status>>,
-        appender: Option<&Appender>,
-    ) -> bool {
+    async fn handle(&self, msg: Msg, appender: Option<&Appender>) -> bool {
         match self.handler {
             Handler::Chat if self.rooms.chat(&self.outbox, &self.delivery, &msg).await => {}
             Handler::Echo | Handler::Chat => {
-                if tx.send(Ok(msg)).await.is_err() {
-                    return false;
+                if self.outbox.to_core(msg).await {
+                    self.outbox.stats.downstream.fetch_add(1, Relaxed);
                 }
-                self.outbox.stats.downstream.fetch_add(1, Relaxed);
             }
             Handler::Log => {
                 let (ty, len) = msg
@@ -195,6 +225,29 @@ impl Backend {
             }
         }
         true
+    }
+}
+
+/// Response header naming the numbering of the stream's downstream messages.
+const API_EPOCH: &str = "x-api-epoch";
+
+/// What a gateway says of itself when it opens a stream.
+#[derive(Debug, Default)]
+struct Peer {
+    /// `x-gateway-epoch`: its process.
+    epoch: String,
+    /// `x-gateway-downstream-acks: 1`: it acknowledges what it receives.
+    downstream_acks: bool,
+}
+
+impl Peer {
+    fn from_metadata(md: &tonic::metadata::MetadataMap) -> Peer {
+        let get = |k| md.get(k).and_then(|v| v.to_str().ok());
+        let epoch = get("x-gateway-epoch").unwrap_or_default().to_owned();
+        Peer {
+            downstream_acks: !epoch.is_empty() && get("x-gateway-downstream-acks") == Some("1"),
+            epoch,
+        }
     }
 }
 
@@ -225,27 +278,33 @@ impl ExchangeService for Exchange {
             identity = identity.as_deref().unwrap_or("?"),
             "exchange stream opened"
         );
+        let peer = Peer::from_metadata(req.metadata());
         let (tx, mut rx) = mpsc::channel(STREAM_QUEUE);
-        // Registered before the response headers go out: once the gateway
+        // Attached before the response headers go out: once the gateway
         // sees them, pushes through this node reach it.
         let mut registered = None;
+        let mut numbering = None;
         if let Some(server) = identity {
-            let id = self.backend.register(&server, &tx).await;
+            let (id, attached) = self.backend.register(&server, &tx, &peer).await;
+            numbering = attached.epoch;
             registered = Some((server, id));
         }
         let seq =
             Sequence::from_metadata(registered.as_ref().map(|(s, _)| s.as_str()), req.metadata());
         tokio::spawn(Arc::clone(&self.backend).pump(registered, seq, req.into_inner(), tx));
-        if !self.lazy_headers {
-            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        let body: Self::ExchangeMsgStream = if self.lazy_headers {
+            // tonic writes the headers when this returns: hold it until
+            // there is a message to send (or the stream ended without one).
+            let first = rx.recv().await;
+            Box::pin(tokio_stream::iter(first).chain(ReceiverStream::new(rx)))
+        } else {
+            Box::pin(ReceiverStream::new(rx))
+        };
+        let mut response = Response::new(body);
+        if let Some(epoch) = numbering.and_then(|e| e.parse().ok()) {
+            response.metadata_mut().insert(API_EPOCH, epoch);
         }
-        // tonic writes the headers when this returns: hold it until there is
-        // a message to send (or the stream ended without one).
-        let first = rx.recv().await;
-        let rest = ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(
-            tokio_stream::iter(first).chain(rest),
-        )))
+        Ok(response)
     }
 
     async fn connect(

@@ -1,64 +1,111 @@
-//! The open `ExchangeMsg` streams, one per gateway core, keyed by the core's
-//! identity (`x-gateway-ip`, equal to `Msg.server`), and [`Stats`], the
-//! counters every part adds to.
+//! [`Streams`]: each gateway core's [`Link`], keyed by the core's identity
+//! (`x-gateway-ip`, equal to `Msg.server`), with the stream now attached to
+//! it; and [`Stats`], the counters every part adds to.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::RwLock;
-use tokio::sync::mpsc;
-use tonic::Status;
+use tracing::warn;
 
-use crate::proto::wsapi::Msg;
+use crate::link::{Attached, Downstream, Link};
 
-/// Downstream messages a stream may hold before senders wait.
-pub const STREAM_QUEUE: usize = 64 * 1024;
-
-pub type Downstream = mpsc::Sender<Result<Msg, Status>>;
-
-#[derive(Debug, Clone)]
-struct Registered {
-    id: u64,
-    tx: Downstream,
-}
-
-/// Streams by gateway core identity.
-#[derive(Debug, Default)]
+/// Links by gateway core identity.
+#[derive(Debug)]
 pub struct Streams {
-    by_server: RwLock<HashMap<String, Registered>>,
+    by_server: RwLock<HashMap<String, Arc<Link>>>,
     next_id: AtomicU64,
+    /// How long a link outlives its core's last stream.
+    hold: Duration,
 }
 
 impl Streams {
-    /// Registers a stream (replacing an older one of the same identity);
-    /// returns the id to unregister it with.
-    pub fn register(&self, server: &str, tx: Downstream) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.by_server
-            .write()
-            .insert(server.to_owned(), Registered { id, tx });
-        id
-    }
-
-    /// Removes the stream if it is still the one registered under `server`.
-    pub fn unregister(&self, server: &str, id: u64) {
-        let mut map = self.by_server.write();
-        if map.get(server).is_some_and(|r| r.id == id) {
-            map.remove(server);
+    /// Links are dropped once their core has been away for `hold`.
+    pub fn new(hold: Duration) -> Streams {
+        Streams {
+            by_server: RwLock::default(),
+            next_id: AtomicU64::new(0),
+            hold,
         }
     }
 
-    /// Every registered stream, one per gateway core.
-    pub fn all(&self) -> Vec<(String, Downstream)> {
+    /// Attaches a stream to `server`'s link (replacing an older stream);
+    /// returns the id to detach it with and what the link did.
+    pub fn attach(
+        &self,
+        server: &str,
+        tx: Downstream,
+        gateway_epoch: &str,
+        acks: bool,
+    ) -> (u64, Attached) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let link = self.link(server);
+        (id, link.attach(id, tx, gateway_epoch, acks))
+    }
+
+    fn link(&self, server: &str) -> Arc<Link> {
+        if let Some(link) = self.by_server.read().get(server) {
+            return Arc::clone(link);
+        }
+        let mut map = self.by_server.write();
+        Arc::clone(map.entry(server.to_owned()).or_default())
+    }
+
+    /// The stream `id` of `server` ended.
+    pub fn detach(&self, server: &str, id: u64) {
+        if let Some(link) = self.by_server.read().get(server) {
+            link.detach(id);
+        }
+    }
+
+    /// Every gateway core's link, those away for less than the hold
+    /// included; drops the others (what they kept is counted in `lost`).
+    pub fn all(&self, lost: &AtomicU64) -> Vec<(String, Arc<Link>)> {
+        let mut gone = Vec::new();
+        let links: Vec<_> = self
+            .by_server
+            .read()
+            .iter()
+            .filter(|(server, link)| {
+                let away = link.gone(self.hold);
+                if away {
+                    gone.push((*server).clone());
+                }
+                !away
+            })
+            .map(|(server, link)| (server.clone(), Arc::clone(link)))
+            .collect();
+        if !gone.is_empty() {
+            let mut map = self.by_server.write();
+            for server in gone {
+                if let Some(link) = map.remove(&server) {
+                    let kept = link.unacked();
+                    if kept > 0 {
+                        lost.fetch_add(kept as u64, Ordering::Relaxed);
+                        warn!(%server, kept, "gateway core away past --server-ttl: dropped what ws-api kept for it");
+                    }
+                }
+            }
+        }
+        links
+    }
+
+    /// The cores that have a stream now.
+    pub fn attached(&self) -> Vec<String> {
         self.by_server
             .read()
             .iter()
-            .map(|(k, r)| (k.clone(), r.tx.clone()))
+            .filter(|(_, link)| !link.gone(Duration::ZERO))
+            .map(|(server, _)| server.clone())
             .collect()
     }
 
-    pub fn get(&self, server: &str) -> Option<Downstream> {
-        self.by_server.read().get(server).map(|r| r.tx.clone())
+    /// `server`'s link, unless it was never there or is gone.
+    pub fn get(&self, server: &str) -> Option<Arc<Link>> {
+        let link = self.by_server.read().get(server).map(Arc::clone)?;
+        (!link.gone(self.hold)).then_some(link)
     }
 }
 
@@ -88,4 +135,15 @@ pub struct Stats {
     pub client_acks: AtomicU64,
     /// Client messages with an id already received (not handled again).
     pub client_duplicates: AtomicU64,
+    /// Downstream messages kept while their core had no stream.
+    pub downstream_kept: AtomicU64,
+    /// Downstream messages refused: no stream, nothing kept.
+    pub downstream_refused: AtomicU64,
+    /// Downstream messages written again on a core's next stream.
+    pub downstream_resent: AtomicU64,
+    /// Kept downstream messages dropped: their gateway restarted, or its
+    /// core stayed away past `--server-ttl`.
+    pub downstream_lost: AtomicU64,
+    /// Downstream acknowledgements from gateway cores.
+    pub downstream_acks: AtomicU64,
 }

@@ -141,12 +141,7 @@ pub fn spawn(outbox: Arc<Outbox>, server_ttl: Duration) {
             let Presence::Redis(redis) = &refresher.presence else {
                 return;
             };
-            let servers: Vec<String> = refresher
-                .streams
-                .all()
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect();
+            let servers = refresher.streams.attached();
             if let Err(err) = redis.mark_alive(&servers).await {
                 warn!(error = %err, "cannot refresh gateway liveness in redis");
             }
@@ -161,7 +156,7 @@ pub fn spawn(outbox: Arc<Outbox>, server_ttl: Duration) {
             let Presence::Redis(redis) = &outbox.presence else {
                 return;
             };
-            let local: HashSet<String> = outbox.streams.all().into_iter().map(|(s, _)| s).collect();
+            let local: HashSet<String> = outbox.streams.attached().into_iter().collect();
             if let Err(err) = redis.sweep(&local).await {
                 warn!(error = %err, "presence sweep failed");
             }
@@ -181,7 +176,7 @@ fn spawn_memory(outbox: Arc<Outbox>, ttl: Duration) {
             let Presence::Memory(memory) = &outbox.presence else {
                 return;
             };
-            let live: HashSet<String> = outbox.streams.all().into_iter().map(|(s, _)| s).collect();
+            let live: HashSet<String> = outbox.streams.attached().into_iter().collect();
             let servers = memory.servers();
             absent.retain(|s, _| servers.contains(s) && !live.contains(s));
             let now = Instant::now();

@@ -168,6 +168,7 @@ pub async fn with_deadline<T>(
 
 /// The receiving half of a call: messages, then the status in the trailers.
 pub struct Streaming {
+    headers: http::HeaderMap,
     body: RecvStream,
     decoder: Decoder,
     done: bool,
@@ -188,10 +189,16 @@ impl Streaming {
             None => false,
         };
         Ok(Streaming {
+            headers: parts.headers,
             body,
             decoder: Decoder::new(max_message),
             done,
         })
+    }
+
+    /// A response header's value, if it is there and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The next message, `None` once the server ended the call with OK.
