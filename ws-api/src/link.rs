@@ -21,14 +21,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::proto::wsapi::Msg;
 
-/// What a link keeps unacknowledged before senders wait (or, while the
-/// core has no stream, are refused). The stream's channel holds as many
-/// and more, so writing them all again never waits.
+/// What a link keeps unacknowledged (while the core has no stream, more is
+/// refused). The stream's channel holds as many and more, so writing them
+/// all again never waits.
 pub const UNACKED_LIMIT: usize = 64 * 1024;
 
 /// One stream's channel to tonic's response body.
@@ -42,6 +42,9 @@ pub enum Sent {
     /// Written to the current stream (and kept until acknowledged, when
     /// the gateway acknowledges).
     Written,
+    /// Written, and the oldest message kept was forgotten to keep the
+    /// bound: if the stream breaks now, that one is not written again.
+    Unkept,
     /// No stream now: kept, written when the core's stream comes back.
     Kept,
     /// Neither: no stream and nothing kept (a gateway that does not
@@ -83,8 +86,6 @@ struct State {
 #[derive(Debug)]
 pub struct Link {
     state: Mutex<State>,
-    /// Acknowledgements freed room.
-    room: Notify,
 }
 
 /// The numbering a stream was attached with: its response header.
@@ -110,7 +111,6 @@ impl Link {
                 current: None,
                 absent_since: Some(Instant::now()),
             }),
-            room: Notify::new(),
         }
     }
 
@@ -147,8 +147,6 @@ impl Link {
         }
         st.current = Some(Current { id, tx });
         st.absent_since = None;
-        drop(st);
-        self.room.notify_waiters();
         attached
     }
 
@@ -159,8 +157,6 @@ impl Link {
             st.current = None;
             st.absent_since = Some(Instant::now());
         }
-        drop(st);
-        self.room.notify_waiters();
     }
 
     /// The core has received every message up to `seq` of numbering `epoch`.
@@ -173,12 +169,7 @@ impl Link {
         while st.unacked.front().is_some_and(|m| m.seq <= seq) {
             st.unacked.pop_front();
         }
-        let freed = before - st.unacked.len();
-        drop(st);
-        if freed > 0 {
-            self.room.notify_waiters();
-        }
-        freed
+        before - st.unacked.len()
     }
 
     /// Whether the core has been without a stream for longer than `hold`.
@@ -192,29 +183,24 @@ impl Link {
         self.state.lock().unacked.len()
     }
 
-    /// Sends `msg` to the core: numbered and kept when it acknowledges;
-    /// waits while the link is full and a stream is there to empty it.
+    /// Sends `msg` to the core: numbered and kept when it acknowledges.
+    /// Waits only for room in the stream's channel, which the connection
+    /// empties, never for an acknowledgement: the stream's reader, which
+    /// takes the acknowledgements, sends too (echoes, replays).
     pub async fn send(&self, mut msg: Msg) -> Sent {
         loop {
-            let room = self.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
             let current = {
                 let mut st = self.state.lock();
-                let full = st.acks && st.unacked.len() >= UNACKED_LIMIT;
                 match st.current.as_ref().map(|c| (c.tx.clone(), c.id)) {
-                    None if st.acks && !full => {
+                    None if st.acks && st.unacked.len() < UNACKED_LIMIT => {
                         keep(&mut st, &mut msg);
                         return Sent::Kept;
                     }
                     None => return Sent::Refused,
-                    Some(current) => (!full).then_some(current),
+                    Some(current) => current,
                 }
             };
-            let Some((tx, id)) = current else {
-                room.await;
-                continue;
-            };
+            let (tx, id) = current;
             // A slot first, outside the lock; then number and write under
             // it, so the channel holds messages in their numbers' order.
             let Ok(permit) = tx.reserve().await else {
@@ -225,11 +211,18 @@ impl Link {
             if st.current.as_ref().is_none_or(|c| c.id != id) {
                 continue;
             }
+            let mut sent = Sent::Written;
             if st.acks {
                 keep(&mut st, &mut msg);
+                if st.unacked.len() > UNACKED_LIMIT {
+                    // A core that reads but does not acknowledge: the
+                    // oldest loses its resend, and is counted.
+                    st.unacked.pop_front();
+                    sent = Sent::Unkept;
+                }
             }
             permit.send(Ok(msg));
-            return Sent::Written;
+            return sent;
         }
     }
 }
@@ -342,22 +335,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_link_with_a_stream_waits_for_an_ack() {
-        let link = std::sync::Arc::new(Link::new());
+    async fn a_full_link_with_a_stream_forgets_the_oldest() {
+        let link = Link::new();
         let (tx, mut rx) = stream();
         let epoch = link.attach(1, tx, "g", true).epoch.unwrap();
         for _ in 0..UNACKED_LIMIT {
-            link.send(msg("x")).await;
+            assert_eq!(link.send(msg("x")).await, Sent::Written);
         }
-        let waiting = tokio::spawn({
-            let link = link.clone();
-            async move { link.send(msg("last")).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        link.ack(&epoch, 10);
-        assert_eq!(waiting.await.unwrap(), Sent::Written);
+        assert_eq!(link.send(msg("over")).await, Sent::Unkept);
+        assert_eq!(link.unacked(), UNACKED_LIMIT);
         let last = seqs(&mut rx).pop().unwrap();
-        assert_eq!(last, (UNACKED_LIMIT as u64 + 1, "last".to_owned()));
+        assert_eq!(last, (UNACKED_LIMIT as u64 + 1, "over".to_owned()));
+        assert_eq!(link.ack(&epoch, 10), 9, "2 to 10: 1 was forgotten");
     }
 }

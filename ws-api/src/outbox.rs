@@ -68,6 +68,7 @@ impl Outbox {
     pub fn count(&self, sent: Sent) -> bool {
         match sent {
             Sent::Written => {}
+            Sent::Unkept => _ = self.stats.downstream_unkept.fetch_add(1, Relaxed),
             Sent::Kept => _ = self.stats.downstream_kept.fetch_add(1, Relaxed),
             Sent::Refused => _ = self.stats.downstream_refused.fetch_add(1, Relaxed),
         }

@@ -137,6 +137,9 @@ pub struct Stats {
     pub client_duplicates: AtomicU64,
     /// Downstream messages kept while their core had no stream.
     pub downstream_kept: AtomicU64,
+    /// Downstream messages whose copy for a resend was forgotten: their
+    /// core had 65,536 unacknowledged.
+    pub downstream_unkept: AtomicU64,
     /// Downstream messages refused: no stream, nothing kept.
     pub downstream_refused: AtomicU64,
     /// Downstream messages written again on a core's next stream.
