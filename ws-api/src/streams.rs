@@ -88,4 +88,11 @@ pub struct Stats {
     pub client_acks: AtomicU64,
     /// Client messages with an id already received (not handled again).
     pub client_duplicates: AtomicU64,
+    /// Pushes whose idempotency key had been appended (answered with the
+    /// original offset, not appended again).
+    pub push_duplicates: AtomicU64,
+    /// Push idempotency keys forgotten before their window, for want of
+    /// room (`--idempotency-keys`, in-memory history): a retry with one is
+    /// appended again.
+    pub push_keys_evicted: AtomicU64,
 }
