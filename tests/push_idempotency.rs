@@ -4,7 +4,7 @@
 //! Against the real binaries, with two gRPC clients that share no code
 //! (tonic, and Python grpcio in `target/venv`), in-memory and in Redis,
 //! where a Push that Redis ran late (SIGSTOPped past ws-api's timeout) is
-//! found by its retry.
+//! found by its retry, and a key is forgotten with its epoch.
 
 mod common;
 
@@ -222,6 +222,19 @@ async fn a_push_redis_ran_late_is_found_by_its_retry() {
     let history = whole_history(gw.addr, uid, epoch).await;
     let want: Vec<(u64, String)> = vec![(1, "zero".into()), (2, "one".into())];
     assert_eq!(history, want, "each message once");
+
+    // The history lost (its keys deleted, as when it expires): the key is
+    // forgotten with its epoch, and the same Push is appended anew.
+    let hist = format!("ws:hist:{{{uid}}}");
+    let _: i64 = redis.query(redis::cmd("DEL").arg(&hist).arg(format!("{hist}:log")));
+    let fresh = keyed_push(api.addr, uid, "", "fresh").await.expect("push");
+    let (new_epoch, _) = fresh.offset.split_once(':').expect("epoch:n");
+    assert_ne!(new_epoch, epoch, "a new epoch");
+    let anew = keyed_push(api.addr, uid, "k-1", "one").await.expect("push");
+    assert_eq!(
+        (anew.offset, anew.duplicate),
+        (format!("{new_epoch}:2"), false)
+    );
 }
 
 fn signal(redis: &RedisServer, signal: i32) {

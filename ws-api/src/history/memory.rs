@@ -342,8 +342,10 @@ mod tests {
         h.append(2, &msg);
         h.append(2, &msg);
         assert!(h.log(1).is_none(), "user 1 evicted");
+        let fresh = h.append(1, &msg).position;
+        assert_ne!(fresh.epoch, first.epoch, "a new epoch");
         let again = new_at(h.append_once(1, &msg, "k"));
-        assert_ne!(again.epoch, first.epoch);
+        assert_eq!((&again.epoch, again.n), (&fresh.epoch, 2));
         assert!(matches!(
             h.append_once(1, &msg, "k").outcome,
             Keyed::Duplicate { position, .. } if position == again
