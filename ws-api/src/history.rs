@@ -109,7 +109,8 @@ pub struct Retention {
 /// One of the two stores.
 #[derive(Debug)]
 pub enum History {
-    Memory(MemoryHistory),
+    /// Boxed: its maps and locks make it twice a Redis store's size.
+    Memory(Box<MemoryHistory>),
     Redis(RedisHistory),
 }
 

@@ -159,7 +159,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let history = match &presence {
         _ if args.history_size == 0 => None,
-        Presence::Memory(_) => Some(History::Memory(MemoryHistory::new(
+        Presence::Memory(_) => Some(History::Memory(Box::new(MemoryHistory::new(
             retention,
             DedupLimits {
                 window: args.dedup_window,
@@ -171,7 +171,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 max: args.idempotency_keys.max(1),
             },
             args.history_bytes,
-        ))),
+        )))),
         Presence::Redis(r) => Some(History::Redis(RedisHistory::new(
             r.conn(),
             retention,
