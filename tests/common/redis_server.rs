@@ -54,6 +54,11 @@ impl RedisServer {
         }
     }
 
+    /// The server's pid, e.g. to SIGSTOP it (`tests/push_idempotency.rs`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

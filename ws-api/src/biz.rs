@@ -7,12 +7,16 @@
 //! With Redis presence (`--redis`) every node sees every session, and a
 //! session counts as reached only if this node holds the stream of the
 //! gateway core that owns it (every core keeps a stream to every node).
+//! A Push may carry an idempotency key (at most 128 bytes, else
+//! `INVALID_ARGUMENT`); its reply gives the position and whether the key
+//! was a duplicate ([`Delivery::push_to_user`]).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use crate::delivery::Delivery;
+use crate::history::check_key;
 use crate::outbox::Outbox;
 use crate::presence::{SessionKey, unavailable};
 use crate::proto::wsapi::biz_msg_service_server::BizMsgService;
@@ -105,14 +109,17 @@ impl Biz {
 impl BizMsgService for Biz {
     async fn push(&self, req: Request<BizMsg>) -> Result<Response<PushBizMsgReply>, Status> {
         let biz = req.into_inner();
+        check_key(&biz.idempotency_key).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let payload = protocol(biz.biz_code, biz.biz_payload);
-        let reached = self
+        let pushed = self
             .delivery
-            .push_to_user(&self.outbox, biz.uid, payload)
+            .push_to_user(&self.outbox, biz.uid, payload, &biz.idempotency_key)
             .await
             .map_err(|e| unavailable("Push", &e))?;
         Ok(Response::new(PushBizMsgReply {
-            success_count: reached,
+            success_count: pushed.reached,
+            offset: pushed.offset,
+            duplicate: pushed.duplicate,
         }))
     }
 
@@ -171,6 +178,7 @@ impl BizMsgService for Biz {
             .await;
         Ok(Response::new(PushBizMsgReply {
             success_count: members as i64,
+            ..PushBizMsgReply::default()
         }))
     }
 
@@ -186,6 +194,7 @@ impl BizMsgService for Biz {
             .await;
         Ok(Response::new(PushBizMsgReply {
             success_count: online as i64,
+            ..PushBizMsgReply::default()
         }))
     }
 }

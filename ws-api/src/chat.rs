@@ -73,7 +73,10 @@ impl Rooms {
                         ..Protocol::default()
                     };
                     for member in members {
-                        if let Err(e) = delivery.push_to_user(outbox, member, said.clone()).await {
+                        if let Err(e) = delivery
+                            .push_to_user(outbox, member, said.clone(), "")
+                            .await
+                        {
                             debug!(member, error = %e, "chat line not pushed");
                         }
                     }

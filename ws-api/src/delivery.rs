@@ -1,7 +1,8 @@
 //! What ws-api does for the delivery guarantees (docs/delivery.md), on top
 //! of [`History`], sending through the [`Outbox`] it is handed:
 //!
-//! - a Push by uid appends to the user's stream and carries its position;
+//! - a Push by uid appends to the user's stream and carries its position,
+//!   once per idempotency key within `--idempotency-window`;
 //! - `Control.Resume` from a gateway replays, on the stream it came from,
 //!   what the session missed, then `Control.Resumed`;
 //! - a client's `{"type":"ack","offset"}` records the user's position, and
@@ -20,7 +21,7 @@ use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use crate::Handler;
-use crate::history::{History, Position, Replay};
+use crate::history::{History, Keyed, Position, Replay};
 use crate::outbox::Outbox;
 use crate::presence::SessionKey;
 use crate::proto::wsapi::control::Op;
@@ -38,6 +39,17 @@ pub struct Redelivery {
 struct Pending {
     due: Instant,
     tries: u32,
+}
+
+/// What a Push did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Sessions it reached.
+    pub reached: i64,
+    /// Its position `<epoch>:<n>`; empty when no history is kept.
+    pub offset: String,
+    /// Its idempotency key had been appended: `offset` is the original's.
+    pub duplicate: bool,
 }
 
 /// History (if kept) and the users waiting for acknowledgements.
@@ -68,34 +80,85 @@ impl Delivery {
 
     /// A Push by uid: appended to the user's stream (when history is kept,
     /// even with no session online, so a reconnect can resume), then sent
-    /// to every session of the user. How many sessions it reached.
+    /// to every session of the user. With an idempotency `key` already
+    /// appended (docs/delivery.md, "Push that can be retried") nothing is
+    /// appended: the original message goes again, at its original offset,
+    /// to the sessions online now (a retry after a timeout then also
+    /// reaches those that missed it; the others drop it by offset).
     pub async fn push_to_user(
         &self,
         outbox: &Outbox,
         uid: u64,
-        mut payload: Protocol,
-    ) -> Result<i64, crate::presence::PresenceError> {
-        if let Some(history) = &self.history {
-            let appended = history.append(uid, &payload).await?;
-            payload.offset = appended.position.to_string();
-            outbox.stats.positioned.fetch_add(1, Relaxed);
-            if appended.acked.is_some() {
-                let due = Instant::now() + self.redelivery.ack_timeout;
-                self.pending
-                    .lock()
-                    .entry(uid)
-                    .or_insert(Pending { due, tries: 0 });
-            }
-        }
-        let mut reached = 0;
+        payload: Protocol,
+        key: &str,
+    ) -> Result<Pushed, crate::presence::PresenceError> {
+        let (payload, duplicate) = self.append(outbox, uid, payload, key).await?;
+        let offset = payload
+            .as_ref()
+            .map(|p| p.offset.clone())
+            .unwrap_or_default();
+        let mut pushed = Pushed {
+            reached: 0,
+            offset,
+            duplicate: duplicate.is_some(),
+        };
+        let Some(payload) = payload else {
+            pushed.offset = duplicate.map(|d| d.to_string()).unwrap_or_default();
+            return Ok(pushed);
+        };
         for key in outbox.presence.sessions(uid).await? {
-            reached += i64::from(
+            pushed.reached += i64::from(
                 outbox
                     .to_session(&key, Some(payload.clone()), None, false)
                     .await,
             );
         }
-        Ok(reached)
+        Ok(pushed)
+    }
+
+    /// The history's part of a Push: the message to send, with its
+    /// position (none for a duplicate whose original the history no longer
+    /// keeps), and the original position if `key` was a duplicate.
+    async fn append(
+        &self,
+        outbox: &Outbox,
+        uid: u64,
+        mut payload: Protocol,
+        key: &str,
+    ) -> Result<(Option<Protocol>, Option<Position>), crate::presence::PresenceError> {
+        let Some(history) = &self.history else {
+            return Ok((Some(payload), None));
+        };
+        let appended = if key.is_empty() {
+            history.append(uid, &payload).await?
+        } else {
+            let keyed = history.append_once(uid, &payload, key).await?;
+            outbox
+                .stats
+                .push_keys_evicted
+                .fetch_add(keyed.keys_evicted, Relaxed);
+            match keyed.outcome {
+                Keyed::New(appended) => appended,
+                Keyed::Duplicate { position, original } => {
+                    outbox.stats.push_duplicates.fetch_add(1, Relaxed);
+                    let original = original.map(|mut o| {
+                        o.offset = position.to_string();
+                        o
+                    });
+                    return Ok((original, Some(position)));
+                }
+            }
+        };
+        payload.offset = appended.position.to_string();
+        outbox.stats.positioned.fetch_add(1, Relaxed);
+        if appended.acked.is_some() {
+            let due = Instant::now() + self.redelivery.ack_timeout;
+            self.pending
+                .lock()
+                .entry(uid)
+                .or_insert(Pending { due, tries: 0 });
+        }
+        Ok((Some(payload), None))
     }
 
     /// Connect's `resume`: the client asked, or the user acknowledged

@@ -12,14 +12,17 @@
 //! - [`memory`]: the store in this process (the default).
 //! - [`redis_log`]: the store in Redis (`--redis`), shared by every node.
 //! - [`seen`]: client message ids within the dedup window, with a ceiling.
+//! - [`push_keys`]: idempotency keys of pushes: their rule, and the in-memory map with its window and ceiling.
 
 mod memory;
+mod push_keys;
 mod redis_log;
 mod seen;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use memory::{Evicted, MemoryHistory};
+pub use push_keys::{KeyLimits, KeyTooLong, MAX_KEY_LEN, check_key};
 pub use redis_log::RedisHistory;
 pub use seen::DedupLimits;
 
@@ -44,6 +47,28 @@ pub struct Appended {
     /// The user's acknowledged offset, if the user has ever acknowledged:
     /// only then are unacknowledged messages sent again.
     pub acked: Option<u64>,
+}
+
+/// What a Push with an idempotency key did.
+#[derive(Debug)]
+pub enum Keyed {
+    /// The key was new (within the window, in this epoch): appended.
+    New(Appended),
+    /// The key had been appended at `position`; nothing was appended.
+    /// `original` is that message, while the history still keeps it.
+    Duplicate {
+        position: Position,
+        original: Option<Protocol>,
+    },
+}
+
+/// [`History::append_once`]'s answer.
+#[derive(Debug)]
+pub struct KeyedAppend {
+    pub outcome: Keyed,
+    /// Keys the in-memory ceiling forgot before their window to make room
+    /// (always 0 in Redis, whose keys only expire).
+    pub keys_evicted: u64,
 }
 
 /// A user's stream as a resume sees it.
@@ -84,7 +109,8 @@ pub struct Retention {
 /// One of the two stores.
 #[derive(Debug)]
 pub enum History {
-    Memory(MemoryHistory),
+    /// Boxed: its maps and locks make it twice a Redis store's size.
+    Memory(Box<MemoryHistory>),
     Redis(RedisHistory),
 }
 
@@ -94,6 +120,23 @@ impl History {
         match self {
             History::Memory(m) => Ok(m.append(uid, msg)),
             History::Redis(r) => r.append(uid, msg).await,
+        }
+    }
+
+    /// Appends `msg` unless `key` (non-empty, checked by [`check_key`]) was
+    /// appended for `uid` within the idempotency window and in the user's
+    /// current epoch: the check, the append and remembering the key are
+    /// one step (one lock in memory, one Lua script in Redis), so a Push
+    /// that ran late, after its caller gave up, is found by the retry.
+    pub async fn append_once(
+        &self,
+        uid: u64,
+        msg: &Protocol,
+        key: &str,
+    ) -> Result<KeyedAppend, PresenceError> {
+        match self {
+            History::Memory(m) => Ok(m.append_once(uid, msg, key)),
+            History::Redis(r) => r.append_once(uid, msg, key).await,
         }
     }
 
@@ -220,6 +263,12 @@ fn base36(mut v: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// The Redis key that remembers where push idempotency key `key` of `uid`
+/// was appended (`<epoch>:<n>`).
+pub fn push_key(uid: u64, key: &str) -> String {
+    format!("ws:push:{{{uid}}}:{key}")
 }
 
 /// The Redis key that marks client message `id` of `uid` as received.

@@ -16,7 +16,9 @@ use tracing::warn;
 use ws_api::Handler;
 use ws_api::biz::Biz;
 use ws_api::delivery::{Delivery, Redelivery};
-use ws_api::history::{DedupLimits, Evicted, History, MemoryHistory, RedisHistory, Retention};
+use ws_api::history::{
+    DedupLimits, Evicted, History, KeyLimits, MemoryHistory, RedisHistory, Retention,
+};
 use ws_api::presence::{Presence, RedisPresence};
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
@@ -94,6 +96,17 @@ struct Args {
     /// log, logged.
     #[arg(long, env = "WS_API_HISTORY_BYTES", default_value_t = 256 << 20)]
     history_bytes: usize,
+    /// How long a Push's idempotency key is remembered: a Push with the
+    /// same key for the same uid within it is answered with the original
+    /// offset and `duplicate`, not appended again (docs/delivery.md).
+    #[arg(long, env = "WS_API_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    idempotency_window: Duration,
+    /// Push idempotency keys remembered in all (in-memory history; Redis
+    /// keeps its own, each expiring with the window). Keys are at most 128
+    /// bytes, about 330 bytes each held: the default stays under 35 MB.
+    /// Past it the oldest key is forgotten, counted.
+    #[arg(long, env = "WS_API_IDEMPOTENCY_KEYS", default_value_t = 100_000)]
+    idempotency_keys: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         ("--history-ttl", args.history_ttl),
         ("--ack-timeout", args.ack_timeout),
         ("--dedup-window", args.dedup_window),
+        ("--idempotency-window", args.idempotency_window),
     ] {
         if d < Duration::from_millis(100) {
             eprintln!("ws-api: {flag} must be at least 100ms");
@@ -146,19 +160,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let history = match &presence {
         _ if args.history_size == 0 => None,
-        Presence::Memory(_) => Some(History::Memory(MemoryHistory::new(
+        Presence::Memory(_) => Some(History::Memory(Box::new(MemoryHistory::new(
             retention,
             DedupLimits {
                 window: args.dedup_window,
                 per_user: args.dedup_ids_per_user.max(1),
                 total: args.dedup_ids.max(1),
             },
+            KeyLimits {
+                window: args.idempotency_window,
+                max: args.idempotency_keys.max(1),
+            },
             args.history_bytes,
-        ))),
+        )))),
         Presence::Redis(r) => Some(History::Redis(RedisHistory::new(
             r.conn(),
             retention,
             args.dedup_window,
+            args.idempotency_window,
         ))),
     };
     let redelivery = Redelivery {
@@ -188,7 +207,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                         warn!(
                             logs = now.logs - evicted.logs,
                             ids = now.ids - evicted.ids,
-                            "history evicted before its time: users' logs (--history-bytes), client message ids (--dedup-ids, --dedup-ids-per-user)"
+                            keys = now.keys - evicted.keys,
+                            "history evicted before its time: users' logs (--history-bytes), client message ids (--dedup-ids, --dedup-ids-per-user), push idempotency keys (--idempotency-keys)"
                         );
                         evicted = now;
                     }

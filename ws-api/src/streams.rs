@@ -149,4 +149,11 @@ pub struct Stats {
     pub downstream_lost: AtomicU64,
     /// Downstream acknowledgements from gateway cores.
     pub downstream_acks: AtomicU64,
+    /// Pushes whose idempotency key had been appended (answered with the
+    /// original offset, not appended again).
+    pub push_duplicates: AtomicU64,
+    /// Push idempotency keys forgotten before their window, for want of
+    /// room (`--idempotency-keys`, in-memory history): a retry with one is
+    /// appended again.
+    pub push_keys_evicted: AtomicU64,
 }

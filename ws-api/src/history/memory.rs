@@ -14,8 +14,9 @@ use prost::Message;
 
 use parking_lot::Mutex;
 
+use super::push_keys::{KeyLimits, PushKeys};
 use super::seen::{DedupLimits, SeenIds};
-use super::{Appended, Entry, Log, Position, Retention, new_epoch, now_ms};
+use super::{Appended, Entry, Keyed, KeyedAppend, Log, Position, Retention, new_epoch, now_ms};
 use crate::proto::wsgateway::Protocol;
 
 #[derive(Debug)]
@@ -71,7 +72,8 @@ fn cost(msg: &Protocol) -> usize {
     msg.encoded_len() + std::mem::size_of::<Entry>()
 }
 
-/// In-memory history, acknowledged positions and client message ids.
+/// In-memory history, acknowledged positions, client message ids and
+/// push idempotency keys.
 #[derive(Debug)]
 pub struct MemoryHistory {
     retention: Retention,
@@ -79,15 +81,23 @@ pub struct MemoryHistory {
     budget: usize,
     users: Mutex<Users>,
     seen: Mutex<SeenIds>,
+    /// Locked before `users` when both are (in [`Self::append_once`]).
+    keys: Mutex<PushKeys>,
 }
 
 impl MemoryHistory {
-    pub fn new(retention: Retention, dedup: DedupLimits, budget: usize) -> MemoryHistory {
+    pub fn new(
+        retention: Retention,
+        dedup: DedupLimits,
+        keys: KeyLimits,
+        budget: usize,
+    ) -> MemoryHistory {
         MemoryHistory {
             retention,
             budget,
             users: Mutex::default(),
             seen: Mutex::new(SeenIds::new(dedup)),
+            keys: Mutex::new(PushKeys::new(keys)),
         }
     }
 
@@ -100,9 +110,47 @@ impl MemoryHistory {
     }
 
     pub fn append(&self, uid: u64, msg: &Protocol) -> Appended {
+        self.append_locked(&mut self.users.lock(), uid, msg, now_ms())
+    }
+
+    /// [`super::History::append_once`]: under the keys' lock and the
+    /// users', so two pushes with one key cannot both append.
+    pub fn append_once(&self, uid: u64, msg: &Protocol, key: &str) -> KeyedAppend {
         let now = now_ms();
+        let mut keys = self.keys.lock();
         let mut users = self.users.lock();
-        let users = &mut *users;
+        if let Some(position) = keys.get(uid, key, now) {
+            let log = users
+                .logs
+                .get(&uid)
+                .filter(|l| !self.expired(l, now) && l.epoch == position.epoch);
+            // A key of a lost epoch is forgotten with it: appended again
+            // below, it is remembered at its new position.
+            if let Some(log) = log {
+                let original = log
+                    .entries
+                    .front()
+                    .and_then(|first| position.n.checked_sub(first.n))
+                    .and_then(|i| log.entries.get(usize::try_from(i).ok()?))
+                    .map(|e| e.msg.clone());
+                return KeyedAppend {
+                    outcome: Keyed::Duplicate {
+                        position: position.clone(),
+                        original,
+                    },
+                    keys_evicted: 0,
+                };
+            }
+        }
+        let appended = self.append_locked(&mut users, uid, msg, now);
+        let keys_evicted = keys.remember(uid, key, appended.position.clone(), now);
+        KeyedAppend {
+            outcome: Keyed::New(appended),
+            keys_evicted,
+        }
+    }
+
+    fn append_locked(&self, users: &mut Users, uid: u64, msg: &Protocol, now: u64) -> Appended {
         let mut log = match users.remove(uid) {
             Some(log) if !self.expired(&log, now) => log,
             _ => UserLog::new(now),
@@ -182,8 +230,9 @@ impl MemoryHistory {
         self.seen.lock().first_time(uid, id, now_ms())
     }
 
-    /// Drops expired users and ids (called every few seconds); returns how
-    /// many users' logs and ids were evicted so far for want of room.
+    /// Drops expired users, ids and keys (called every few seconds);
+    /// returns how many users' logs, ids and keys were evicted so far for
+    /// want of room.
     pub fn sweep(&self) -> Evicted {
         let now = now_ms();
         let mut users = self.users.lock();
@@ -196,11 +245,17 @@ impl MemoryHistory {
         for uid in expired {
             users.remove(uid);
         }
+        let logs = users.evicted;
+        // Not both at once: `keys` is the one locked first (append_once).
+        drop(users);
+        let mut keys = self.keys.lock();
+        keys.expire(now);
         let mut seen = self.seen.lock();
         seen.sweep(now);
         Evicted {
-            logs: users.evicted,
+            logs,
             ids: seen.evicted(),
+            keys: keys.evicted(),
         }
     }
 }
@@ -212,6 +267,8 @@ pub struct Evicted {
     pub logs: u64,
     /// Client message ids forgotten before the dedup window ended.
     pub ids: u64,
+    /// Push idempotency keys forgotten before their window ended.
+    pub keys: u64,
 }
 
 #[cfg(test)]
@@ -235,7 +292,79 @@ mod tests {
             per_user: 100,
             total: 1000,
         };
-        MemoryHistory::new(retention, dedup, budget)
+        let keys = KeyLimits {
+            window: Duration::from_secs(60),
+            max: 1000,
+        };
+        MemoryHistory::new(retention, dedup, keys, budget)
+    }
+
+    fn pushed(payload: &str) -> Protocol {
+        Protocol {
+            r#type: "news".into(),
+            payload: payload.as_bytes().to_vec().into(),
+            ..Protocol::default()
+        }
+    }
+
+    fn new_at(k: KeyedAppend) -> Position {
+        match k.outcome {
+            Keyed::New(a) => a.position,
+            other => panic!("expected an append, got {other:?}"),
+        }
+    }
+
+    /// A key appends once; its duplicate answers the original position and
+    /// message; another key or user appends.
+    #[test]
+    fn a_key_appends_once_and_its_duplicate_has_the_original() {
+        let h = store(10);
+        let first = new_at(h.append_once(7, &pushed("one"), "k1"));
+        match h.append_once(7, &pushed("retry"), "k1").outcome {
+            Keyed::Duplicate { position, original } => {
+                assert_eq!(position, first);
+                assert_eq!(original, Some(pushed("one")), "the original message");
+            }
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        assert_eq!(new_at(h.append_once(7, &pushed("two"), "k2")).n, 2);
+        assert_eq!(new_at(h.append_once(8, &pushed("one"), "k1")).n, 1);
+        assert_eq!(h.log(7).map(|l| l.head), Some(2), "nothing appended twice");
+    }
+
+    /// The user's history lost (evicted under the budget): its keys go
+    /// with it, and a retry appends in the new epoch.
+    #[test]
+    fn a_key_of_a_lost_epoch_is_forgotten() {
+        let msg = pushed("x");
+        let h = budgeted(10, 2 * cost(&msg));
+        let first = new_at(h.append_once(1, &msg, "k"));
+        h.append(2, &msg);
+        h.append(2, &msg);
+        assert!(h.log(1).is_none(), "user 1 evicted");
+        let fresh = h.append(1, &msg).position;
+        assert_ne!(fresh.epoch, first.epoch, "a new epoch");
+        let again = new_at(h.append_once(1, &msg, "k"));
+        assert_eq!((&again.epoch, again.n), (&fresh.epoch, 2));
+        assert!(matches!(
+            h.append_once(1, &msg, "k").outcome,
+            Keyed::Duplicate { position, .. } if position == again
+        ));
+    }
+
+    /// A duplicate of a message trimmed from the history still answers its
+    /// position, without the message.
+    #[test]
+    fn a_trimmed_original_is_still_a_duplicate() {
+        let h = store(2);
+        let first = new_at(h.append_once(1, &pushed("one"), "k"));
+        for _ in 0..3 {
+            h.append(1, &pushed("more"));
+        }
+        assert!(matches!(
+            h.append_once(1, &pushed("one"), "k").outcome,
+            Keyed::Duplicate { position, original: None } if position == first
+        ));
     }
 
     #[test]

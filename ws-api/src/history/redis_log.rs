@@ -5,11 +5,16 @@
 //! | `ws:hist:{<uid>}` | HASH | `epoch`, `head` (last offset), `acked` (acknowledged offset, once the user acks) |
 //! | `ws:hist:{<uid>}:log` | STREAM | entry id `<n>-0`, fields `at` (unix ms), `msg` (protobuf `Protocol`); `MAXLEN ~ --history-size` |
 //! | `ws:dedup:{<uid>}:<id>` | STRING | a client message id seen, PX `--dedup-window` |
+//! | `ws:push:{<uid>}:<key>` | STRING | `<epoch>:<n>` a Push with idempotency key `<key>` was appended at, PX `--idempotency-window` |
 //!
 //! Both history keys expire `--history-ttl` after the user's last push; the
 //! next push then starts a new epoch. An append is one Lua script (offset,
 //! entry and expiry together), so concurrent pushes from several nodes get
-//! consecutive offsets. The braces keep a user's keys in one cluster slot.
+//! consecutive offsets. A Push with an idempotency key is one script too
+//! ([`APPEND_ONCE`]): the key's check, the append and the key's record
+//! together, so a Push that Redis ran late (its caller had timed out) has
+//! left its key for the retry. The braces keep a user's keys in one
+//! cluster slot.
 
 use std::time::Duration;
 
@@ -17,7 +22,7 @@ use prost::Message;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{Appended, Entry, Log, Position, Retention, new_epoch, now_ms};
+use super::{Appended, Entry, Keyed, KeyedAppend, Log, Position, Retention, new_epoch, now_ms};
 use crate::presence::PresenceError;
 use crate::proto::wsgateway::Protocol;
 
@@ -33,6 +38,41 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], n .. '-0', 'at', ARGV[3], 'm
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {epoch, n, redis.call('HGET', KEYS[1], 'acked')}
+";
+
+/// [`APPEND`] unless `KEYS[3]` names a position of the current epoch;
+/// then that position (and its message while the stream keeps it). A key
+/// of another epoch (the history was lost) is overwritten: forgotten with
+/// its epoch. The key's expiry counts from its append; a duplicate does
+/// not extend it.
+const APPEND_ONCE: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local seen = redis.call('GET', KEYS[3])
+if epoch and seen then
+  local e, n = string.match(seen, '^(.*):(%d+)$')
+  if e == epoch then
+    local msg = false
+    local found = redis.call('XRANGE', KEYS[2], n .. '-0', n .. '-0')
+    if found[1] then
+      local fields = found[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'msg' then msg = fields[i + 1] end
+      end
+    end
+    return {epoch, tonumber(n), redis.call('HGET', KEYS[1], 'acked'), 1, msg}
+  end
+end
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0)
+end
+local n = redis.call('HINCRBY', KEYS[1], 'head', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], n .. '-0', 'at', ARGV[3], 'msg', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[3], epoch .. ':' .. n, 'PX', ARGV[6])
+return {epoch, n, redis.call('HGET', KEYS[1], 'acked'), 0, false}
 ";
 
 const ACK: &str = r"
@@ -57,7 +97,9 @@ pub struct RedisHistory {
     conn: ConnectionManager,
     retention: Retention,
     dedup_window: Duration,
+    key_window: Duration,
     append: Script,
+    append_once: Script,
     ack: Script,
 }
 
@@ -70,6 +112,9 @@ impl std::fmt::Debug for RedisHistory {
 }
 
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+/// [`APPEND_ONCE`]'s reply: epoch, n, acked, duplicate (0/1), the
+/// duplicate's message.
+type Once = (String, u64, Option<u64>, u8, Option<Vec<u8>>);
 /// `HMGET epoch head acked`.
 type Meta = (Option<String>, Option<u64>, Option<u64>);
 
@@ -78,12 +123,15 @@ impl RedisHistory {
         conn: ConnectionManager,
         retention: Retention,
         dedup_window: Duration,
+        key_window: Duration,
     ) -> RedisHistory {
         RedisHistory {
             conn,
             retention,
             dedup_window,
+            key_window,
             append: Script::new(APPEND),
+            append_once: Script::new(APPEND_ONCE),
             ack: Script::new(ACK),
         }
     }
@@ -111,6 +159,40 @@ impl RedisHistory {
         Ok(Appended {
             position: Position { epoch, n },
             acked,
+        })
+    }
+
+    pub async fn append_once(
+        &self,
+        uid: u64,
+        msg: &Protocol,
+        key: &str,
+    ) -> Result<KeyedAppend, PresenceError> {
+        let (epoch, n, acked, duplicate, original): Once = self
+            .append_once
+            .key(meta(uid))
+            .key(entries(uid))
+            .key(super::push_key(uid, key))
+            .arg(new_epoch())
+            .arg(self.retention.size)
+            .arg(now_ms())
+            .arg(msg.encode_to_vec())
+            .arg(self.retention.ttl.as_millis() as u64)
+            .arg((self.key_window.as_millis() as u64).max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let position = Position { epoch, n };
+        let outcome = if duplicate == 1 {
+            Keyed::Duplicate {
+                position,
+                original: original.and_then(|m| Protocol::decode(&m[..]).ok()),
+            }
+        } else {
+            Keyed::New(Appended { position, acked })
+        };
+        Ok(KeyedAppend {
+            outcome,
+            keys_evicted: 0,
         })
     }
 
