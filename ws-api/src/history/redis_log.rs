@@ -26,8 +26,12 @@ use super::{Appended, Entry, Keyed, KeyedAppend, Log, Position, Retention, new_e
 use crate::presence::PresenceError;
 use crate::proto::wsgateway::Protocol;
 
-const APPEND: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+/// The append itself, shared by both scripts: `epoch` is the user's
+/// current epoch or nil (a new one is started with `ARGV[1]`); leaves the
+/// new position in `n`.
+macro_rules! append_step {
+    () => {
+        r"
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2])
@@ -37,15 +41,23 @@ local n = redis.call('HINCRBY', KEYS[1], 'head', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], n .. '-0', 'at', ARGV[3], 'msg', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {epoch, n, redis.call('HGET', KEYS[1], 'acked')}
-";
+"
+    };
+}
+
+const APPEND: &str = concat!(
+    "local epoch = redis.call('HGET', KEYS[1], 'epoch')",
+    append_step!(),
+    "return {epoch, n, redis.call('HGET', KEYS[1], 'acked')}"
+);
 
 /// [`APPEND`] unless `KEYS[3]` names a position of the current epoch;
 /// then that position (and its message while the stream keeps it). A key
 /// of another epoch (the history was lost) is overwritten: forgotten with
 /// its epoch. The key's expiry counts from its append; a duplicate does
 /// not extend it.
-const APPEND_ONCE: &str = r"
+const APPEND_ONCE: &str = concat!(
+    r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seen = redis.call('GET', KEYS[3])
 if epoch and seen then
@@ -62,18 +74,12 @@ if epoch and seen then
     return {epoch, tonumber(n), redis.call('HGET', KEYS[1], 'acked'), 1, msg}
   end
 end
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0)
-end
-local n = redis.call('HINCRBY', KEYS[1], 'head', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], n .. '-0', 'at', ARGV[3], 'msg', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('SET', KEYS[3], epoch .. ':' .. n, 'PX', ARGV[6])
+",
+    append_step!(),
+    r"redis.call('SET', KEYS[3], epoch .. ':' .. n, 'PX', ARGV[6])
 return {epoch, n, redis.call('HGET', KEYS[1], 'acked'), 0, false}
-";
+"
+);
 
 const ACK: &str = r"
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
