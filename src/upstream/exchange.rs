@@ -51,6 +51,7 @@ impl Upstream {
             let err = self.connection(&wake, &*downstream).await;
             let up_for = self.up_since.take().map(|at| at.elapsed());
             self.set_up(false);
+            self.health.stream_lost(&self.counters);
             self.channel.replace(None);
             let unknown = self.unacked.borrow_mut().settle();
             self.counters.lose(Loss::UpstreamUnconfirmed, unknown);
@@ -219,6 +220,8 @@ impl Upstream {
         self.up_since.set(Some(Instant::now()));
         self.set_up(true);
         info!(upstream = %self.addr, identity = %self.cfg.identity, "ws-api stream up");
+        // The node may have restarted with its presence empty.
+        self.reassert.request();
         let inbound = async {
             match Streaming::new(response, channel.max_message()).await {
                 Ok(mut inbound) => self.read(&mut inbound, downstream).await,
@@ -271,6 +274,7 @@ impl Upstream {
         loop {
             match inbound.message().await {
                 Ok(Some(bytes)) => match Msg::decode(bytes) {
+                    Ok(msg) if super::reassert::asked(&msg) => self.reassert.request(),
                     Ok(msg) => match ack_of(&msg) {
                         Some(seq) => self.acked(seq),
                         None => downstream.deliver(msg),

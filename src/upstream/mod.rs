@@ -18,12 +18,16 @@
 //! - [`pool`]: the core's nodes, and the node for each user (rendezvous hashing).
 //! - [`exchange`]: the `ExchangeMsg` stream: its writer, its reader, its reconnects.
 //! - [`unacked`]: what was sent on the stream and not yet acknowledged.
+//! - [`reassert`]: re-registering the core's sessions with a node whose presence lost them.
+//! - [`health`]: each node's `grpc.health.v1` status (its presence store up or down), for `/readyz`.
 //! - [`targets`]: which nodes exist (`--upstream`, resolved again over time).
 //! - [`grpc`]: gRPC over HTTP/2 on a glommio socket.
 
 pub(crate) mod exchange;
 pub mod grpc;
+pub(crate) mod health;
 pub(crate) mod pool;
+pub(crate) mod reassert;
 pub(crate) mod targets;
 pub(crate) mod unacked;
 
@@ -42,6 +46,8 @@ use crate::proto::wsapi::{
     KeepAliveRequest, Msg,
 };
 use grpc::{Channel, ChannelConfig, Code, Status};
+use health::NodeHealth;
+use reassert::{Pace, Trigger};
 use unacked::Unacked;
 
 const CONNECT: &str = "/wsapi.ExchangeService/Connect";
@@ -72,6 +78,8 @@ pub struct UpstreamConfig {
     pub flush_interval: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// How fast sessions are re-registered with a node that lost them.
+    pub reassert: Pace,
 }
 
 /// The client message was not buffered: ws-api is down or too slow.
@@ -105,6 +113,10 @@ pub struct Upstream {
     acks: Cell<bool>,
     wake: LocalSender<()>,
     wake_rx: RefCell<Option<LocalReceiver<()>>>,
+    /// A pass re-registering the core's sessions is wanted.
+    reassert: Trigger,
+    /// The node's health status, as last polled.
+    health: NodeHealth,
 }
 
 impl Upstream {
@@ -128,6 +140,8 @@ impl Upstream {
             acks: Cell::new(false),
             wake,
             wake_rx: RefCell::new(Some(wake_rx)),
+            reassert: Trigger::new(),
+            health: NodeHealth::default(),
         })
     }
 
@@ -149,6 +163,7 @@ impl Upstream {
     pub fn close(&self) {
         self.closing.set(true);
         let _ = self.wake.try_send(());
+        self.reassert.request();
     }
 
     /// Appends one framed message (written by `frame`) for the stream.

@@ -88,4 +88,6 @@ pub struct Stats {
     pub client_acks: AtomicU64,
     /// Client messages with an id already received (not handled again).
     pub client_duplicates: AtomicU64,
+    /// Streams asked to re-register their sessions (the store lost its data).
+    pub reasserts: AtomicU64,
 }
