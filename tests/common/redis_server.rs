@@ -54,6 +54,11 @@ impl RedisServer {
         }
     }
 
+    /// redis-server's pid (to SIGSTOP it, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

@@ -10,8 +10,9 @@
 //! SERVING again at the first check that succeeds: no client traffic needed.
 //!
 //! Data loss: the store holds a marker key ([`keys::MARKER`]) that no node
-//! expires or deletes. Each check sets it if missing (SET NX, so every node
-//! converges on one token) and reads it. A marker that is gone, or carries
+//! expires or deletes. Each check sets it if missing (SET NX, with a token
+//! never offered before, so every node converges on the one that won) and
+//! reads it. A marker that is gone, or carries
 //! another token than this node last read, means the data this node saw is
 //! gone (Redis restarted without persistence, FLUSHALL, a failover to a
 //! replica that did not have it): this node marks the cores whose streams it
@@ -106,13 +107,6 @@ pub fn spawn(outbox: Arc<Outbox>, health: HealthReporter) {
     if !matches!(outbox.presence, Presence::Redis(_)) {
         return;
     }
-    let mine = format!(
-        "{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -122,7 +116,7 @@ pub fn spawn(outbox: Arc<Outbox>, health: HealthReporter) {
             let Presence::Redis(redis) = &outbox.presence else {
                 return;
             };
-            let checked = tokio::time::timeout(CHECK_TIMEOUT, redis.marker(&mine)).await;
+            let checked = tokio::time::timeout(CHECK_TIMEOUT, redis.marker(&fresh_token())).await;
             let token = match checked {
                 Ok(Ok(token)) => Some(token),
                 Ok(Err(err)) => {
@@ -141,6 +135,15 @@ pub fn spawn(outbox: Arc<Outbox>, health: HealthReporter) {
             }
         }
     });
+}
+
+/// A token no check has offered before: one this node offered earlier
+/// would, set again after a loss, look like nothing changed.
+fn fresh_token() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
 }
 
 async fn report(health: &HealthReporter, up: bool) {
