@@ -19,6 +19,10 @@
 //!
 //! A node that stays down is logged at warn once per change of reason and
 //! then every `REMIND_EVERY`, not once per attempt.
+//!
+//! A stream that comes up, and a `Control.Reassert` from the node, ask for a
+//! re-registration of the core's sessions ([`super::reassert`]); a lost
+//! stream takes the node out of the health gauge ([`super::health`]).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
