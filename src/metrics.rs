@@ -320,6 +320,22 @@ counters! {
         "gateway_client_duplicates",
         "Acks marked duplicate: ws-api had received that message already."
     )],
+    presence_reasserts: Counter => [Counter(
+        "gateway_presence_reasserts",
+        "Passes re-registering a core's sessions with a ws-api node (its stream came back, or it sent Control.Reassert: its store lost its data)."
+    )],
+    presence_reasserted: Counter => [Counter(
+        "gateway_presence_reasserted_sessions",
+        "Sessions re-registered with ws-api (KeepAlive) by those passes."
+    )],
+    presence_reassert_failures: Counter => [Counter(
+        "gateway_presence_reassert_failures",
+        "Sessions a pass could not re-register (the call failed, or the node's stream dropped mid-pass): unreachable by Push until the next pass (the next stream up) or their client's HEARTBEAT."
+    )],
+    upstream_store_down: Gauge => [PerCore(
+        "gateway_upstream_store_down",
+        "ws-api nodes up whose grpc.health.v1 status is NOT_SERVING (their presence store is down)."
+    )],
     upstream_up: Gauge => [PerCore(
         "gateway_upstream_up",
         "ws-api nodes the core's ExchangeMsg stream is up to."

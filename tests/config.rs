@@ -112,6 +112,8 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("batch-wait", "0s"),
     ("rpc-timeout", "8s"),
     ("upstream-keepalive", "9s"),
+    ("reassert-rate", "500.5"),
+    ("reassert-in-flight", "7"),
     ("reconnect-min", "1s"),
     ("reconnect-max", "11s"),
     ("io-memory", "2097152"),

@@ -1,8 +1,9 @@
 //! The admin listener (`--admin-listen`, default 127.0.0.1:9090), on its own
 //! thread so that scrapes never take time from a core: `/metrics`,
 //! `/healthz` (the process is up), `/readyz` (every core has its stream to
-//! ws-api, descriptors are left for new clients, and the gateway is not
-//! draining). A current-thread tokio runtime serves each connection as a
+//! a ws-api node that says it serves (`grpc.health.v1`: not while its
+//! presence store is down), descriptors are left for new clients, and the
+//! gateway is not draining). A current-thread tokio runtime serves each connection as a
 //! task under one deadline, so no socket can hold the endpoint.
 //!
 //! It reads the cores' counters directly (each is written by its core alone,
@@ -55,18 +56,23 @@ impl AdminState {
                 p.open_fds, p.max_fds
             ));
         }
-        let down: Vec<String> = self
-            .cores
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.upstream_up.get() == 0)
-            .map(|(i, _)| i.to_string())
-            .collect();
-        if down.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("ws-api stream down on core(s) {}", down.join(",")))
+        let cores = |bad: fn(&Counters) -> bool| -> Vec<String> {
+            let bad = self.cores.iter().enumerate().filter(|(_, c)| bad(c));
+            bad.map(|(i, _)| i.to_string()).collect()
+        };
+        let down = cores(|c| c.upstream_up.get() == 0);
+        if !down.is_empty() {
+            return Err(format!("ws-api stream down on core(s) {}", down.join(",")));
         }
+        // Every node the core reaches says NOT_SERVING: each Connect would fail.
+        let store_down = cores(|c| c.upstream_store_down.get() >= c.upstream_up.get());
+        if !store_down.is_empty() {
+            return Err(format!(
+                "ws-api presence store down (health NOT_SERVING) on core(s) {}",
+                store_down.join(",")
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -274,6 +274,17 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub upstream_keepalive: Duration,
 
+    /// Sessions per second each core re-registers with a ws-api node whose
+    /// presence lost them (its stream came back, or it sent Reassert); 0
+    /// unpaced.
+    #[arg(long, env = "WS_GATEWAY_REASSERT_RATE", default_value_t = 2000.0)]
+    pub reassert_rate: f64,
+
+    /// KeepAlive calls each core has in flight at once while it re-registers
+    /// sessions with a ws-api node.
+    #[arg(long, env = "WS_GATEWAY_REASSERT_IN_FLIGHT", default_value_t = 32)]
+    pub reassert_in_flight: usize,
+
     /// First delay before reconnecting to ws-api (doubles, with jitter).
     #[arg(long, env = "WS_GATEWAY_RECONNECT_MIN", default_value = "100ms", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -356,6 +367,7 @@ impl Config {
             ("max-frame-size", self.max_frame_size),
             ("send-queue", self.send_queue),
             ("upstream-buffer", self.upstream_buffer),
+            ("reassert-in-flight", self.reassert_in_flight),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -388,6 +400,7 @@ impl Config {
             ("connect-rate", self.connect_rate),
             ("max-inbound-rate", self.max_inbound_rate),
             ("per-ip-connect-rate", self.per_ip_connect_rate),
+            ("reassert-rate", self.reassert_rate),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 return Err(invalid(key, "must be a finite number >= 0"));

@@ -22,6 +22,7 @@ use crate::proto::wsapi::control::Op;
 use crate::proto::wsgateway::Protocol;
 use crate::routing::sessions::{Outbound, QueueError, SessionHandle, Sessions, SharedFrame};
 use crate::upstream::Downstream;
+use crate::upstream::reassert::{LiveSession, LiveSessions};
 
 /// Where downstream messages go on one core.
 pub struct Router {
@@ -110,7 +111,8 @@ impl Router {
             Some(Op::Resumed(r)) => self.queue(&session, Outbound::Resumed(Some(r))),
             // Acknowledgements are for the stream (no sid); exchange takes
             // them. Resume goes upstream only.
-            Some(Op::Ack(_) | Op::Resume(_)) | None => {}
+            // Reassert is for the stream too (no sid).
+            Some(Op::Ack(_) | Op::Resume(_) | Op::Reassert(_)) | None => {}
         }
         match msg.payload {
             Some(payload) if msg.replay => self.queue(&session, Outbound::Replay(payload)),
@@ -157,6 +159,30 @@ impl Router {
 impl Downstream for Router {
     fn deliver(&self, msg: Msg) {
         Router::deliver(self, msg);
+    }
+}
+
+impl LiveSessions for Router {
+    fn live_sessions(&self) -> Vec<LiveSession> {
+        let (instance, core) = (self.instance, self.core);
+        self.sessions
+            .admitted_sessions()
+            .into_iter()
+            .map(|(slot, uid)| LiveSession {
+                slot,
+                sid: Sid {
+                    instance,
+                    core,
+                    slot,
+                }
+                .to_string(),
+                uid,
+            })
+            .collect()
+    }
+
+    fn is_live(&self, slot: usize) -> bool {
+        self.sessions.get(slot).is_some()
     }
 }
 

@@ -81,6 +81,9 @@ pub struct SessionHandle {
     pub heard: Cell<u64>,
     /// Groups this session is in, to leave them when it ends.
     groups: RefCell<Vec<String>>,
+    /// Its slot and uid once ws-api admitted it, for re-registering it
+    /// with a ws-api whose presence lost it.
+    admitted: Cell<Option<(usize, u64)>>,
 }
 
 impl SessionHandle {
@@ -98,6 +101,7 @@ impl SessionHandle {
             stalled: Cell::new(false),
             heard: Cell::new(tick),
             groups: RefCell::new(Vec::new()),
+            admitted: Cell::new(None),
         });
         (handle, rx)
     }
@@ -169,6 +173,22 @@ impl Sessions {
         for group in handle.groups.take() {
             self.leave(key, &group);
         }
+    }
+
+    /// ws-api admitted the session in `slot` as `uid`.
+    pub fn admitted(&self, slot: usize, uid: u64) {
+        if let Some(handle) = self.get(slot) {
+            handle.admitted.set(Some((slot, uid)));
+        }
+    }
+
+    /// The slot and uid of every session ws-api admitted.
+    pub fn admitted_sessions(&self) -> Vec<(usize, u64)> {
+        self.slab
+            .borrow_mut()
+            .unique_iter()
+            .filter_map(|h| h.admitted.get())
+            .collect()
     }
 
     /// Adds the session in `slot` to `group`; false if there is no such session.

@@ -40,6 +40,7 @@ impl Claim {
     /// ws-api admitted the client as `uid`.
     pub fn admitted(&mut self, uid: u64) {
         self.uid = Some(uid);
+        self.core.sessions.admitted(self.slot, uid);
     }
 
     /// The per-user count was taken for the uid.

@@ -47,6 +47,7 @@ use crate::shard::keepalive::Keepalive;
 use crate::upstream::UpstreamConfig;
 use crate::upstream::grpc::ChannelConfig;
 use crate::upstream::pool::Upstreams;
+use crate::upstream::reassert::Pace;
 use crate::upstream::targets::Targets;
 
 /// Everything one core owns; its tasks each get the part they use.
@@ -224,6 +225,10 @@ pub(crate) fn upstream_config(config: &Config, identity: String, epoch_ms: u64) 
         flush_interval: config.upstream_flush_interval,
         reconnect_min: config.reconnect_min,
         reconnect_max: config.reconnect_max.max(Duration::from_millis(1)),
+        reassert: Pace {
+            rate: config.reassert_rate,
+            in_flight: config.reassert_in_flight,
+        },
     }
 }
 

@@ -23,6 +23,10 @@
 //!
 //! A node that stays down is logged at warn once per change of reason and
 //! then every `REMIND_EVERY`, not once per attempt.
+//!
+//! A stream that comes up, and a `Control.Reassert` from the node, ask for a
+//! re-registration of the core's sessions ([`super::reassert`]); a lost
+//! stream takes the node out of the health gauge ([`super::health`]).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -57,6 +61,7 @@ impl Upstream {
             let err = self.connection(&wakes, &*downstream).await;
             let up_for = self.up_since.take().map(|at| at.elapsed());
             self.set_up(false);
+            self.health.stream_lost(&self.counters);
             self.channel.replace(None);
             let unknown = self.unacked.borrow_mut().settle();
             self.counters.lose(Loss::UpstreamUnconfirmed, unknown);
@@ -232,6 +237,8 @@ impl Upstream {
         self.up_since.set(Some(Instant::now()));
         self.set_up(true);
         info!(upstream = %self.addr, identity = %self.cfg.identity, "ws-api stream up");
+        // The node may have restarted with its presence empty.
+        self.reassert.request();
         let inbound = async {
             match Streaming::new(response, channel.max_message()).await {
                 Ok(mut inbound) => {
@@ -293,8 +300,10 @@ impl Upstream {
                 Ok(Some(bytes)) => match Msg::decode(bytes) {
                     Ok(msg) => match ack_of(&msg) {
                         Some(seq) => self.acked(seq),
-                        None if self.fresh(&msg) => downstream.deliver(msg),
-                        None => {}
+                        // Numbered like the rest: counted received first.
+                        None if !self.fresh(&msg) => {}
+                        None if super::reassert::asked(&msg) => self.reassert.request(),
+                        None => downstream.deliver(msg),
                     },
                     Err(e) => {
                         self.counters.lose(Loss::BadDownstream, 1);

@@ -20,13 +20,17 @@
 //! - [`unacked`]: what was sent on the stream and not yet acknowledged.
 //! - [`received`]: what came down the stream, for its acknowledgements.
 //! - [`liveness`]: when an unanswered ping means the node is dead.
+//! - [`reassert`]: re-registering the core's sessions with a node whose presence lost them.
+//! - [`health`]: each node's `grpc.health.v1` status (its presence store up or down), for `/readyz`.
 //! - [`targets`]: which nodes exist (`--upstream`, resolved again over time).
 //! - [`grpc`]: gRPC over HTTP/2 on a glommio socket.
 
 pub(crate) mod exchange;
 pub mod grpc;
+pub(crate) mod health;
 pub(crate) mod liveness;
 pub(crate) mod pool;
+pub(crate) mod reassert;
 pub(crate) mod received;
 pub(crate) mod targets;
 pub(crate) mod unacked;
@@ -46,6 +50,8 @@ use crate::proto::wsapi::{
     KeepAliveRequest, Msg,
 };
 use grpc::{Channel, ChannelConfig, Code, Status};
+use health::NodeHealth;
+use reassert::{Pace, Trigger};
 use received::Received;
 use unacked::Unacked;
 
@@ -77,6 +83,8 @@ pub struct UpstreamConfig {
     pub flush_interval: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// How fast sessions are re-registered with a node that lost them.
+    pub reassert: Pace,
 }
 
 /// The client message was not buffered: ws-api is down or too slow.
@@ -118,6 +126,10 @@ pub struct Upstream {
     ack_due: LocalSender<()>,
     /// Their receivers, taken by [`Upstream::run`].
     wakes: RefCell<Option<Wakes>>,
+    /// A pass re-registering the core's sessions is wanted.
+    reassert: Trigger,
+    /// The node's health status, as last polled.
+    health: NodeHealth,
 }
 
 /// What the stream's tasks wait on.
@@ -151,6 +163,8 @@ impl Upstream {
             wake,
             ack_due,
             wakes: RefCell::new(Some(Wakes { write, ack })),
+            reassert: Trigger::new(),
+            health: NodeHealth::default(),
         })
     }
 
@@ -172,6 +186,7 @@ impl Upstream {
     pub fn close(&self) {
         self.closing.set(true);
         let _ = self.wake.try_send(());
+        self.reassert.request();
     }
 
     /// Appends one framed message (written by `frame`) for the stream.

@@ -26,8 +26,9 @@ use glommio::{Task, spawn_local};
 use tracing::{info, warn};
 
 use super::grpc::{Code, Status};
+use super::reassert::LiveSessions;
 use super::targets::Targets;
-use super::{BufferFull, Downstream, Upstream, UpstreamConfig};
+use super::{BufferFull, Downstream, Upstream, UpstreamConfig, health, reassert};
 use crate::hash::{fnv1a, mix};
 use crate::metrics::Counters;
 use crate::proto::wsapi::ConnectReply;
@@ -65,7 +66,11 @@ impl Upstreams {
 
     /// Connects to every node, and follows the node set every `resolve`
     /// interval; what the nodes send down goes to `downstream`.
-    pub fn start<D: Downstream + 'static>(self: &Rc<Self>, downstream: &Rc<D>, resolve: Duration) {
+    pub fn start<D: Downstream + LiveSessions + 'static>(
+        self: &Rc<Self>,
+        downstream: &Rc<D>,
+        resolve: Duration,
+    ) {
         self.apply(&self.targets.get(), downstream);
         if resolve.is_zero() || !self.targets.has_names() {
             return;
@@ -81,7 +86,11 @@ impl Upstreams {
     }
 
     /// Adds the nodes that appeared, retires those that went away.
-    fn apply<D: Downstream + 'static>(self: &Rc<Self>, want: &[SocketAddr], downstream: &Rc<D>) {
+    fn apply<D: Downstream + LiveSessions + 'static>(
+        self: &Rc<Self>,
+        want: &[SocketAddr],
+        downstream: &Rc<D>,
+    ) {
         if self.closing.get() {
             return;
         }
@@ -110,6 +119,9 @@ impl Upstreams {
                 Rc::clone(&node).run(Rc::clone(downstream), move || pool.take_over(&lost)),
             );
             self.tasks.borrow_mut().push((addr, task.detach()));
+            // Both end by themselves once the node is closed.
+            spawn_local(reassert::run(Rc::clone(&node), Rc::clone(downstream))).detach();
+            spawn_local(health::watch(Rc::clone(&node))).detach();
             let mut nodes = self.nodes.borrow_mut();
             let at = nodes.partition_point(|n| n.addr < addr);
             nodes.insert(at, node);

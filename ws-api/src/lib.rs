@@ -16,6 +16,7 @@
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
 //! - [`chat`]: the demo's chat rooms (`--handler chat`).
 //! - [`redis_stream`]: `--handler redis-stream`: XADD to a Redis Stream per type.
+//! - [`store_watch`]: the Redis store's health (`grpc.health.v1`) and its data loss (gateways asked to re-register sessions).
 //! - [`sweeper`]: liveness of gateway cores, and the sweep of dead ones' presence (memory or Redis).
 //! - [`delivery`]: positions on pushes, resume replays, acknowledgements both ways and redelivery (docs/delivery.md).
 //! - [`outbox`]: presence, streams and counters, shared by every part that sends to sessions.
@@ -38,6 +39,7 @@ pub mod outbox;
 pub mod presence;
 pub mod redis_stream;
 pub mod service;
+pub mod store_watch;
 pub mod streams;
 pub mod sweeper;
 

@@ -23,7 +23,7 @@ use ws_api::presence::{Presence, RedisPresence};
 use ws_api::proto::wsapi::biz_msg_service_server::BizMsgServiceServer;
 use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
 use ws_api::service::{Backend, Exchange};
-use ws_api::sweeper;
+use ws_api::{store_watch, sweeper};
 
 /// ws-api: reference gRPC backend for ws-gateway.
 #[derive(Debug, Parser)]
@@ -193,6 +193,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         args.server_ttl,
     );
     sweeper::spawn(Arc::clone(&backend.outbox), args.server_ttl);
+    // `grpc.health.v1.Health`: NOT_SERVING while the Redis store is
+    // unreachable (the gateway's /readyz reads it); always SERVING in memory.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    store_watch::spawn(Arc::clone(&backend.outbox), health);
     tokio::spawn(Arc::clone(&backend.delivery).redeliver(Arc::clone(&backend.outbox)));
     if let Some(History::Memory(_)) = &backend.delivery.history {
         let backend = backend.clone();
@@ -229,6 +233,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     Server::builder()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)
+        .add_service(health_service)
         .add_service(
             ExchangeServiceServer::new(Exchange {
                 backend: backend.clone(),

@@ -96,13 +96,16 @@ impl Presence {
         }
     }
 
-    pub async fn keep_alive(&self, key: &SessionKey) -> Result<(), PresenceError> {
+    /// Refreshes a live session; one the store does not know (it lost its
+    /// data: Redis restarted empty, or this ws-api restarted) is recorded
+    /// again as `uid`'s, the uid the gateway quotes, so Push finds it.
+    pub async fn keep_alive(&self, key: &SessionKey, uid: u64) -> Result<(), PresenceError> {
         match self {
             Presence::Memory(m) => {
-                m.keep_alive(key);
+                m.keep_alive(key, uid);
                 Ok(())
             }
-            Presence::Redis(r) => r.keep_alive(key).await,
+            Presence::Redis(r) => r.keep_alive(key, uid).await,
         }
     }
 

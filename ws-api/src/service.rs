@@ -371,7 +371,7 @@ impl ExchangeService for Exchange {
         self.backend
             .outbox
             .presence
-            .keep_alive(&key)
+            .keep_alive(&key, req.uid)
             .await
             .map_err(|e| unavailable("KeepAlive", &e))?;
         Ok(Response::new(KeepAliveReply {}))

@@ -156,4 +156,6 @@ pub struct Stats {
     /// room (`--idempotency-keys`, in-memory history): a retry with one is
     /// appended again.
     pub push_keys_evicted: AtomicU64,
+    /// Streams asked to re-register their sessions (the store lost its data).
+    pub reasserts: AtomicU64,
 }

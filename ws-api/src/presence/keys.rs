@@ -21,6 +21,8 @@ pub fn group(group: &str) -> String {
 pub fn groups(key: &SessionKey) -> String {
     format!("ws:groups:{} {}", key.server, key.sid)
 }
+/// Set once, never expired: its absence means Redis lost its data.
+pub const MARKER: &str = "ws:marker";
 /// What `SCAN MATCH` finds every server set with.
 pub const SERVER_PATTERN: &str = "ws:server:*";
 pub const SERVER_PREFIX: &str = "ws:server:";

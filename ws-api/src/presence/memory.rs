@@ -72,10 +72,14 @@ impl Memory {
         keys.len()
     }
 
-    pub fn keep_alive(&self, key: &SessionKey) {
+    /// Refreshes a session, or records it as `uid`'s if it is unknown
+    /// (this ws-api restarted while the gateway kept the session).
+    pub fn keep_alive(&self, key: &SessionKey, uid: u64) {
         if let Some(entry) = self.inner.lock().by_session.get_mut(key) {
             entry.1 = Instant::now();
+            return;
         }
+        self.connect(uid, key.clone());
     }
 
     pub fn set_member(&self, group: &str, key: &SessionKey, member: bool) -> bool {
@@ -135,5 +139,22 @@ mod tests {
         assert_eq!(p.uid_of(&k("a")), None);
         p.disconnect(&k("b"));
         assert!(p.sessions(7).is_empty());
+    }
+
+    /// After a restart the store knows nothing: KeepAlive brings a session
+    /// back under the uid the gateway quotes, and only refreshes a known one.
+    #[test]
+    fn keep_alive_records_an_unknown_session_again() {
+        let p = Memory::default();
+        let k = SessionKey {
+            server: "gw#0".into(),
+            sid: "a".into(),
+        };
+        p.keep_alive(&k, 9);
+        assert_eq!(p.sessions(9), vec![k.clone()]);
+        assert_eq!(p.uid_of(&k), Some(9));
+        p.keep_alive(&k, 10);
+        assert_eq!(p.uid_of(&k), Some(9), "a known session keeps its uid");
+        assert_eq!(p.online(), 1);
     }
 }

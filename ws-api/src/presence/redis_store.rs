@@ -9,6 +9,7 @@
 //! | `ws:session:<server> <sid>` | STRING | the uid; same TTL as the user key |
 //! | `ws:group:<group>` | SET | `<server> <sid>` members |
 //! | `ws:groups:<server> <sid>` | SET | the groups of one session |
+//! | `ws:marker` | STRING | a token no node expires: gone means Redis lost its data ([`crate::store_watch`]) |
 //!
 //! Writes of one operation go in one MULTI. The connection is a
 //! [`ConnectionManager`], which reconnects after a Redis restart; commands
@@ -135,10 +136,21 @@ impl RedisPresence {
     }
 
     /// KeepAlive re-asserts every key of the session, so a session whose keys
-    /// expired or were swept while it was in fact alive comes back.
-    pub async fn keep_alive(&self, key: &SessionKey) -> RedisResult<()> {
-        let Some(uid) = self.uid_of(key).await? else {
+    /// expired, were swept, or were lost with Redis's data while it was in
+    /// fact alive comes back; one Redis no longer knows is recorded as the
+    /// gateway's `uid` (its user → session index included, which Push reads).
+    /// A session this node disconnected stays gone: a KeepAlive that
+    /// overtook its Disconnect must not bring it back.
+    pub async fn keep_alive(&self, key: &SessionKey, quoted: u64) -> RedisResult<()> {
+        if self.departed.lock().contains_key(key) {
             return Ok(());
+        }
+        let uid = match self.uid_of(key).await? {
+            Some(uid) => uid,
+            None => {
+                self.cache(key, quoted);
+                quoted
+            }
         };
         let mut pipe = redis::pipe();
         pipe.atomic();
