@@ -178,6 +178,11 @@ impl Link {
         st.absent_since.is_some_and(|t| t.elapsed() > hold)
     }
 
+    /// Whether a stream is attached now.
+    pub fn attached(&self) -> bool {
+        self.state.lock().current.is_some()
+    }
+
     /// What the link keeps unacknowledged.
     pub fn unacked(&self) -> usize {
         self.state.lock().unacked.len()

@@ -97,7 +97,7 @@ impl Streams {
         self.by_server
             .read()
             .iter()
-            .filter(|(_, link)| !link.gone(Duration::ZERO))
+            .filter(|(_, link)| link.attached())
             .map(|(server, _)| server.clone())
             .collect()
     }
