@@ -253,7 +253,7 @@ counters! {
     output_bytes: Counter => [Legacy("gateway_websocket_output_bytes", "Bytes of messages sent to clients.")],
     upstream_acked: Counter => [Counter(
         "gateway_upstream_acked_messages",
-        "Client messages ws-api acknowledged having received."
+        "Messages ws-api acknowledged having received: client messages and the core's own acknowledgements."
     )],
     upstream_resent: Counter => [Counter(
         "gateway_upstream_resent_messages",
@@ -339,6 +339,10 @@ counters! {
     upstream_up: Gauge => [PerCore(
         "gateway_upstream_up",
         "ws-api nodes the core's ExchangeMsg stream is up to."
+    )],
+    upstream_unacked: Gauge => [PerCore(
+        "gateway_upstream_unacked_messages",
+        "Messages the core wrote to ws-api that ws-api has not acknowledged (written again after a break)."
     )],
     upstream_nodes: Gauge => [PerCore("gateway_upstream_nodes", "ws-api nodes the core knows.")],
     upstream_buffered: Gauge => [PerCore(

@@ -21,7 +21,7 @@ async fn outage_is_buffered_then_recovered() {
     );
 
     // Acknowledged: the restarted ws-api is not sent it again.
-    wait_acked(gw.admin.expect("admin"), 1.0);
+    wait_all_acked(gw.admin.expect("admin"));
     api.kill();
     eventually("new clients are refused with 503", || async {
         matches!(try_connect(gw.addr, Some("4")).await, Err(WsError::Http(r)) if r.status() == 503)

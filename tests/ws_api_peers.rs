@@ -138,7 +138,7 @@ async fn restarted_mid_traffic_and_recovered(peer: Peer) {
     if matches!(peer, Peer::Tonic | Peer::TonicLazyHeaders) {
         // The reference ws-api acknowledges: once it has, "before" is not
         // written again to its successor.
-        wait_acked(gw.admin.expect("admin"), 1.0);
+        wait_all_acked(gw.admin.expect("admin"));
     }
     api.kill();
     eventually("new clients are refused with 503", || async {

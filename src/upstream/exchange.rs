@@ -42,6 +42,7 @@ use super::grpc::client::with_deadline;
 use super::grpc::{Channel, Code, Status, Streaming};
 use super::liveness::{self, Silent};
 use super::received::{ACK_AFTER, ACK_EVERY, Arrival};
+use super::unacked::Unacked;
 use super::{Downstream, Upstream, Wakes};
 use crate::metrics::Loss;
 use crate::proto::wsapi::control::Op;
@@ -63,7 +64,7 @@ impl Upstream {
             self.set_up(false);
             self.health.stream_lost(&self.counters);
             self.channel.replace(None);
-            let unknown = self.unacked.borrow_mut().settle();
+            let unknown = self.unacked(Unacked::settle);
             self.counters.lose(Loss::UpstreamUnconfirmed, unknown);
             if self.closing.get() {
                 info!(upstream = %self.addr, "ws-api stream closed");
@@ -182,7 +183,7 @@ impl Upstream {
             if !self.acks.get() {
                 // ws-api read every frame before the PING: confirmed, for a
                 // ws-api that does not acknowledge.
-                self.unacked.borrow_mut().ack(written);
+                self.unacked(|u| u.ack(written));
             }
         }
     }

@@ -231,7 +231,7 @@ impl Upstream {
     /// Takes everything this node holds for ws-api, for another node: what
     /// it kept unacknowledged (oldest first), then what waits to be written.
     fn take_all(&self) -> (Bytes, u64) {
-        let (kept, kept_msgs) = self.unacked.borrow_mut().take();
+        let (kept, kept_msgs) = self.unacked(Unacked::take);
         let (buffered, msgs) = self.take_buffer();
         if kept.is_empty() {
             return (buffered, msgs);
@@ -248,7 +248,7 @@ impl Upstream {
     fn written(&self, bytes: &Bytes, msgs: u64) {
         let first = self.next_seq.replace(self.next_seq.get() + msgs);
         let keep = self.acks.get().then(|| bytes.clone());
-        self.unacked.borrow_mut().push(first, msgs, keep);
+        self.unacked(|u| u.push(first, msgs, keep));
     }
 
     /// Appends a message of the core's own (an acknowledgement) past the
@@ -262,10 +262,20 @@ impl Upstream {
         self.buffered(before, after, 1);
     }
 
+    /// Changes what is kept unacknowledged; the core's gauge follows.
+    fn unacked<R>(&self, change: impl FnOnce(&mut Unacked) -> R) -> R {
+        let mut unacked = self.unacked.borrow_mut();
+        let before = unacked.msgs();
+        let result = change(&mut unacked);
+        let delta = unacked.msgs() as i64 - before as i64;
+        self.counters.upstream_unacked.add(delta);
+        result
+    }
+
     /// ws-api has received every message up to `seq`.
     fn acked(&self, seq: u64) {
         self.acks.set(true);
-        let n = self.unacked.borrow_mut().ack(seq);
+        let n = self.unacked(|u| u.ack(seq));
         self.counters.upstream_acked.add(n);
     }
 

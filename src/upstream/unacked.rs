@@ -42,6 +42,7 @@ impl Chunk {
 pub struct Unacked {
     chunks: VecDeque<Chunk>,
     bytes: usize,
+    msgs: u64,
 }
 
 impl Unacked {
@@ -51,6 +52,7 @@ impl Unacked {
             return;
         }
         self.bytes += bytes.as_ref().map_or(0, Bytes::len);
+        self.msgs += msgs;
         self.chunks.push_back(Chunk { first, msgs, bytes });
     }
 
@@ -66,12 +68,18 @@ impl Unacked {
             self.bytes -= c.bytes.as_ref().map_or(0, Bytes::len);
             self.chunks.pop_front();
         }
+        self.msgs -= done;
         done
     }
 
     /// Bytes kept for a resend.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Messages written and not acknowledged, kept as bytes or as counts.
+    pub fn msgs(&self) -> u64 {
+        self.msgs
     }
 
     /// Sequence number of the first message not acknowledged.
@@ -91,6 +99,7 @@ impl Unacked {
             }
             keep
         });
+        self.msgs -= unknown;
         unknown
     }
 
@@ -105,6 +114,7 @@ impl Unacked {
     /// Takes everything kept, for another node: (bytes, messages).
     pub fn take(&mut self) -> (Vec<Bytes>, u64) {
         self.bytes = 0;
+        self.msgs = 0;
         let chunks = std::mem::take(&mut self.chunks);
         let msgs = chunks
             .iter()
@@ -128,16 +138,16 @@ mod tests {
         let mut u = Unacked::default();
         u.push(1, 3, kept(30));
         u.push(4, 2, kept(20));
-        assert_eq!((u.first(), u.bytes()), (Some(1), 50));
+        assert_eq!((u.first(), u.bytes(), u.msgs()), (Some(1), 50, 5));
         assert_eq!(
             u.ack(2),
             0,
             "a chunk is released only once all of it is acknowledged"
         );
         assert_eq!(u.ack(3), 3);
-        assert_eq!((u.first(), u.bytes()), (Some(4), 20));
+        assert_eq!((u.first(), u.bytes(), u.msgs()), (Some(4), 20, 2));
         assert_eq!(u.ack(10), 2);
-        assert_eq!((u.first(), u.bytes()), (None, 0));
+        assert_eq!((u.first(), u.bytes(), u.msgs()), (None, 0, 0));
     }
 
     #[test]
@@ -147,12 +157,13 @@ mod tests {
         u.push(3, 4, kept(8));
         u.push(7, 1, kept(2));
         assert_eq!(u.settle(), 2);
-        assert_eq!(u.first(), Some(3));
+        assert_eq!((u.first(), u.msgs()), (Some(3), 5));
         let again: Vec<u64> = u.resend().iter().map(|(_, n)| *n).collect();
         assert_eq!(again, [4, 1]);
         assert_eq!(u.bytes(), 10, "resending keeps them until acknowledged");
         let (bytes, msgs) = u.take();
         assert_eq!((bytes.len(), msgs, u.bytes(), u.first()), (2, 5, 0, None));
+        assert_eq!(u.msgs(), 0);
     }
 
     #[test]

@@ -436,14 +436,21 @@ pub fn wait_for_metric(admin: SocketAddr, name: &str, value: f64) {
     }
 }
 
-/// Waits until ws-api has acknowledged at least `n` upstream messages: a
-/// node killed after that has nothing of theirs to be written again.
-pub fn wait_acked(admin: SocketAddr, n: f64) {
+/// Waits until ws-api has acknowledged everything the gateway wrote to it
+/// and nothing waits to be written: a node killed after that has nothing
+/// to be written again. (A count of acknowledged messages would not do:
+/// it includes the gateway's own acknowledgements of downstream messages.)
+pub fn wait_all_acked(admin: SocketAddr) {
     let until = Instant::now() + DEADLINE;
-    while metric(admin, "gateway_upstream_acked_messages_total").unwrap_or(0.0) < n {
+    let settled = || {
+        metric(admin, "gateway_upstream_acked_messages_total").unwrap_or(0.0) > 0.0
+            && metric(admin, "gateway_upstream_unacked_messages") == Some(0.0)
+            && metric(admin, "gateway_upstream_buffered_bytes") == Some(0.0)
+    };
+    while !settled() {
         assert!(
             Instant::now() < until,
-            "ws-api never acknowledged {n} messages"
+            "ws-api never acknowledged everything"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
