@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     let (server, sid) = (p.id.as_str(), p.offset.as_str());
-    let prefix = MsgPrefix::new(server, sid);
+    let prefix = MsgPrefix::new(server, sid, None);
 
     let mut frame = BytesMut::new();
     prefix.encode_grpc(&p, &mut frame);
@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         op: Some(Op::Resume(Resume {
             uid: p.payload.len() as u64 * 0x9e37_79b9,
             since: p.r#type.clone(),
+            ..Resume::default()
         })),
     };
     let mut resume = BytesMut::new();

@@ -135,15 +135,18 @@ pub fn raw(binary: bool, payload: Bytes) -> Protocol {
     }
 }
 
-/// The encoded `server` and `sid` fields of every `Msg` a session sends.
+/// The encoded `server`, `sid` and `device` fields of every `Msg` a
+/// session sends (the device, when the client gave one, lets ws-api keep
+/// its acks per device without remembering the session's).
 #[derive(Debug, Clone)]
 pub struct MsgPrefix(Bytes);
 
 impl MsgPrefix {
-    pub fn new(server: &str, sid: &str) -> Self {
+    pub fn new(server: &str, sid: &str, device: Option<&str>) -> Self {
         let head = Msg {
             server: server.to_owned(),
             sid: sid.to_owned(),
+            device: device.unwrap_or_default().to_owned(),
             ..Msg::default()
         };
         MsgPrefix(Bytes::from(head.encode_to_vec()))
@@ -263,7 +266,7 @@ mod tests {
     fn prefix_encoding_equals_prost() {
         let p = proto("message", b"hello");
         let mut out = BytesMut::new();
-        MsgPrefix::new("10.0.0.5:8080#1", "abc-0-1").encode_grpc(&p, &mut out);
+        MsgPrefix::new("10.0.0.5:8080#1", "abc-0-1", None).encode_grpc(&p, &mut out);
         let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
         assert_eq!(out[0], 0);
         assert_eq!(len, out.len() - 5);
@@ -271,11 +274,19 @@ mod tests {
         let want = Msg {
             server: "10.0.0.5:8080#1".into(),
             sid: "abc-0-1".into(),
-            payload: Some(p),
+            payload: Some(p.clone()),
             ..Msg::default()
         };
         assert_eq!(msg, want);
         assert_eq!(&out[5..], &want.encode_to_vec()[..]);
+        // With a device id the fields come in another order: the same Msg.
+        let mut out = BytesMut::new();
+        MsgPrefix::new("10.0.0.5:8080#1", "abc-0-1", Some("tab-2")).encode_grpc(&p, &mut out);
+        let with_device = Msg {
+            device: "tab-2".into(),
+            ..want
+        };
+        assert_eq!(Msg::decode(&out[5..]).unwrap(), with_device);
     }
 
     #[test]
@@ -285,10 +296,11 @@ mod tests {
             op: Some(Op::Resume(Resume {
                 uid: 7,
                 since: "k3:42".into(),
+                device: "tab-2".into(),
             })),
         };
         let mut out = BytesMut::new();
-        MsgPrefix::new("gw#0", "abc-0-1").encode_grpc_control(control.clone(), &mut out);
+        MsgPrefix::new("gw#0", "abc-0-1", None).encode_grpc_control(control.clone(), &mut out);
         let msg = Msg::decode(&out[5..]).unwrap();
         assert_eq!((msg.sid.as_str(), msg.control), ("abc-0-1", Some(control)));
     }

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::normalize_origin;
+use crate::proto::{DEVICE_RULE, Device};
 use crate::session::resume::Position;
 use crate::session::stream::ClientStream;
 use crate::timeout::within;
@@ -44,6 +45,9 @@ pub struct Upgrade {
     /// The position to resume from (`?since=`, `X-Resume-Since`, or a
     /// `since.<epoch>.<n>` subprotocol entry; docs/delivery.md).
     pub since: Option<Position>,
+    /// The client's device id (`?device=`, `X-Device-Id`, or a
+    /// `device.<id>` subprotocol entry; docs/delivery.md, "Devices").
+    pub device: Option<Device>,
     /// Bytes the client sent after the request (early WebSocket frames).
     pub leftover: Vec<u8>,
 }
@@ -171,6 +175,7 @@ pub fn parse(
         origin,
         protobuf: offer.protobuf,
         since: offer.since,
+        device: offer.device,
         leftover: buf[len..].to_vec(),
     }))
 }
@@ -249,14 +254,15 @@ fn websocket_key<'b>(headers: &Headers<'_, 'b>) -> Result<&'b [u8], Refusal> {
     Ok(key)
 }
 
-/// What the client offers beside the upgrade itself: its token, format
-/// and resume position (headers first, then the query, then subprotocol
-/// entries, for browsers that cannot set headers), and the subprotocol the
-/// 101 answers.
+/// What the client offers beside the upgrade itself: its token, format,
+/// resume position and device id (headers first, then the query, then
+/// subprotocol entries, for browsers that cannot set headers), and the
+/// subprotocol the 101 answers.
 struct Offer {
     token: Option<Bytes>,
     protobuf: bool,
     since: Option<Position>,
+    device: Option<Device>,
     protocol: Option<String>,
 }
 
@@ -306,23 +312,52 @@ impl Offer {
         {
             since = Some(Position::from_subprotocol(entry).ok_or_else(bad_since)?);
         }
+        let device_entry = offered.iter().find(|p| p.starts_with("device.")).copied();
+        let device = read_device(headers, query, device_entry)?;
         let app = offered
             .iter()
             .find(|p| subprotocols.iter().any(|s| s == *p));
         // A browser fails a connection none of whose offered subprotocols is
-        // answered: a lone `since.` entry (token in the query) is answered too.
+        // answered: a lone `since.` or `device.` entry (token in the query)
+        // is answered too.
         let protocol = app
             .or(entries.marker.map(|i| &offered[i]))
             .copied()
             .or(entries.encoded.map(|(entry, _)| entry))
             .or(since_entry)
+            .or(device_entry)
             .map(str::to_owned);
         Ok(Offer {
             token,
             protobuf,
             since,
+            device,
             protocol,
         })
+    }
+}
+
+/// The device id, from `X-Device-Id`, else `?device=`, else a
+/// `device.<id>` subprotocol entry; one that is not valid is refused (not
+/// ignored: the client would lose its per-device position unawares).
+fn read_device(
+    headers: &Headers<'_, '_>,
+    query: &str,
+    entry: Option<&str>,
+) -> Result<Option<Device>, Refusal> {
+    let from_query = || {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "device")
+            .map(|(_, v)| Device::parse(&v))
+    };
+    let found = match headers.get("x-device-id") {
+        Some(v) => Some(std::str::from_utf8(v).ok().and_then(Device::parse)),
+        None => from_query().or_else(|| entry.map(Device::from_subprotocol)),
+    };
+    match found {
+        Some(Some(device)) => Ok(Some(device)),
+        Some(None) => Err(Refusal::new(Reject::BadRequest, DEVICE_RULE)),
+        None => Ok(None),
     }
 }
 

@@ -166,6 +166,48 @@ fn since_from_query_header_or_subprotocol() {
 }
 
 #[test]
+fn device_from_header_query_or_subprotocol() {
+    let device = |target: &str, headers: &str| {
+        parse(&req(target, headers), &paths(), &none())
+            .map(|u| u.unwrap().device.map(|d| d.to_string()))
+    };
+    let want = Some("phone-1".to_string());
+    assert_eq!(device("/gateway/ws?device=phone-1", "").unwrap(), want);
+    assert_eq!(
+        device("/gateway/ws", "X-Device-Id: phone-1\r\n").unwrap(),
+        want
+    );
+    let offered = "Sec-WebSocket-Protocol: token.YQ, device.phone-1\r\n";
+    assert_eq!(device("/gateway/ws", offered).unwrap(), want);
+    // The header first, then the query, then the entry.
+    let all = "X-Device-Id: phone-1\r\nSec-WebSocket-Protocol: device.tab\r\n";
+    assert_eq!(device("/gateway/ws?device=tab", all).unwrap(), want);
+    assert_eq!(device("/gateway/ws", "").unwrap(), None);
+    // Alone, the device entry is the one answered (browsers need one).
+    let alone = req(
+        "/gateway/ws?token=1",
+        "Sec-WebSocket-Protocol: device.tab\r\n",
+    );
+    let u = parse(&alone, &paths(), &none()).unwrap().unwrap();
+    assert_eq!(u.protocol.as_deref(), Some("device.tab"));
+    // An invalid id is refused with the rule, wherever it came from.
+    let long = format!("/gateway/ws?device={}", "a".repeat(65));
+    for (target, headers) in [
+        ("/gateway/ws?device=", ""),
+        ("/gateway/ws?device=a%20b", ""),
+        (long.as_str(), ""),
+        ("/gateway/ws", "X-Device-Id: a:b\r\n"),
+        ("/gateway/ws?device=ok", "X-Device-Id: \r\n"),
+        ("/gateway/ws", "Sec-WebSocket-Protocol: device.\r\n"),
+    ] {
+        let refused = device(target, headers).unwrap_err();
+        assert_eq!(refused.status, 400, "{target} {headers}");
+        assert_eq!(refused.kind, Reject::BadRequest);
+        assert!(refused.reason.contains("device id"), "{}", refused.reason);
+    }
+}
+
+#[test]
 fn incomplete_is_not_an_error() {
     let r = req("/gateway/ws", "");
     assert!(

@@ -130,7 +130,7 @@ async fn admit(
         .unwrap_or_default();
     let reply = ctx
         .upstream
-        .connect(claim.sid(), token, since)
+        .connect(claim.sid(), token, since, req.device.as_ref())
         .await
         .map_err(|status| match status.code {
             Code::Unauthenticated | Code::PermissionDenied => Refusal::new(
@@ -143,7 +143,7 @@ async fn admit(
             ),
         })?;
     let resume = match (reply.resume, &req.since) {
-        (true, since) => Some(ResumePlan::Ask(since.clone())),
+        (true, since) => Some(ResumePlan::Ask(since.clone(), req.device.clone())),
         (false, Some(_)) => Some(ResumePlan::Refused),
         (false, None) => None,
     };
@@ -167,6 +167,7 @@ async fn admit(
             Format::Json
         },
         resume,
+        device: req.device.clone(),
     })
 }
 

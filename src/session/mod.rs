@@ -45,6 +45,7 @@ use tracing::{Instrument, debug};
 use crate::codec::{self, Format, MsgPrefix};
 use crate::config::FrameFormat;
 use crate::metrics::Loss;
+use crate::proto::Device;
 use crate::proto::wsgateway::Protocol;
 use crate::ratelimit::TokenBucket;
 use crate::routing::sessions::{Outbound, SessionHandle};
@@ -97,14 +98,18 @@ pub struct Admitted {
     pub uid: u64,
     pub format: Format,
     pub resume: Option<ResumePlan>,
+    /// The client's device id (docs/delivery.md, "Devices"): on every
+    /// message the session sends ws-api.
+    pub device: Option<Device>,
 }
 
 /// What a session does about a resume as it starts.
 #[derive(Debug)]
 pub enum ResumePlan {
     /// ws-api answered Connect with `resume`: ask it for the replay, from
-    /// the client's position (or, without one, the user's acknowledged one).
-    Ask(Option<Position>),
+    /// the client's position (or, without one, the acknowledged one of the
+    /// client's device, or of the user without a device id).
+    Ask(Option<Position>, Option<Device>),
     /// The client asked but ws-api keeps no history: `resume-failed` now.
     Refused,
 }
@@ -133,10 +138,15 @@ impl Session {
             uid,
             format,
             resume,
+            device,
         } = admitted;
         let rate = core.config.max_inbound_rate;
         let inbound_limit = (rate > 0.0).then(|| TokenBucket::new(rate, rate.max(1.0)));
-        let prefix = MsgPrefix::new(core.upstream.identity(), claim.sid());
+        let prefix = MsgPrefix::new(
+            core.upstream.identity(),
+            claim.sid(),
+            device.as_ref().map(Device::as_str),
+        );
         core.counters.online.inc();
         Session {
             core,

@@ -25,8 +25,8 @@ impl Session {
         let Some(plan) = self.resume.take() else {
             return Ok(());
         };
-        let since = match *plan {
-            ResumePlan::Ask(since) => since,
+        let (since, device) = match *plan {
+            ResumePlan::Ask(since, device) => (since, device),
             ResumePlan::Refused => {
                 self.resuming = Some(Box::default());
                 return self
@@ -41,6 +41,7 @@ impl Session {
             op: Some(Op::Resume(proto::wsapi::Resume {
                 uid: self.uid,
                 since: since.map(|p| p.to_string()).unwrap_or_default(),
+                device: device.map(|d| d.to_string()).unwrap_or_default(),
             })),
         };
         self.resuming = Some(Box::default());

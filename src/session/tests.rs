@@ -60,6 +60,7 @@ async fn connect(ctx: &Rc<SessionContext>) -> (Session, Rc<SessionHandle>, Clien
         uid: 1,
         format: Format::Json,
         resume: None,
+        device: None,
     };
     let session = Session::new(Rc::clone(ctx), ws, admitted);
     (session, handle, client)

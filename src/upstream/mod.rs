@@ -45,6 +45,7 @@ use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::metrics::{Counters, Rpc};
+use crate::proto::Device;
 use crate::proto::wsapi::{
     ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
     KeepAliveRequest, Msg,
@@ -302,18 +303,21 @@ impl Upstream {
     }
 
     /// `Connect`: asks ws-api to admit a client (`since`: the position it
-    /// resumes from, or empty); the reply has its uid and whether to resume.
+    /// resumes from, or empty; `device`: its device id, if it gave one);
+    /// the reply has its uid and whether to resume.
     pub async fn connect(
         &self,
         sid: &str,
         token: Bytes,
         since: String,
+        device: Option<&Device>,
     ) -> Result<ConnectReply, Status> {
         let req = ConnectRequest {
             server: self.cfg.identity.clone(),
             sid: sid.to_owned(),
             token,
             since,
+            device: device.map(|d| d.to_string()).unwrap_or_default(),
         };
         self.call(Rpc::Connect, CONNECT, &req).await
     }

@@ -31,6 +31,7 @@ use super::targets::Targets;
 use super::{BufferFull, Downstream, Upstream, UpstreamConfig, health, reassert};
 use crate::hash::{fnv1a, mix};
 use crate::metrics::Counters;
+use crate::proto::Device;
 use crate::proto::wsapi::ConnectReply;
 
 /// Every ws-api node, as this core reaches it.
@@ -165,9 +166,10 @@ impl Upstreams {
         sid: &str,
         token: Bytes,
         since: String,
+        device: Option<&Device>,
     ) -> Result<ConnectReply, Status> {
         self.live(fnv1a(sid.as_bytes()))?
-            .connect(sid, token, since)
+            .connect(sid, token, since, device)
             .await
     }
 

@@ -5,14 +5,16 @@
 //!   once per idempotency key within `--idempotency-window`;
 //! - `Control.Resume` from a gateway replays, on the stream it came from,
 //!   what the session missed, then `Control.Resumed`;
-//! - a client's `{"type":"ack","offset"}` records the user's position, and
+//! - a client's `{"type":"ack","offset"}` records the user's position, or
+//!   its device's when the session gave a device id (`Msg.device`), and
 //!   users that acknowledge get what they leave unacknowledged for
-//!   `--ack-timeout` again, at most `--ack-retries` times;
+//!   `--ack-timeout` again, at most `--ack-retries` times: each session
+//!   what its own device (or the user, without one) has not acknowledged;
 //! - a client message with an `id` is answered `{"type":"ack","id"}` once
 //!   handled, and one already received from that user is acknowledged as a
 //!   `duplicate` without being handled again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -21,9 +23,10 @@ use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use crate::Handler;
-use crate::history::{History, Keyed, Position, Replay};
+use crate::history::{Entry, History, Keyed, Log, Position, Replay, SessionDevices, plan_replay};
 use crate::outbox::Outbox;
 use crate::presence::SessionKey;
+use crate::proto::Device;
 use crate::proto::wsapi::control::Op;
 use crate::proto::wsapi::{Msg, Resume, Resumed};
 use crate::proto::wsgateway::Protocol;
@@ -58,6 +61,8 @@ pub struct Delivery {
     pub history: Option<History>,
     pub redelivery: Redelivery,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Which device each session connected here with, for redelivery.
+    sessions: Mutex<SessionDevices>,
 }
 
 /// What the stream pump does with an upstream message after [`Delivery::intercept`].
@@ -75,7 +80,21 @@ impl Delivery {
             history,
             redelivery,
             pending: Mutex::default(),
+            sessions: Mutex::default(),
         }
+    }
+
+    /// Connect: remembers the session's device (none: `None`) until
+    /// [`Self::disconnected`], so redelivery sends it what that device
+    /// has not acknowledged.
+    pub fn connected(&self, key: &SessionKey, device: Option<&Device>) {
+        self.sessions
+            .lock()
+            .remember(key, device.map(Device::as_str));
+    }
+
+    pub fn disconnected(&self, key: &SessionKey) {
+        self.sessions.lock().forget(key);
     }
 
     /// A Push by uid: appended to the user's stream (when history is kept,
@@ -151,7 +170,7 @@ impl Delivery {
         };
         payload.offset = appended.position.to_string();
         outbox.stats.positioned.fetch_add(1, Relaxed);
-        if appended.acked.is_some() {
+        if appended.acknowledged {
             let due = Instant::now() + self.redelivery.ack_timeout;
             self.pending
                 .lock()
@@ -161,16 +180,18 @@ impl Delivery {
         Ok((Some(payload), None))
     }
 
-    /// Connect's `resume`: the client asked, or the user acknowledged
-    /// before and is behind. Never with no history kept.
-    pub async fn should_resume(&self, uid: u64, since: &str) -> bool {
+    /// Connect's `resume`: the client asked, or the user (with a device
+    /// id: that device) acknowledged before and is behind. Never with no
+    /// history kept.
+    pub async fn should_resume(&self, uid: u64, since: &str, device: Option<&Device>) -> bool {
         let Some(history) = &self.history else {
             return false;
         };
         if !since.is_empty() {
             return true;
         }
-        history.behind(uid).await.unwrap_or_else(|e| {
+        let device = device.map(Device::as_str);
+        history.behind(uid, device).await.unwrap_or_else(|e| {
             warn!(uid, error = %e, "history unavailable: no resume");
             false
         })
@@ -190,7 +211,11 @@ impl Delivery {
                 server: msg.server.clone(),
                 sid: msg.sid.clone(),
             };
-            tokio::spawn(Arc::clone(self).resume(Arc::clone(outbox), key, r.clone()));
+            let mut r = r.clone();
+            if r.device.is_empty() {
+                r.device.clone_from(&msg.device);
+            }
+            tokio::spawn(Arc::clone(self).resume(Arc::clone(outbox), key, r));
             return Upstream::Consumed;
         }
         let Some(p) = &msg.payload else {
@@ -224,10 +249,21 @@ impl Delivery {
             }
         };
         if is_ack {
-            if let Some(at) = Position::parse(&p.offset)
-                && let Err(e) = history.ack(uid, &at).await
-            {
-                warn!(uid, error = %e, "cannot record an acknowledgement");
+            let device = device_of(&msg.device);
+            let device = device.as_ref().map(Device::as_str);
+            if let Some(at) = Position::parse(&p.offset) {
+                match history.ack(uid, device, &at).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        outbox.stats.devices_evicted.fetch_add(1, Relaxed);
+                        debug!(
+                            uid,
+                            ?device,
+                            "a device's acknowledged position forgotten for room (--devices-per-user)"
+                        );
+                    }
+                    Err(e) => warn!(uid, error = %e, "cannot record an acknowledgement"),
+                }
             }
             outbox.stats.client_acks.fetch_add(1, Relaxed);
             return Upstream::Consumed;
@@ -254,18 +290,18 @@ impl Delivery {
     /// Replays what `key` missed, then `Resumed`, down its core's stream.
     async fn resume(self: Arc<Self>, outbox: Arc<Outbox>, key: SessionKey, r: Resume) {
         let since = Position::parse(&r.since);
-        let replay =
-            match (&self.history, &since) {
-                (None, _) => Replay::Failed,
-                (Some(_), None) if !r.since.is_empty() => Replay::Failed,
-                (Some(history), since) => history
-                    .replay(r.uid, since.as_ref())
-                    .await
-                    .unwrap_or_else(|e| {
-                        warn!(uid = r.uid, error = %e, "history unavailable: resume failed");
-                        Replay::Failed
-                    }),
-            };
+        let device = device_of(&r.device);
+        let replay = match (&self.history, &since) {
+            (None, _) => Replay::Failed,
+            (Some(_), None) if !r.since.is_empty() => Replay::Failed,
+            (Some(history), since) => history
+                .replay(r.uid, since.as_ref(), device.as_ref().map(Device::as_str))
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(uid = r.uid, error = %e, "history unavailable: resume failed");
+                    Replay::Failed
+                }),
+        };
         let resumed = match replay {
             Replay::Messages {
                 epoch,
@@ -322,25 +358,80 @@ impl Delivery {
         }
     }
 
+    /// Sends each of the user's sessions what its device (or the user,
+    /// for a session without one) has not acknowledged; a session not
+    /// connected through this node is sent what any of them has not.
     async fn redeliver_to(&self, outbox: &Outbox, uid: u64) {
         let Some(history) = &self.history else {
             return;
         };
-        let missing = match history.replay(uid, None).await {
-            Ok(Replay::Messages { epoch, entries, .. }) if !entries.is_empty() => (epoch, entries),
-            Ok(_) => {
+        let (log, sessions) = match (history.log(uid).await, outbox.presence.sessions(uid).await) {
+            (Ok(Some(log)), Ok(sessions)) => (log, sessions),
+            (Ok(None), _) => {
                 self.pending.lock().remove(&uid);
                 return;
             }
-            Err(e) => {
-                warn!(uid, error = %e, "history unavailable: redelivery postponed");
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(uid, error = %e, "history or presence unavailable: redelivery postponed");
                 return;
             }
         };
+        let ttl = history.retention().ttl;
+        let lowest = lowest_ack(&log);
+        let mut missing: BTreeMap<u64, (String, Vec<Entry>)> = BTreeMap::new();
+        // (session, the offset after which it is sent what is kept);
+        // with no session online, the user's retries still count down.
+        let mut plans: Vec<(Option<SessionKey>, u64)> = Vec::new();
+        {
+            let known = self.sessions.lock();
+            let targets: Vec<(Option<&SessionKey>, Option<u64>)> = if sessions.is_empty() {
+                vec![(None, lowest)]
+            } else {
+                let from = |key| match known.device_of(key) {
+                    Some(device) => log.acked_by(device),
+                    None => lowest,
+                };
+                sessions.iter().map(|key| (Some(key), from(key))).collect()
+            };
+            for (key, from) in targets {
+                let Some(from) = from else { continue };
+                let (_, entries) = missing
+                    .entry(from)
+                    .or_insert_with(|| after(&log, from, ttl));
+                if !entries.is_empty() {
+                    plans.push((key.cloned(), from));
+                }
+            }
+        }
+        if plans.is_empty() {
+            self.pending.lock().remove(&uid);
+            return;
+        }
+        if self.count_try(outbox, uid) {
+            return;
+        }
+        for (key, from) in plans {
+            let (Some(key), Some((epoch, entries))) = (key, missing.get(&from)) else {
+                continue;
+            };
+            for e in entries {
+                let p = with_offset(e.msg.clone(), epoch, e.n);
+                // As a replay: a session resuming from before it delivers
+                // it at once, and one past it still delivers it again.
+                if outbox.to_session(&key, Some(p), None, true).await {
+                    outbox.stats.redelivered.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// One more try for `uid`: `true` if its retries are exhausted (then
+    /// it is no longer pending, and counted).
+    fn count_try(&self, outbox: &Outbox, uid: u64) -> bool {
         let gave_up = {
             let mut pending = self.pending.lock();
             let Some(p) = pending.get_mut(&uid) else {
-                return;
+                return true;
             };
             p.tries += 1;
             p.due = Instant::now() + self.redelivery.ack_timeout;
@@ -353,26 +444,40 @@ impl Delivery {
         if gave_up {
             outbox.stats.redelivery_gave_up.fetch_add(1, Relaxed);
             debug!(uid, "unacknowledged messages: retries exhausted");
-            return;
         }
-        let sessions = match outbox.presence.sessions(uid).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(uid, error = %e, "presence unavailable: redelivery postponed");
-                return;
-            }
-        };
-        let (epoch, entries) = missing;
-        for e in entries {
-            let p = with_offset(e.msg, &epoch, e.n);
-            for key in &sessions {
-                // As a replay: a session resuming from before it delivers
-                // it at once, and one past it still delivers it again.
-                if outbox.to_session(key, Some(p.clone()), None, true).await {
-                    outbox.stats.redelivered.fetch_add(1, Relaxed);
-                }
-            }
-        }
+        gave_up
+    }
+}
+
+/// A session's device id from the wire: none when empty, and none (the
+/// user's, logged) when not valid: the gateway checks it, so only a
+/// foreign one could send that.
+fn device_of(raw: &str) -> Option<Device> {
+    if raw.is_empty() {
+        return None;
+    }
+    let device = Device::parse(raw);
+    if device.is_none() {
+        debug!(device = raw, "not a valid device id: taken as none");
+    }
+    device
+}
+
+/// The lowest acknowledged offset of the user and its devices: what a
+/// session whose device is not known here may have missed.
+fn lowest_ack(log: &Log) -> Option<u64> {
+    let devices = log.devices.iter().map(|d| d.n);
+    log.acked.into_iter().chain(devices).min()
+}
+
+/// The epoch and the kept messages after offset `from` (none when they are
+/// no longer all kept: a resume would fail, so would this).
+fn after(log: &Log, from: u64, ttl: Duration) -> (String, Vec<Entry>) {
+    let mut at = log.clone();
+    at.acked = Some(from);
+    match plan_replay(Some(at), None, crate::history::now_ms(), ttl) {
+        Replay::Messages { epoch, entries, .. } => (epoch, entries),
+        Replay::Failed => (String::new(), Vec::new()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Each user's stream of pushed messages (docs/delivery.md): positions
 //! `<epoch>:<n>`, the last `--history-size` messages for `--history-ttl`,
-//! and the user's acknowledged position. In memory by default; in Redis
+//! and the acknowledged positions: the user's, and each of its devices'
+//! (docs/delivery.md, "Devices"). In memory by default; in Redis
 //! with `--redis`, so any node can replay any user's history.
 //!
 //! Both stores answer a resume with the same rule ([`plan_replay`]), so the
@@ -11,9 +12,11 @@
 //! - this file: positions, retention and the replay rule both stores share.
 //! - [`memory`]: the store in this process (the default).
 //! - [`redis_log`]: the store in Redis (`--redis`), shared by every node.
+//! - [`devices`]: per-device acknowledged positions with their bound, and which device each session is.
 //! - [`seen`]: client message ids within the dedup window, with a ceiling.
 //! - [`push_keys`]: idempotency keys of pushes: their rule, and the in-memory map with its window and ceiling.
 
+mod devices;
 mod memory;
 mod push_keys;
 mod redis_log;
@@ -21,6 +24,7 @@ mod seen;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use devices::{DeviceAck, SessionDevices};
 pub use memory::{Evicted, MemoryHistory};
 pub use push_keys::{KeyLimits, KeyTooLong, MAX_KEY_LEN, check_key};
 pub use redis_log::RedisHistory;
@@ -44,9 +48,9 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Appended {
     pub position: Position,
-    /// The user's acknowledged offset, if the user has ever acknowledged:
+    /// The user, or one of its devices, has acknowledged in this epoch:
     /// only then are unacknowledged messages sent again.
-    pub acked: Option<u64>,
+    pub acknowledged: bool,
 }
 
 /// What a Push with an idempotency key did.
@@ -72,13 +76,35 @@ pub struct KeyedAppend {
 }
 
 /// A user's stream as a resume sees it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Log {
     pub epoch: String,
     pub head: u64,
+    /// The user's acknowledged offset (acks from sessions without a
+    /// device id); after [`Log::for_device`], the device's.
     pub acked: Option<u64>,
+    /// Each device's acknowledged offset.
+    pub devices: Vec<DeviceAck>,
     /// Kept entries, oldest first.
     pub entries: Vec<Entry>,
+}
+
+impl Log {
+    /// The acknowledged offset a session with `device` resumes after: the
+    /// device's own (none if it never acknowledged: another device's acks
+    /// say nothing of what this one has), or the user's without a device.
+    pub fn acked_by(&self, device: Option<&str>) -> Option<u64> {
+        match device {
+            None => self.acked,
+            Some(d) => self.devices.iter().find(|a| a.device == d).map(|a| a.n),
+        }
+    }
+
+    /// The log as `device`'s session sees it: [`Log::acked`] is its own.
+    pub fn for_device(mut self, device: Option<&str>) -> Log {
+        self.acked = self.acked_by(device);
+        self
+    }
 }
 
 /// The answer to a resume.
@@ -104,14 +130,19 @@ pub struct Retention {
     /// How long a message is kept; a user with no push for this long
     /// loses the history and gets a new epoch.
     pub ttl: Duration,
+    /// Devices whose acknowledged position is kept per user
+    /// (`--devices-per-user`): past it the least recently acknowledging
+    /// one is forgotten, counted.
+    pub devices: usize,
 }
 
 /// One of the two stores.
 #[derive(Debug)]
 pub enum History {
-    /// Boxed: its maps and locks make it twice a Redis store's size.
+    /// Both boxed (made once): the memory store's maps and locks, and the
+    /// Redis store's scripts, would make the variants' sizes far apart.
     Memory(Box<MemoryHistory>),
-    Redis(RedisHistory),
+    Redis(Box<RedisHistory>),
 }
 
 impl History {
@@ -148,24 +179,29 @@ impl History {
         }
     }
 
-    /// Records a cumulative acknowledgement (ignored for another epoch or
-    /// beyond the head).
-    pub async fn ack(&self, uid: u64, at: &Position) -> Result<(), PresenceError> {
+    /// Records a cumulative acknowledgement, the user's or (with a device
+    /// id) the device's (ignored for another epoch or beyond the head).
+    /// Returns whether a device of the user was forgotten to make room
+    /// (`--devices-per-user`).
+    pub async fn ack(
+        &self,
+        uid: u64,
+        device: Option<&str>,
+        at: &Position,
+    ) -> Result<bool, PresenceError> {
         match self {
-            History::Memory(m) => {
-                m.ack(uid, at);
-                Ok(())
-            }
-            History::Redis(r) => r.ack(uid, at).await,
+            History::Memory(m) => Ok(m.ack(uid, device, at)),
+            History::Redis(r) => r.ack(uid, device, at).await,
         }
     }
 
-    /// Whether the user has acknowledged before and is behind now: a
-    /// reconnect then resumes even without a position.
-    pub async fn behind(&self, uid: u64) -> Result<bool, PresenceError> {
+    /// Whether the user (with a device id: the device) has acknowledged
+    /// before and is behind now: a reconnect then resumes even without a
+    /// position.
+    pub async fn behind(&self, uid: u64, device: Option<&str>) -> Result<bool, PresenceError> {
         match self {
-            History::Memory(m) => Ok(m.behind(uid)),
-            History::Redis(r) => r.behind(uid).await,
+            History::Memory(m) => Ok(m.behind(uid, device)),
+            History::Redis(r) => r.behind(uid, device).await,
         }
     }
 
@@ -184,13 +220,15 @@ impl History {
         }
     }
 
-    /// What to replay after `since` (`None`: after the acknowledged position).
+    /// What to replay after `since` (`None`: after the acknowledged
+    /// position of `device`, or of the user without one).
     pub async fn replay(
         &self,
         uid: u64,
         since: Option<&Position>,
+        device: Option<&str>,
     ) -> Result<Replay, PresenceError> {
-        let log = self.log(uid).await?;
+        let log = self.log(uid).await?.map(|l| l.for_device(device));
         Ok(plan_replay(log, since, now_ms(), self.retention().ttl))
     }
 }
@@ -294,6 +332,7 @@ mod tests {
             epoch: "e1".into(),
             head,
             acked,
+            devices: Vec::new(),
             entries: kept
                 .map(|n| Entry {
                     n,
@@ -336,6 +375,30 @@ mod tests {
         assert_eq!(replayed(r), (vec![], "e1:10".into()));
         let r = plan_replay(None, None, NOW, TTL);
         assert_eq!(replayed(r), (vec![], String::new()));
+    }
+
+    #[test]
+    fn a_device_resumes_after_its_own_ack() {
+        let mut two = log(10, 1..=10, Some(9)).unwrap();
+        two.devices = vec![
+            DeviceAck {
+                device: "a".into(),
+                n: 10,
+            },
+            DeviceAck {
+                device: "b".into(),
+                n: 4,
+            },
+        ];
+        let as_seen = |d| Some(two.clone().for_device(d));
+        let r = plan_replay(as_seen(Some("b")), None, NOW, TTL);
+        assert_eq!(replayed(r).0, (5..=10).collect::<Vec<_>>());
+        let r = plan_replay(as_seen(Some("a")), None, NOW, TTL);
+        assert_eq!(replayed(r).0, Vec::<u64>::new());
+        let r = plan_replay(as_seen(None), None, NOW, TTL);
+        assert_eq!(replayed(r).0, vec![10], "the user's, without a device");
+        // A device that never acknowledged has no position of its own.
+        assert_eq!(two.acked_by(Some("c")), None);
     }
 
     #[test]

@@ -107,6 +107,11 @@ struct Args {
     /// Past it the oldest key is forgotten, counted.
     #[arg(long, env = "WS_API_IDEMPOTENCY_KEYS", default_value_t = 100_000)]
     idempotency_keys: usize,
+    /// Devices whose acknowledged position is kept per user (clients that
+    /// give a device id, docs/delivery.md "Devices"); past it the device
+    /// that acknowledged least recently is forgotten, counted.
+    #[arg(long, env = "WS_API_DEVICES_PER_USER", default_value_t = 16)]
+    devices_per_user: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -157,6 +162,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let retention = Retention {
         size: args.history_size,
         ttl: args.history_ttl,
+        devices: args.devices_per_user.max(1),
     };
     let history = match &presence {
         _ if args.history_size == 0 => None,
@@ -173,12 +179,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             },
             args.history_bytes,
         )))),
-        Presence::Redis(r) => Some(History::Redis(RedisHistory::new(
+        Presence::Redis(r) => Some(History::Redis(Box::new(RedisHistory::new(
             r.conn(),
             retention,
             args.dedup_window,
             args.idempotency_window,
-        ))),
+        )))),
     };
     let redelivery = Redelivery {
         ack_timeout: args.ack_timeout,

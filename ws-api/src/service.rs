@@ -28,6 +28,7 @@ use crate::proto::wsapi::{
     ConnectReply, ConnectRequest, DisconnectReply, DisconnectRequest, KeepAliveReply,
     KeepAliveRequest, Msg,
 };
+use crate::proto::{DEVICE_RULE, Device};
 use crate::redis_stream::Appender;
 
 /// The parts, composed: what both services and the background tasks share.
@@ -319,18 +320,26 @@ impl ExchangeService for Exchange {
             return Err(Status::permission_denied("token denied"));
         }
         let uid = uid_for_token(&req.token);
-        debug!(server = %req.server, sid = %req.sid, uid, since = %req.since, "connect");
+        debug!(server = %req.server, sid = %req.sid, uid, since = %req.since, device = %req.device, "connect");
+        let device = match req.device.as_str() {
+            "" => None,
+            d => Some(Device::parse(d).ok_or_else(|| Status::invalid_argument(DEVICE_RULE))?),
+        };
         let key = SessionKey {
             server: req.server,
             sid: req.sid,
         };
+        let delivery = &self.backend.delivery;
+        delivery.connected(&key, device.as_ref());
         self.backend
             .outbox
             .presence
             .connect(uid, key)
             .await
             .map_err(|e| unavailable("Connect", &e))?;
-        let resume = self.backend.delivery.should_resume(uid, &req.since).await;
+        let resume = delivery
+            .should_resume(uid, &req.since, device.as_ref())
+            .await;
         Ok(Response::new(ConnectReply { uid, resume }))
     }
 
@@ -344,6 +353,7 @@ impl ExchangeService for Exchange {
             server: req.server,
             sid: req.sid,
         };
+        self.backend.delivery.disconnected(&key);
         self.backend
             .outbox
             .presence

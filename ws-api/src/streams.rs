@@ -158,4 +158,8 @@ pub struct Stats {
     pub push_keys_evicted: AtomicU64,
     /// Streams asked to re-register their sessions (the store lost its data).
     pub reasserts: AtomicU64,
+    /// Devices' acknowledged positions forgotten for room
+    /// (`--devices-per-user`): that device's next reconnect without a
+    /// position does not resume.
+    pub devices_evicted: AtomicU64,
 }

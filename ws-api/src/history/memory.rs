@@ -14,6 +14,7 @@ use prost::Message;
 
 use parking_lot::Mutex;
 
+use super::devices::DeviceAcks;
 use super::push_keys::{KeyLimits, PushKeys};
 use super::seen::{DedupLimits, SeenIds};
 use super::{Appended, Entry, Keyed, KeyedAppend, Log, Position, Retention, new_epoch, now_ms};
@@ -24,11 +25,14 @@ struct UserLog {
     epoch: String,
     head: u64,
     acked: Option<u64>,
+    /// Its devices' acknowledged offsets, bounded by `--devices-per-user`.
+    devices: DeviceAcks,
     entries: VecDeque<Entry>,
     last_push_ms: u64,
     /// Its place in [`Users::by_age`].
     age: u64,
-    /// What its entries cost, as [`cost`] counts.
+    /// What its entries and devices cost, as [`cost`] and
+    /// [`super::devices::device_cost`] count.
     bytes: usize,
 }
 
@@ -38,6 +42,7 @@ impl UserLog {
             epoch: new_epoch(),
             head: 0,
             acked: None,
+            devices: DeviceAcks::default(),
             entries: VecDeque::new(),
             last_push_ms: now,
             age: 0,
@@ -182,7 +187,7 @@ impl MemoryHistory {
                 epoch: log.epoch.clone(),
                 n: log.head,
             },
-            acked: log.acked,
+            acknowledged: log.acked.is_some() || !log.devices.is_empty(),
         };
         log.age = users.next_age;
         users.next_age += 1;
@@ -202,28 +207,44 @@ impl MemoryHistory {
             epoch: log.epoch.clone(),
             head: log.head,
             acked: log.acked,
+            devices: log.devices.to_vec(),
             entries: log.entries.iter().cloned().collect(),
         })
     }
 
     /// Without copying the log: this runs on every Connect.
-    pub fn behind(&self, uid: u64) -> bool {
+    pub fn behind(&self, uid: u64, device: Option<&str>) -> bool {
         let users = self.users.lock();
-        users
-            .logs
-            .get(&uid)
-            .filter(|l| !self.expired(l, now_ms()))
-            .is_some_and(|l| l.acked.is_some_and(|a| a < l.head))
+        let Some(log) = users.logs.get(&uid).filter(|l| !self.expired(l, now_ms())) else {
+            return false;
+        };
+        let acked = match device {
+            None => log.acked,
+            Some(d) => log.devices.get(d),
+        };
+        acked.is_some_and(|a| a < log.head)
     }
 
-    pub fn ack(&self, uid: u64, at: &Position) {
+    /// Returns whether a device was forgotten to make room for this one.
+    pub fn ack(&self, uid: u64, device: Option<&str>, at: &Position) -> bool {
         let mut users = self.users.lock();
-        if let Some(log) = users.logs.get_mut(&uid)
-            && log.epoch == at.epoch
-            && at.n <= log.head
-        {
-            log.acked = Some(log.acked.map_or(at.n, |a| a.max(at.n)));
+        let Some(log) = users.logs.get_mut(&uid) else {
+            return false;
+        };
+        if log.epoch != at.epoch || at.n > log.head {
+            return false;
         }
+        let Some(device) = device else {
+            log.acked = Some(log.acked.map_or(at.n, |a| a.max(at.n)));
+            return false;
+        };
+        let done = log.devices.ack(device, at.n, self.retention.devices);
+        let freed = done.evicted.as_ref().map_or(0, |(_, cost)| *cost);
+        // Devices count against the byte budget with the entries; the next
+        // append enforces it.
+        log.bytes = log.bytes + done.grew - freed;
+        users.bytes = users.bytes + done.grew - freed;
+        done.evicted.is_some()
     }
 
     pub fn first_time(&self, uid: u64, id: &str) -> bool {
@@ -286,6 +307,7 @@ mod tests {
         let retention = Retention {
             size,
             ttl: Duration::from_secs(300),
+            devices: 2,
         };
         let dedup = DedupLimits {
             window: Duration::from_secs(60),
@@ -395,12 +417,53 @@ mod tests {
             epoch: epoch.into(),
             n,
         };
-        h.ack(7, &at(&epoch, 2));
-        h.ack(7, &at(&epoch, 1));
-        h.ack(7, &at(&epoch, 9));
-        h.ack(7, &at("other", 1));
+        h.ack(7, None, &at(&epoch, 2));
+        h.ack(7, None, &at(&epoch, 1));
+        h.ack(7, None, &at(&epoch, 9));
+        h.ack(7, None, &at("other", 1));
         assert_eq!(h.log(7).and_then(|l| l.acked), Some(2));
-        assert_eq!(h.append(7, &p).acked, Some(2));
+        assert!(h.append(7, &p).acknowledged);
+    }
+
+    /// Each device's acks move its own position, not the user's or
+    /// another device's; past the bound the least recent device goes.
+    #[test]
+    fn acks_are_kept_per_device_and_bounded() {
+        let h = store(20);
+        let p = Protocol::default();
+        let epoch = h.append(7, &p).position.epoch;
+        assert!(!h.append(8, &p).acknowledged);
+        for _ in 0..9 {
+            h.append(7, &p);
+        }
+        let at = |n| Position {
+            epoch: epoch.clone(),
+            n,
+        };
+        assert!(!h.ack(7, Some("a"), &at(10)));
+        assert!(!h.ack(7, Some("b"), &at(4)));
+        let log = h.log(7).unwrap();
+        assert_eq!(log.acked, None, "the user's own is untouched");
+        assert_eq!(
+            (log.acked_by(Some("a")), log.acked_by(Some("b"))),
+            (Some(10), Some(4))
+        );
+        assert!(!h.behind(7, Some("a")) && h.behind(7, Some("b")));
+        assert!(!h.behind(7, None) && !h.behind(7, Some("c")));
+        assert!(h.append(7, &p).acknowledged, "a device acknowledged");
+        let before = h.users.lock().bytes;
+        assert!(
+            h.ack(7, Some("c"), &at(1)),
+            "a third device: the bound is 2"
+        );
+        assert_eq!(h.users.lock().bytes, before, "one device for another");
+        let log = h.log(7).unwrap();
+        assert_eq!(
+            log.acked_by(Some("a")),
+            None,
+            "a acknowledged least recently"
+        );
+        assert_eq!(log.acked_by(Some("b")), Some(4));
     }
 
     #[test]
