@@ -16,25 +16,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const UID: u64 = 7;
 
-/// Connects as `uid` with `X-Device-Id: device`, retrying while the
-/// gateway's stream to ws-api is not up (503).
+/// Connects as `uid` with `X-Device-Id: device`.
 async fn connect_device(gw: std::net::SocketAddr, uid: u64, device: &str) -> Client {
-    let until = std::time::Instant::now() + DEADLINE;
-    loop {
-        let mut req = format!("ws://{gw}/gateway/ws")
-            .into_client_request()
-            .expect("request");
-        let headers = req.headers_mut();
-        headers.insert("token", uid.to_string().parse().expect("token"));
-        headers.insert("x-device-id", device.parse().expect("device"));
-        match handshake(req).await {
-            Ok((ws, _)) => return ws,
-            Err(WsError::Http(r)) if r.status() == 503 && std::time::Instant::now() < until => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("connect to {gw} failed: {e}"),
-        }
-    }
+    connect_with_headers(gw, uid, &[("x-device-id", device)]).await
 }
 
 /// Acknowledges up to `n`, and waits until ws-api has recorded it: ws-api

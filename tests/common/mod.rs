@@ -18,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderName;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -534,6 +535,13 @@ pub fn keep_pushed() -> [&'static str; 2] {
 
 /// Connects as `uid`, resuming from `since` (`X-Resume-Since`) if given.
 pub async fn connect_since(gw: SocketAddr, uid: u64, since: Option<&str>) -> Client {
+    let headers: Vec<_> = since.map(|s| ("x-resume-since", s)).into_iter().collect();
+    connect_with_headers(gw, uid, &headers).await
+}
+
+/// Connects as `uid` with these extra headers, retrying while the stream
+/// to ws-api is not up (503) or a restarted gateway is not listening yet.
+pub async fn connect_with_headers(gw: SocketAddr, uid: u64, extra: &[(&str, &str)]) -> Client {
     let until = Instant::now() + DEADLINE;
     loop {
         let mut req = format!("ws://{gw}/gateway/ws")
@@ -541,15 +549,13 @@ pub async fn connect_since(gw: SocketAddr, uid: u64, since: Option<&str>) -> Cli
             .expect("request");
         let headers = req.headers_mut();
         headers.insert("token", uid.to_string().parse().expect("token"));
-        if let Some(since) = since {
-            headers.insert("x-resume-since", since.parse().expect("since"));
+        for (name, value) in extra {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
+            headers.insert(name, value.parse().expect("header value"));
         }
         match handshake(req).await {
             Ok((ws, _)) => return ws,
-            // 503 while the stream is not up; refused while a restarted
-            // gateway is not listening yet.
-            Err(e) if Instant::now() < until => {
-                let _ = e;
+            Err(_) if Instant::now() < until => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => panic!("connect to {gw} failed: {e}"),
