@@ -2,17 +2,25 @@
 message cases (their keys, labels and loads), the resume stores, and when a
 measured window counts as disturbed by other processes. Stdlib only."""
 
-# One-way like the Go original (ws-api --handler discard, ws-bench --no-echo) unless echo.
+# One-way like the Go original (ws-api --handler discard, ws-bench --no-echo) unless echo. Sends are
+# spread evenly over each period unless burst: then every connection sends in the same instant, as the
+# Go original's bench tool does (ws-bench --burst).
 MESSAGE_CASES = [
-    # key, label, connections key, msg/s per connection, frame file, protobuf, echo
-    ("case1", "1: 50 B JSON, one-way", "users", 1, "50b.txt", False, False),
-    ("case1-pb", "1pb: 31 B protobuf, one-way", "users", 1, "50b.txt", True, False),
-    ("case2", "2: 1 KiB JSON, one-way", "users", 1, "1k.txt", False, False),
-    ("40k", "40k: 50 B JSON, one-way", "users40k", 20, "50b.txt", False, False),
-    ("40k-pb", "40k pb: 31 B protobuf, one-way", "users40k", 20, "50b.txt", True, False),
-    ("case1-echo", "1 echo: 50 B JSON, round trip", "users", 1, "50b.txt", False, True),
-    ("case2-echo", "2 echo: 1 KiB JSON, round trip", "users", 1, "1k.txt", False, True),
-    ("40k-echo", "40k echo: 50 B JSON, round trip", "users40k", 20, "50b.txt", False, True),
+    # key, label, connections key, msg/s per connection, frame file, protobuf, echo, burst
+    ("case1", "1: 50 B JSON, one-way", "users", 1, "50b.txt", False, False, False),
+    ("case1-pb", "1pb: 31 B protobuf, one-way", "users", 1, "50b.txt", True, False, False),
+    ("case1-burst", "1 burst: 50 B JSON, one-way, all in the same instant", "users", 1, "50b.txt", False, False,
+     True),
+    ("case2", "2: 1 KiB JSON, one-way", "users", 1, "1k.txt", False, False, False),
+    ("case2-burst", "2 burst: 1 KiB JSON, one-way, all in the same instant", "users", 1, "1k.txt", False, False,
+     True),
+    ("40k", "40k: 50 B JSON, one-way", "users40k", 20, "50b.txt", False, False, False),
+    ("40k-pb", "40k pb: 31 B protobuf, one-way", "users40k", 20, "50b.txt", True, False, False),
+    ("case1-echo", "1 echo: 50 B JSON, round trip", "users", 1, "50b.txt", False, True, False),
+    ("case1-echo-burst", "1 echo burst: 50 B JSON, round trip, all in the same instant", "users", 1, "50b.txt",
+     False, True, True),
+    ("case2-echo", "2 echo: 1 KiB JSON, round trip", "users", 1, "1k.txt", False, True, False),
+    ("40k-echo", "40k echo: 50 B JSON, round trip", "users40k", 20, "50b.txt", False, True, False),
 ]
 
 

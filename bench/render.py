@@ -27,6 +27,11 @@ def sysc(w):
     return f"{v:.2f}" if v is not None else w.get("syscalls_note") or "n/a"
 
 
+def ctxsw(w):
+    v = w.get("target_context_switches_per_message")
+    return f"{v:.2f}" if v is not None else "n/a"
+
+
 def ratio(a, b):
     return f"{a / b:.2f}×" if b > 0 else "—"
 
@@ -44,9 +49,14 @@ def load_saturated(r, plan):
     return bool(full or r.get("bench_saturated"))
 
 
+def message_keys(results):
+    """The message cases this run measured (all of them, or those --only chose), in their order."""
+    return [key for key, *_ in MESSAGE_CASES if key in results]
+
+
 def message_rows(results, plan):
     rows = []
-    for key, *_ in MESSAGE_CASES:
+    for key in message_keys(results):
         c = results[key]
         g, f = c["gateway"], c["floor"]
         gw, fw = g["window"], f["window"]
@@ -61,7 +71,7 @@ def message_rows(results, plan):
             f"{pct(gw['target'])} | {pct(fw['target'])} | **{ratio(gw['target']['cpu_percent'], fw['target']['cpu_percent'])}** | "
             f"{ratio(gw['target']['user_percent'], fw['target']['user_percent'])} / "
             f"{ratio(gw['target']['sys_percent'], fw['target']['sys_percent'])} | "
-            f"{us(gw)} | {us(fw)} | {sysc(gw)} / {sysc(fw)} | "
+            f"{us(gw)} | {us(fw)} | {sysc(gw)} / {sysc(fw)} | {ctxsw(gw)} / {ctxsw(fw)} | "
             f"{core_busy(gw, plan) or 0:.1f} / {core_busy(fw, plan) or 0:.1f} % | "
             f"{g['gateway']['rss_peak_mib']:.1f} / {f['gateway']['rss_peak_mib']:.1f} MiB | {lat} |")
     return rows
@@ -70,7 +80,7 @@ def message_rows(results, plan):
 def disturbed(results, plan):
     """Windows where a CPU was much busier than the processes measured on it, and reruns."""
     out, reruns = [], []
-    for key, *_ in MESSAGE_CASES:
+    for key in message_keys(results):
         c = results[key]
         if c.get("attempts", 1) > 1:
             reruns.append(f"{key} ×{c['attempts']}")
@@ -91,6 +101,8 @@ def disturbed(results, plan):
 def json_vs_protobuf(results):
     lines = []
     for j, p in (("case1", "case1-pb"), ("40k", "40k-pb")):
+        if j not in results or p not in results:
+            continue
         what = f"{results[j]['users']:,} × {results[j]['rate_per_conn']} msg/s"
         gj, gp = results[j]["gateway"]["window"], results[p]["gateway"]["window"]
         fj, fp = results[j]["floor"]["window"], results[p]["floor"]["window"]
@@ -159,18 +171,22 @@ def other_rows(results):
                     f"**{g['rss_per_connection_kib']:.2f} KiB per connection** (floor {f['gateway']['rss_settled_mib']:.1f} MiB, "
                     f"{f['rss_per_connection_kib']:.2f} KiB); connect {g['connect_rate_per_s']:,.0f}/s, handshake p99 "
                     f"{g['handshake_us']['p99']} µs; failed {g['connections_failed']} (floor {f['connections_failed']}) |")
-    if push := results.get("push"):
-        gu = push["gateway"]
-        rows.append(f"| push fan-out to {push['connections_established']:,} users | {gu['cpu_percent_of_one_core']:.1f} % CPU, "
-                    f"{gu['rss_peak_mib']:.1f} MiB; {push['received_per_s']:,.0f} deliveries/s, {push['messages_lost']} lost; "
-                    f"Push→delivery p50 {push['rtt_us']['p50']} µs, p99 {push['rtt_us']['p99']} µs |")
-    if bcast := results.get("broadcast"):
-        gu = bcast["gateway"]
-        per = 1e6 * gu["cpu_seconds"] / max(1, bcast["messages_received"])
-        rows.append(f"| broadcast to {bcast['connections_established']:,} sessions, 10 rounds | {gu['cpu_percent_of_one_core']:.1f} % CPU, "
-                    f"{gu['rss_peak_mib']:.1f} MiB; {bcast['received_per_s']:,.0f} deliveries/s, {bcast['messages_lost']} lost; "
-                    f"{per:.2f} µs gateway CPU per delivery; Broadcast→delivery p50 {bcast['rtt_us']['p50']} µs, "
-                    f"p99 {bcast['rtt_us']['p99']} µs |")
+    for key, what in (("push", "push fan-out to {n:,} users, 3 rounds"),
+                      ("broadcast", "broadcast to {n:,} sessions, 10 rounds")):
+        if not (r := results.get(key)):
+            continue
+        gu, name = r["gateway"], key.capitalize()
+        per = 1e6 * gu["cpu_seconds"] / max(1, r["messages_received"])
+        floor = ""
+        if f := r.get("floor"):
+            fper = 1e6 * f["gateway"]["cpu_seconds"] / max(1, f["messages_received"])
+            floor = (f"; floor (`ws-bench sink --push-users`, the same deliveries at that rate) "
+                     f"{f['gateway']['cpu_percent_of_one_core']:.1f} % CPU, {fper:.2f} µs per delivery, "
+                     f"{f['messages_lost']} lost: **{ratio(per, fper)} the floor**")
+        rows.append(f"| {what.format(n=r['connections_established'])} | {gu['cpu_percent_of_one_core']:.1f} % CPU, "
+                    f"{gu['rss_peak_mib']:.1f} MiB; {r['received_per_s']:,.0f} deliveries/s, {r['messages_lost']} lost; "
+                    f"**{per:.2f} µs gateway CPU per delivery**{floor}; {name}→delivery p50 {r['rtt_us']['p50']} µs, "
+                    f"p99 {r['rtt_us']['p99']} µs |")
     return rows
 
 
@@ -293,22 +309,24 @@ def render(doc):
         "ratio = gateway / floor (total, then user / sys). µs per message = CPU seconds / messages ws-bench sent "
         "in the window (user + sys). Syscalls per message: `perf stat -e raw_syscalls:sys_enter -p PID` over "
         "that last stretch (kept out of the CPU window: the tracepoint costs the traced process a little per "
-        f"syscall).{perf_note}{wait_note} Core CPU busy: the whole core's busy share from /proc/stat over the "
+        f"syscall).{perf_note}{wait_note} Context switches per message: every thread's voluntary + involuntary "
+        "switches over the CPU window (/proc/<pid>/task/*/status) per message sent. Core CPU busy: the whole core's busy share from /proc/stat over the "
         "same window (the process, interrupts, and anything else on that CPU). Seed cases are one-way like the "
         "Go original (ws-api `--handler discard`, ws-bench `--no-echo`); echo rows are round trips through "
         "ws-api (floor: `ws-bench sink --echo`), with ws-bench's round-trip p50 / p99 after the warm-up.",
         "",
         "| case | load (steady rate) | gateway CPU (user + sys) | floor CPU (user + sys) | ratio | ratio user / sys | "
-        "gateway µs/msg (user + sys) | floor µs/msg | syscalls/msg gateway / floor | core CPU busy gateway / floor | "
+        "gateway µs/msg (user + sys) | floor µs/msg | syscalls/msg gateway / floor | "
+        "context switches/msg gateway / floor | core CPU busy gateway / floor | "
         "RSS peak gateway / floor | round trip p50 / p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *message_rows(results, plan),
         "",
         *disturbed(results, plan),
         "",
         *json_vs_protobuf(results),
         "",
-    ] if all(k in results for k, *_ in MESSAGE_CASES) else []) + ([
+    ] if message_keys(results) else []) + ([
         "## Saturation, one-way, one core",
         "",
         f"{scale['sat_users']} connections, 50 B JSON frames, ws-api `--handler discard`; each step "

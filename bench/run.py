@@ -138,9 +138,15 @@ class Floor:
     """`ws-bench sink` pinned to the core CPU."""
     kind = "floor"
 
-    def __init__(self, plan, echo=False):
-        self.proc, m = spawn([f"{REL}/ws-bench", "sink", "--listen", LOCAL, "--cpu", str(plan["core"]),
-                              *(["--echo"] if echo else [])], r"ws-bench sink listening on (\S+)")
+    def __init__(self, plan, echo=False, push=None):
+        """push: (users, rounds, rate, broadcast) for the push and broadcast floor."""
+        extra = ["--echo"] if echo else []
+        if push:
+            users, rounds, rate, broadcast = push
+            extra += ["--push-users", str(users), "--push-rounds", str(rounds), "--push-rate", f"{rate:.0f}",
+                      *(["--push-broadcast"] if broadcast else [])]
+        self.proc, m = spawn([f"{REL}/ws-bench", "sink", "--listen", LOCAL, "--cpu", str(plan["core"]), *extra],
+                             r"ws-bench sink listening on (\S+)")
         self.addr, self.pid, self.api_pid = m.group(1), self.proc.pid, None
         self.baseline_rss_kib = rss_kib(self.pid)
         self.summary = {}
@@ -180,13 +186,15 @@ def bench(plan, target, args, name):
     return report
 
 
-def message_args(scale, users, rate, data, protobuf, echo, duration=None, warmup=None):
+def message_args(scale, users, rate, data, protobuf, echo, duration=None, warmup=None, burst=False):
     args = ["message", "--user", str(users), "--file", f"{ROOT}/testdata/{data}", "--rate", str(rate),
             "--duration", duration or scale["duration"], "--warmup", warmup or scale["warmup"], "--threads", "1"]
     if protobuf:
         args.append("--protobuf")
     if not echo:
         args.append("--no-echo")
+    if burst:
+        args.append("--burst")
     return args
 
 
@@ -219,14 +227,15 @@ def wait_quiet(quiet, log):
 def paired_case(plan, scale, case, quiet):
     """The same load against the gateway, then against the floor; on a shared machine, the pair is
     run again (up to quiet['retries'] times) when either window was disturbed, keeping the cleanest."""
-    key, label, users_key, rate, data, protobuf, echo = case
+    key, label, users_key, rate, data, protobuf, echo, burst = case
     # The seed one-way cases get the longest window; the rest have more messages or are variants.
     duration = scale["duration"] if key in ("case1", "case1-pb", "case2") else scale["short_duration"]
-    args = message_args(scale, scale[users_key], rate, data, protobuf, echo, duration=duration)
+    args = message_args(scale, scale[users_key], rate, data, protobuf, echo, duration=duration, burst=burst)
     best, log = None, []
     for attempt in range(1 + (quiet["retries"] if quiet else 0)):
         wait_quiet(quiet, log)
-        out = {"label": label, "echo": echo, "protobuf": protobuf, "users": scale[users_key], "rate_per_conn": rate}
+        out = {"label": label, "echo": echo, "protobuf": protobuf, "burst": burst, "users": scale[users_key],
+               "rate_per_conn": rate}
         for make in (lambda: Gateway(plan, "echo" if echo else "discard"), lambda: Floor(plan, echo)):
             target = make()
             try:
@@ -308,13 +317,25 @@ def saturation(plan, scale, quiet):
 
 
 def push_case(plan, scale, broadcast=False):
+    """ws-api's Push (or Broadcast) fan-out through the gateway, then the same deliveries at the rate the
+    gateway reached written by `ws-bench sink --push-users`, pinned like the gateway: its floor."""
+    rounds = 10 if broadcast else 3
+    extra, name = (["--broadcast"], "broadcast") if broadcast else ([], "push")
+    args = ["push", "--user", str(scale["push_users"]), "--threads", "1", "--rounds", str(rounds), *extra]
     stack = Gateway(plan, "echo")
-    extra, name = (["--broadcast", "--rounds", "10"], "broadcast") if broadcast else (["--rounds", "3"], "push")
     try:
-        return bench(plan, stack, ["push", "--user", str(scale["push_users"]), "--api", stack.api_addr,
-                                   "--threads", "1", *extra], name)
+        report = bench(plan, stack, [*args, "--api", stack.api_addr], name)
     finally:
         stack.close()
+    floor = Floor(plan, push=(report["connections_established"], rounds, max(report["received_per_s"], 1.0),
+                              broadcast))
+    try:
+        report["floor"] = bench(plan, floor, args, f"{name}-floor")
+    finally:
+        floor.close()
+    for r in (report, report["floor"]):
+        r["target_us_per_delivery"] = 1e6 * r["gateway"]["cpu_seconds"] / max(1, r["messages_received"])
+    return report
 
 
 # ---- resume storm (issue 12) ----
@@ -554,6 +575,11 @@ def check(results):
     for kind in ("gateway", "floor") if "idle" in results else ():
         if results["idle"][kind]["connections_failed"]:
             bad.append(f"idle/{kind}: {results['idle'][kind]['connections_failed']} connections failed")
+    for key in ("push", "broadcast"):
+        for kind, r in (("gateway", results[key]), ("floor", results[key].get("floor"))) if key in results else ():
+            if r and (r["connections_failed"] or r["messages_lost"] or r["messages_received"] > r["messages_sent"]):
+                bad.append(f"{key}/{kind}: {r['connections_failed']} failed, sent {r['messages_sent']}, "
+                           f"received {r['messages_received']}")
     for store in RESUME_STORES:
         r = results.get(f"resume-{store}", {}).get("report")
         if r and (r["resumed"] != r["positions_read"] or r["positions_read"] != r["users"] or r["duplicates"]

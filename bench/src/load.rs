@@ -401,7 +401,11 @@ async fn connection(
         match &plan.mode {
             Mode::Hold(d) => hold(ws, load_start + *d, &stats).await,
             Mode::Messages(m, frame) => {
-                let phase = i as f64 / plan.users.max(1) as f64;
+                let phase = if m.burst {
+                    0.0
+                } else {
+                    i as f64 / plan.users.max(1) as f64
+                };
                 send_load(phase, ws, m, frame, load_start, &stats, &plan.progress.sent).await
             }
         }
@@ -423,7 +427,8 @@ async fn hold(mut ws: WebSocketStream<TcpStream>, until: Instant, stats: &RefCel
 }
 
 /// Sends on one connection; `phase` (0..1) places its first send within the
-/// first period, so the connections' sends spread evenly over every period.
+/// first period, so the connections' sends spread evenly over every period
+/// (or, all at 0 with `--burst`, come in the same instant).
 async fn send_load(
     phase: f64,
     mut ws: WebSocketStream<TcpStream>,

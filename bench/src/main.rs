@@ -6,7 +6,8 @@
 //! Modules: [`load`] drives connections, [`stats`] collects and reports,
 //! [`procstat`] reads CPU and memory from /proc, [`window`] measures the
 //! steady window (CPU split, syscalls), [`push`] measures ws-api `Push`
-//! fan-out, [`resume`] a resume storm, and [`sink`] is the floor: a minimal epoll WebSocket server.
+//! fan-out, [`resume`] a resume storm, and [`sink`] is the floor: a minimal epoll WebSocket server
+//! ([`sink_push`] its pushes, the floor for push and broadcast).
 //!
 //! No `unsafe`: the system calls go through rustix's safe wrappers (the
 //! workspace's lints deny it).
@@ -20,6 +21,7 @@ mod procstat;
 mod push;
 mod resume;
 mod sink;
+mod sink_push;
 mod stats;
 mod window;
 
@@ -56,13 +58,15 @@ enum Command {
         #[command(flatten)]
         message: MessageArgs,
     },
-    /// Connect users, then measure ws-api `Push` deliveries to them.
+    /// Connect users, then measure ws-api `Push` deliveries to them (or,
+    /// without --api, the frames `sink --push-users` writes: the floor).
     Push {
         #[command(flatten)]
         common: Common,
-        /// ws-api's gRPC address.
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        api: String,
+        /// ws-api's gRPC address; without it the host is a pushing sink and
+        /// `rounds` × users frames are awaited.
+        #[arg(long)]
+        api: Option<String>,
         /// Push rounds (one Push per user per round).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
@@ -90,6 +94,19 @@ enum Command {
         /// Write every data frame back (the floor for a round trip).
         #[arg(long)]
         echo: bool,
+        /// Once this many connections are upgraded, write frames to them
+        /// (the floor for push and broadcast; `ws-bench push` without --api reads them).
+        #[arg(long)]
+        push_users: Option<usize>,
+        /// Rounds of --push-users frames each.
+        #[arg(long, default_value_t = 3)]
+        push_rounds: u64,
+        /// Frames per second over all connections.
+        #[arg(long, default_value_t = 20_000.0)]
+        push_rate: f64,
+        /// Each round one frame to every connection at once (a broadcast).
+        #[arg(long)]
+        push_broadcast: bool,
     },
 }
 
@@ -165,6 +182,10 @@ pub struct MessageArgs {
     /// The backend does not echo (ws-api --handler discard): count sends only.
     #[arg(long = "no-echo")]
     pub no_echo: bool,
+    /// Every connection sends in the same instant each period, as the Go
+    /// original's bench tool does, instead of spread evenly over it.
+    #[arg(long)]
+    pub burst: bool,
     /// Replies to messages sent in this first part of the load count as
     /// received but stay out of the latency figures (the burst right after
     /// every connection came up says more about the bench than the gateway).
@@ -255,9 +276,25 @@ fn main() -> anyhow::Result<()> {
             api,
             rounds,
             broadcast,
-        } => push::run(&common, &api, rounds, broadcast)?,
+        } => push::run(&common, api.as_deref(), rounds, broadcast)?,
         Command::Resume { common, resume } => return resume::run(&common, &resume),
-        Command::Sink { listen, cpu, echo } => return sink::run(listen, cpu, echo),
+        Command::Sink {
+            listen,
+            cpu,
+            echo,
+            push_users,
+            push_rounds,
+            push_rate,
+            push_broadcast,
+        } => {
+            let push = push_users.map(|users| sink_push::PushPlan {
+                users,
+                rounds: push_rounds,
+                rate: push_rate,
+                broadcast: push_broadcast,
+            });
+            return sink::run(listen, cpu, echo, push);
+        }
     };
     print!("{}", report.text());
     if let Some(path) = &report.json_path {

@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub user_seconds: f64,
     pub sys_seconds: f64,
     pub rss_kib: u64,
+    /// Context switches of every thread (voluntary and not); `None` when unreadable.
+    pub context_switches: Option<u64>,
 }
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`; `None` once the process is gone.
@@ -31,7 +33,20 @@ pub fn snapshot(pid: u32) -> Option<Snapshot> {
         user_seconds: ticks.user_seconds(),
         sys_seconds: ticks.sys_seconds(),
         rss_kib: procfs::rss_kib(&status).unwrap_or(0),
+        context_switches: context_switches(pid),
     })
+}
+
+/// The sum over `/proc/<pid>/task/*/status`: the process's own status
+/// counts its main thread only, and a glommio executor is another thread.
+fn context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        sum += procfs::context_switches(&status)?;
+    }
+    Some(sum)
 }
 
 /// CPU seconds (user + system, every thread) this process has used: the

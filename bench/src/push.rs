@@ -1,6 +1,9 @@
 //! Push fan-out: connect users 1..=N, then call ws-api `Push` for every
 //! uid (or `Broadcast` once) per round, and time each delivery from the call
-//! to the frame's arrival (the payload carries the send time).
+//! to the frame's arrival (the payload carries the send time). Without an
+//! API address the host is `ws-bench sink --push-users N`, which starts
+//! writing once every user is connected: the floor's deliveries are counted
+//! (rounds × users awaited), with no latency.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +23,12 @@ use crate::stats::{Percentiles, Report, ThreadStats};
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 64;
 
-pub fn run(common: &Common, api: &str, rounds: usize, broadcast: bool) -> anyhow::Result<Report> {
+pub fn run(
+    common: &Common,
+    api: Option<&str>,
+    rounds: usize,
+    broadcast: bool,
+) -> anyhow::Result<Report> {
     let nofile = raise_nofile();
     let users = common.user.min(nofile.saturating_sub(64) as usize);
     let threads = common.threads.max(1);
@@ -35,7 +43,7 @@ pub fn run(common: &Common, api: &str, rounds: usize, broadcast: bool) -> anyhow
 
 async fn fan_out(
     common: &Common,
-    api: &str,
+    api: Option<&str>,
     rounds: usize,
     broadcast: bool,
     users: usize,
@@ -68,49 +76,21 @@ async fn fan_out(
         }
     }
     let connect = connect_start.elapsed().as_secs_f64().max(1e-9);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))?
-        .connect()
-        .await?;
-    let client = BizMsgServiceClient::new(channel);
     let sampler = common.gateway_pid.map(Sampler::start);
     let gw_from = common.gateway_pid.and_then(procstat::snapshot);
     let load_start = Instant::now();
-    let mut sent = 0u64;
-    for _ in 0..rounds {
-        if broadcast {
-            let msg = BizMsg {
-                biz_code: "bench".into(),
-                biz_payload: epoch.elapsed().as_micros().to_string(),
-                ..Default::default()
-            };
-            client.clone().broadcast(msg).await?;
-            sent += users as u64;
-            continue;
-        }
-        let calls = futures_util::stream::iter(1..=users as u64).map(|uid| {
-            let mut client = client.clone();
-            async move {
-                let msg = BizMsg {
-                    biz_code: "bench".into(),
-                    biz_payload: epoch.elapsed().as_micros().to_string(),
-                    uid,
-                    ..Default::default()
-                };
-                client
-                    .push(msg)
-                    .await
-                    .map(|r| r.into_inner().success_count as u64)
-                    .unwrap_or(0)
-            }
-        });
-        sent += calls
-            .buffer_unordered(PUSH_CONCURRENCY)
-            .fold(0, |a, n| async move { a + n })
-            .await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+    let sent = match api {
+        Some(api) => call_api(api, rounds, broadcast, users, epoch).await?,
+        None => (rounds * users) as u64,
+    };
+    // Until everything sent arrived, or nothing more did for 10 s.
+    let (mut seen, mut progress) = (0, Instant::now());
+    while received.load(Ordering::Relaxed) < sent && progress.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = received.load(Ordering::Relaxed);
+        if now > seen {
+            (seen, progress) = (now, Instant::now());
+        }
     }
     let load = load_start.elapsed().as_secs_f64().max(1e-9);
     let gw_to = common.gateway_pid.and_then(procstat::snapshot);
@@ -153,6 +133,55 @@ async fn fan_out(
         window: None,
         json_path: common.json.clone(),
     })
+}
+
+/// Calls ws-api: a Push per user (or one Broadcast) per round; what it
+/// reports sent (a Push's success count, a Broadcast's users).
+async fn call_api(
+    api: &str,
+    rounds: usize,
+    broadcast: bool,
+    users: usize,
+    epoch: Instant,
+) -> anyhow::Result<u64> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))?
+        .connect()
+        .await?;
+    let client = BizMsgServiceClient::new(channel);
+    let mut sent = 0u64;
+    for _ in 0..rounds {
+        if broadcast {
+            let msg = BizMsg {
+                biz_code: "bench".into(),
+                biz_payload: epoch.elapsed().as_micros().to_string(),
+                ..Default::default()
+            };
+            client.clone().broadcast(msg).await?;
+            sent += users as u64;
+            continue;
+        }
+        let calls = futures_util::stream::iter(1..=users as u64).map(|uid| {
+            let mut client = client.clone();
+            async move {
+                let msg = BizMsg {
+                    biz_code: "bench".into(),
+                    biz_payload: epoch.elapsed().as_micros().to_string(),
+                    uid,
+                    ..Default::default()
+                };
+                client
+                    .push(msg)
+                    .await
+                    .map(|r| r.into_inner().success_count as u64)
+                    .unwrap_or(0)
+            }
+        });
+        sent += calls
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .fold(0, |a, n| async move { a + n })
+            .await;
+    }
+    Ok(sent)
 }
 
 /// Counts pushed frames and their Push → delivery latency.

@@ -4,7 +4,9 @@
 //! key), then reads and discards every frame. The only per-frame work is
 //! RFC 6455 framing: the header is parsed to skip the payload, pings are
 //! answered, a close is echoed. With `--echo` it also writes every data
-//! frame back (unmasked), the floor for a round trip.
+//! frame back (unmasked), the floor for a round trip. With `--push-users`
+//! it also writes frames of its own to its connections, the floor for push
+//! and broadcast (`sink_push`).
 //!
 //! Memory: one shared 64 KiB read buffer; per connection a ~100-byte state
 //! (the partial frame header and how much payload is left), plus a buffer
@@ -22,6 +24,8 @@ use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use ws_util::frame;
+
+use crate::sink_push::{self, PushPlan, Pusher};
 
 /// Shared read buffer size: one `read` per readiness, level-triggered.
 const READ_BUF: usize = 64 * 1024;
@@ -100,10 +104,18 @@ struct Totals {
     messages: u64,
     bytes: u64,
     closed: u64,
+    /// Frames the push floor wrote, and those it found no connection for.
+    pushed: u64,
+    push_skipped: u64,
 }
 
 /// Runs the sink until SIGTERM or SIGINT.
-pub fn run(listen: SocketAddr, cpu: Option<usize>, echo: bool) -> anyhow::Result<()> {
+pub fn run(
+    listen: SocketAddr,
+    cpu: Option<usize>,
+    echo: bool,
+    push: Option<PushPlan>,
+) -> anyhow::Result<()> {
     if let Some(cpu) = cpu {
         pin(cpu)?;
     }
@@ -128,8 +140,19 @@ pub fn run(listen: SocketAddr, cpu: Option<usize>, echo: bool) -> anyhow::Result
     };
     let mut events = vec![none; 1024];
     let mut totals = Totals::default();
+    let mut pusher = push.map(Pusher::new);
+    let mut frame = Vec::new();
+    push_header(&mut frame, 0x81, sink_push::FRAME_JSON.len() as u64);
+    frame.extend_from_slice(sink_push::FRAME_JSON);
     loop {
-        let n = match epoll::wait(&ep, &mut events[..], None) {
+        let timeout = pusher
+            .as_ref()
+            .and_then(Pusher::timeout)
+            .map(|d| rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: d.as_nanos() as _,
+            });
+        let n = match epoll::wait(&ep, &mut events[..], timeout.as_ref()) {
             Ok(n) => n,
             // A signal handler ran (signal-hook's write); its byte wakes the next wait.
             Err(Errno::INTR) => continue,
@@ -141,13 +164,16 @@ pub fn run(listen: SocketAddr, cpu: Option<usize>, echo: bool) -> anyhow::Result
                 LISTENER => accept_all(&ep, &lst, &mut conns, &mut totals),
                 SIGNALS => {
                     println!(
-                        "ws-bench sink: accepted {} upgraded {} closed {} frames {} messages {} bytes {}",
+                        "ws-bench sink: accepted {} upgraded {} closed {} frames {} messages {} bytes {} \
+                         pushed {} push_skipped {}",
                         totals.accepted,
                         totals.upgraded,
                         totals.closed,
                         totals.frames,
                         totals.messages,
-                        totals.bytes
+                        totals.bytes,
+                        totals.pushed,
+                        totals.push_skipped
                     );
                     io::stdout().flush()?;
                     return Ok(());
@@ -182,7 +208,48 @@ pub fn run(listen: SocketAddr, cpu: Option<usize>, echo: bool) -> anyhow::Result
                 }
             }
         }
+        if let Some(p) = pusher.as_mut() {
+            let due = p.due(totals.upgraded, std::time::Instant::now());
+            write_pushes(&ep, &mut conns, p, due, &frame, &mut totals);
+        }
     }
+}
+
+/// Writes `due` copies of `frame`, one per upgraded connection in round
+/// robin from the pusher's cursor, each connection's in one write.
+fn write_pushes(
+    ep: &OwnedFd,
+    conns: &mut [Option<Slot>],
+    p: &mut Pusher,
+    due: u64,
+    frame: &[u8],
+    totals: &mut Totals,
+) {
+    let (mut left, mut idle) = (due, 0);
+    // `idle` counts slots looked at without a write: a full lap of them
+    // means no connection is left to write to.
+    while left > 0 && idle <= conns.len() {
+        let i = p.cursor % conns.len().max(1);
+        p.cursor = i + 1;
+        let Some(Slot { sock, conn }) = conns.get_mut(i).and_then(Option::as_mut) else {
+            idle += 1;
+            continue;
+        };
+        if !matches!(conn.phase, Phase::Open) || conn.closing || conn.out.len() >= MAX_PENDING {
+            idle += 1;
+            continue;
+        }
+        idle = 0;
+        left -= 1;
+        totals.pushed += 1;
+        conn.out.extend_from_slice(frame);
+        let sock = sock.as_fd();
+        if !(flush(sock, conn) && rearm(ep, sock, conn)) {
+            conns[i] = None;
+            totals.closed += 1;
+        }
+    }
+    totals.push_skipped += left;
 }
 
 /// Accepts until the backlog is drained. On an error (EAGAIN: drained;

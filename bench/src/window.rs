@@ -1,5 +1,5 @@
 //! The steady window of a message load: CPU of the target (the gateway or
-//! the sink) split into user and system time, ws-api's and the bench's own
+//! the sink) split into user and system time, its context switches, ws-api's and the bench's own
 //! CPU, every CPU's busy share from /proc/stat, and the target's syscalls
 //! per message from `perf stat -e raw_syscalls:sys_enter` where perf works.
 //!
@@ -42,6 +42,8 @@ pub struct ProcUse {
     pub cpu_percent: f64,
     pub user_percent: f64,
     pub sys_percent: f64,
+    /// Context switches of all its threads over the window.
+    pub context_switches: Option<u64>,
 }
 
 /// What the steady window measured.
@@ -56,6 +58,7 @@ pub struct Window {
     pub target_us_per_message: Option<f64>,
     pub target_user_us_per_message: Option<f64>,
     pub target_sys_us_per_message: Option<f64>,
+    pub target_context_switches_per_message: Option<f64>,
     /// ws-api (`--api-pid`).
     pub api: Option<ProcUse>,
     /// The bench's own CPU, percent of one core (all its threads).
@@ -102,6 +105,10 @@ impl Probe {
                 cpu_percent: 100.0 * cpu / secs,
                 user_percent: 100.0 * user / secs,
                 sys_percent: 100.0 * sys / secs,
+                context_switches: x
+                    .context_switches
+                    .zip(y.context_switches)
+                    .map(|(from, to)| to.saturating_sub(from)),
             })
         };
         let target = use_of(self.target, &a.target, &b.target);
@@ -121,6 +128,10 @@ impl Probe {
             target_us_per_message: target.as_ref().and_then(|t| per(t.cpu_seconds)),
             target_user_us_per_message: target.as_ref().and_then(|t| per(t.user_seconds)),
             target_sys_us_per_message: target.as_ref().and_then(|t| per(t.sys_seconds)),
+            target_context_switches_per_message: target
+                .as_ref()
+                .and_then(|t| t.context_switches)
+                .and_then(|n| (messages > 0).then(|| n as f64 / messages as f64)),
             target,
             api: use_of(self.api, &a.api, &b.api),
             bench_cpu_percent: 100.0 * (b.bench_cpu - a.bench_cpu) / secs,

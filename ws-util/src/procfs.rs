@@ -1,5 +1,5 @@
-//! A process's CPU time (`/proc/<pid>/stat`) and resident memory
-//! (`/proc/<pid>/status`), for the gateway's `/metrics`, ws-bench's
+//! A process's CPU time (`/proc/<pid>/stat`), resident memory and context
+//! switches (`/proc/<pid>/status`), for the gateway's `/metrics`, ws-bench's
 //! readings of the gateway and the tests' memory checks. Parsing is apart
 //! from reading, so each caller keeps its own answer to a missing file.
 
@@ -73,6 +73,19 @@ pub fn rss_kib(status: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` from the text
+/// of a `status` file (a process's is its main thread's alone: sum those
+/// of `/proc/<pid>/task/*/status` for every thread); `None` without them.
+pub fn context_switches(status: &str) -> Option<u64> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
+}
+
 /// The kernel's clock ticks per second (`sysconf(_SC_CLK_TCK)`), at least 1.
 pub fn ticks_per_second() -> f64 {
     rustix::param::clock_ticks_per_second().max(1) as f64
@@ -108,6 +121,14 @@ mod tests {
         let status = "Name:\tws-gateway\nVmPeak:\t  90000 kB\nVmRSS:\t   10240 kB\nThreads:\t3\n";
         assert_eq!(rss_kib(status), Some(10240));
         assert_eq!(rss_kib("Name:\tzombie\nState:\tZ (zombie)\n"), None);
+    }
+
+    #[test]
+    fn context_switches_add_both_kinds() {
+        let status =
+            "Name:\tws-gateway\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(context_switches(status), Some(123));
+        assert_eq!(context_switches("voluntary_ctxt_switches:\t1\n"), None);
     }
 
     #[test]
