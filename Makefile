@@ -16,7 +16,7 @@ run: build-release
 test: deps lint build glommio-test fuzz-smoke bench-smoke integration
 
 ## deps: what the tests need beyond cargo, installed here so a fresh machine needs nothing by hand:
-## a Python venv (websockets: an independent client; grpcio: a gRPC C-core ws-api), redis-server,
+## a Python venv (tests/requirements.txt: websockets, grpcio, PyJWT), redis-server,
 ## Go with grpc-go from Debian (a grpc-go ws-api), Chromium and playwright-core (browser tests)
 VENV := target/venv
 deps: $(VENV)/.installed tests/browser/node_modules/playwright-core/package.json
@@ -30,11 +30,11 @@ tests/browser/node_modules/playwright-core/package.json: tests/browser/package-l
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(VENV)/.installed:
+$(VENV)/.installed: tests/requirements.txt
 	@python3 -m venv $(VENV) 2>/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
 		 python3 -m venv $(VENV))
-	$(VENV)/bin/pip install --quiet 'websockets>=13' 'grpcio>=1.60' 'grpcio-tools>=1.60'
+	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
 	@touch $@
 
 lint:

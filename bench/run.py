@@ -98,7 +98,7 @@ class Gateway:
 
     def __init__(self, plan, handler, extra=()):
         self.api, m = spawn([*taskset(plan), f"{REL}/ws-api", "--listen", LOCAL, "--handler", handler,
-                             "--threads", "1"], r"ws-api listening on (\S+)")
+                             "--threads", "1", "--auth", "insecure-dev"], r"ws-api listening on (\S+)")
         self.api_addr = m.group(1)
         self.proc = subprocess.Popen(
             [f"{REL}/ws-gateway", "--listen", LOCAL, "--admin-listen", LOCAL, "--upstream", self.api_addr,
@@ -464,7 +464,7 @@ def resume_case(plan, scale, store):
             rp, port = start_redis(plan, f"{logs}-redis.log")
             procs.append(rp)
             redis = (rp, port)
-        api, m = start_logged([*taskset(plan), f"{REL}/ws-api", "--listen", LOCAL, "--handler", "discard",
+        api, m = start_logged([*taskset(plan), f"{REL}/ws-api", "--listen", LOCAL, "--handler", "discard", "--auth", "insecure-dev",
                                "--threads", "1", *(["--redis", f"redis://127.0.0.1:{redis[1]}"] if redis else [])],
                               r"ws-api listening on (\S+)", f"{logs}-api.log")
         procs.append(api)

@@ -37,7 +37,7 @@ ENTRYPOINT ["/usr/local/bin/ws-gateway"]
 CF
 podman build --isolation=chroot -t "$IMAGE" "$ctx"
 
-./target/release/ws-api --listen "$API" --handler echo --threads 1 & api_pid=$!
+./target/release/ws-api --listen "$API" --handler echo --threads 1 --auth insecure-dev & api_pid=$!
 # nproc is set low on purpose: this sandbox refuses RLIMIT_NPROC at or above
 # the host's value, which podman would otherwise apply (the gateway needs a
 # thread per core plus a few).

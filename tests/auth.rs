@@ -4,22 +4,6 @@
 mod common;
 
 use common::*;
-use tokio_tungstenite::tungstenite::Error as WsError;
-
-fn refusal(err: WsError) -> (u16, String) {
-    match err {
-        WsError::Http(resp) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
-            (resp.status().as_u16(), body)
-        }
-        other => panic!("expected an HTTP refusal, got {other}"),
-    }
-}
 
 #[tokio::test]
 async fn token_admits_and_refusals_say_why() {

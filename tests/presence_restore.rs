@@ -187,6 +187,7 @@ async fn a_ws_api_without_the_health_service_keeps_readyz_200() {
             },
         ),
         Duration::from_secs(30),
+        ws_api::auth::Auth::InsecureDev,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -22,7 +22,7 @@ cargo build --release -p ws-gateway -p ws-api --bins
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
-./target/release/ws-api --listen "$API" --handler echo --max-message-size 67108864 >/dev/null 2>&1 & pids+=($!)
+./target/release/ws-api --listen "$API" --handler echo --max-message-size 67108864 --auth insecure-dev >/dev/null 2>&1 & pids+=($!)
 ./target/release/ws-gateway --listen "$GW" --admin-listen "$ADMIN" --upstream "$API" --frame-format raw \
     --max-message-size 20000000 --max-frame-size 20000000 --upstream-buffer 67108864 --ping-interval 0 \
     --log warn >/dev/null 2>&1 & pids+=($!)

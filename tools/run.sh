@@ -13,7 +13,7 @@ READY_WITHIN=${READY_WITHIN:-10}
 bin=target/release
 
 # chat: the demo's rooms (join/say); any other message is echoed.
-./$bin/ws-api --listen "$API_LISTEN" --handler chat & api=$!
+./$bin/ws-api --listen "$API_LISTEN" --handler chat --auth insecure-dev & api=$!
 ./$bin/ws-gateway --listen "$GW_LISTEN" --upstream "$API_LISTEN" --admin-listen "$ADMIN_LISTEN" & gw=$!
 # The demo imports ../wsgw.js, so the server's root is clients/js.
 python3 -m http.server --bind "${DEMO_LISTEN%:*}" "${DEMO_LISTEN##*:}" --directory clients/js \

@@ -202,11 +202,15 @@ pub fn ws_api(listen: &str, handler: &str) -> Proc {
     ws_api_with(listen, handler, &[])
 }
 
-/// Starts `ws-api` with `extra` flags (e.g. `--redis URL`).
+/// Starts `ws-api` with `extra` flags (e.g. `--redis URL`); with
+/// `--auth insecure-dev` unless `extra` names an `--auth`.
 pub fn ws_api_with(listen: &str, handler: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(workspace_bin("ws-api"));
     cmd.args(["--listen", listen, "--handler", handler, "--threads", "1"])
         .args(extra);
+    if !extra.contains(&"--auth") {
+        cmd.args(["--auth", "insecure-dev"]);
+    }
     spawn_and_wait(cmd, "ws-api listening on ")
 }
 
@@ -304,6 +308,22 @@ pub async fn handshake(
     tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req))
         .await
         .expect("no answer to the WebSocket handshake before the deadline")
+}
+
+/// The HTTP status and body of a refused upgrade.
+pub fn refusal(err: WsError) -> (u16, String) {
+    match err {
+        WsError::Http(resp) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            (resp.status().as_u16(), body)
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
 }
 
 /// Connects, retrying while the gateway answers 503 (its stream to ws-api is not up yet).

@@ -13,6 +13,7 @@
 //!
 //! - this file: [`Handler`], what happens to each upstream message (echo, log, discard, redis-stream, chat).
 //! - [`service`]: `Backend`, the parts composed, and `ExchangeService` (the stream pump, Connect, Disconnect, KeepAlive).
+//! - [`auth`]: who a Connect's token is (`--auth jwt`, or the `insecure-dev` placeholder), and closing sessions whose token expires.
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
 //! - [`chat`]: the demo's chat rooms (`--handler chat`).
 //! - [`redis_stream`]: `--handler redis-stream`: XADD to a Redis Stream per type.
@@ -30,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acks;
+pub mod auth;
 pub mod biz;
 pub mod chat;
 pub mod delivery;

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::warn;
 use ws_api::Handler;
+use ws_api::auth::{Auth, jwt};
 use ws_api::biz::Biz;
 use ws_api::delivery::{Delivery, Redelivery};
 use ws_api::history::{
@@ -112,6 +114,63 @@ struct Args {
     /// that acknowledged least recently is forgotten, counted.
     #[arg(long, env = "WS_API_DEVICES_PER_USER", default_value_t = 16)]
     devices_per_user: usize,
+    /// How Connect checks tokens: `jwt` (signed JSON Web Tokens, `sub` the
+    /// uid), or `insecure-dev` (any token; for trying it out and tests).
+    #[arg(long, env = "WS_API_AUTH", value_enum, default_value_t = AuthMode::Jwt)]
+    auth: AuthMode,
+    /// File holding the HMAC secret for HS256/384/512 tokens (at least 32
+    /// bytes; a trailing newline is ignored).
+    #[arg(long, env = "WS_API_JWT_HMAC_SECRET_FILE")]
+    jwt_hmac_secret_file: Option<PathBuf>,
+    /// PEM public key (RSA: RS256/384/512; EC: ES256/384); repeat, or
+    /// separate with commas, for several.
+    #[arg(long, env = "WS_API_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    jwt_public_key_file: Vec<PathBuf>,
+    /// JWK set file (RFC 7517), read again when it changes (key rotation);
+    /// a token's `kid` picks the key.
+    #[arg(long, env = "WS_API_JWT_JWKS_FILE")]
+    jwt_jwks_file: Option<PathBuf>,
+    /// How often the JWKS file is checked for changes.
+    #[arg(long, env = "WS_API_JWT_JWKS_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
+    jwt_jwks_refresh: Duration,
+    /// Accepted `aud` values (then required); repeat or separate with commas.
+    #[arg(long, env = "WS_API_JWT_AUDIENCE", value_delimiter = ',')]
+    jwt_audience: Vec<String>,
+    /// Accepted `iss` values (then required); repeat or separate with commas.
+    #[arg(long, env = "WS_API_JWT_ISSUER", value_delimiter = ',')]
+    jwt_issuer: Vec<String>,
+    /// Clock difference allowed on `exp` and `nbf`; a session is closed this
+    /// long after its token's `exp`.
+    #[arg(long, env = "WS_API_JWT_LEEWAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    jwt_leeway: Duration,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    Jwt,
+    InsecureDev,
+}
+
+impl Args {
+    /// The token check `--auth` and the `--jwt-*` files give; an error
+    /// names the file or what is missing.
+    fn auth(&self) -> anyhow::Result<Auth> {
+        if self.auth == AuthMode::InsecureDev {
+            return Ok(Auth::InsecureDev);
+        }
+        let opts = jwt::Options {
+            hmac_secret_file: self.jwt_hmac_secret_file.clone(),
+            public_key_files: self.jwt_public_key_file.clone(),
+            jwks_file: self.jwt_jwks_file.clone(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            leeway: self.jwt_leeway,
+        };
+        let verifier = jwt::Verifier::new(&opts)
+            .context("--auth jwt (for trying ws-api out without tokens: --auth insecure-dev)")?;
+        Ok(Auth::Jwt(Box::new(verifier)))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,10 +202,17 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = args.threads {
         rt.worker_threads(n.max(1));
     }
-    rt.enable_all().build()?.block_on(serve(args))
+    let auth = match args.auth() {
+        Ok(auth) => auth,
+        Err(e) => {
+            eprintln!("ws-api: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    rt.enable_all().build()?.block_on(serve(args, auth))
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -197,7 +263,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         args.stream_maxlen,
         delivery,
         args.server_ttl,
+        auth,
     );
+    match &backend.auth {
+        Auth::InsecureDev => warn!(
+            "--auth insecure-dev: every non-empty token is admitted (a decimal token is the uid); never in production"
+        ),
+        Auth::Jwt(v) => v.spawn_refresh(args.jwt_jwks_refresh),
+    }
     sweeper::spawn(Arc::clone(&backend.outbox), args.server_ttl);
     // `grpc.health.v1.Health`: NOT_SERVING while the Redis store is
     // unreachable (the gateway's /readyz reads it); always SERVING in memory.
@@ -232,8 +305,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         "memory"
     };
     println!(
-        "ws-api listening on {addr} (handler {:?}, presence {store})",
-        args.handler
+        "ws-api listening on {addr} (handler {:?}, presence {store}, auth {})",
+        args.handler,
+        backend.auth.describe()
     );
     std::io::stdout().flush()?;
     Server::builder()

@@ -172,33 +172,9 @@ pub fn unavailable(op: &str, err: &PresenceError) -> Status {
     ))
 }
 
-/// The uid a token stands for: a decimal token is the uid itself, any other
-/// token hashes (FNV-1a 64, top bit clear) to a stable uid.
-pub fn uid_for_token(token: &[u8]) -> u64 {
-    if let Some(uid) = std::str::from_utf8(token)
-        .ok()
-        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|t| t.parse().ok())
-    {
-        return uid;
-    }
-    let h = token.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    h & (u64::MAX >> 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_map_to_uids() {
-        assert_eq!(uid_for_token(b"42"), 42);
-        assert_eq!(uid_for_token(b"abc"), uid_for_token(b"abc"));
-        assert_ne!(uid_for_token(b"abc"), uid_for_token(b"abd"));
-        assert!(uid_for_token(b"abc") < 1 << 63);
-    }
 
     #[test]
     fn session_fields_round_trip() {

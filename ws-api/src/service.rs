@@ -17,11 +17,13 @@ use tracing::{debug, info, warn};
 
 use crate::Handler;
 use crate::acks::{ACK_EVERY, Received, Sequence};
+use crate::auth::Auth;
+use crate::auth::expiry::Expiry;
 use crate::chat::Rooms;
 use crate::delivery::{Delivery, Upstream};
 use crate::link::{Attached, Downstream, STREAM_QUEUE};
 use crate::outbox::Outbox;
-use crate::presence::{Presence, SessionKey, uid_for_token, unavailable};
+use crate::presence::{Presence, SessionKey, unavailable};
 use crate::proto::wsapi::control::Op;
 use crate::proto::wsapi::exchange_service_server::ExchangeService;
 use crate::proto::wsapi::{
@@ -45,6 +47,10 @@ pub struct Backend {
     pub delivery: Arc<Delivery>,
     /// `--handler chat`'s rooms.
     pub rooms: Rooms,
+    /// How Connect checks tokens (`--auth`).
+    pub auth: Auth,
+    /// Sessions to close when their token expires.
+    pub expiry: Arc<Expiry>,
 }
 
 impl Backend {
@@ -54,6 +60,7 @@ impl Backend {
         stream_maxlen: usize,
         delivery: Delivery,
         hold: Duration,
+        auth: Auth,
     ) -> Arc<Backend> {
         Arc::new(Backend {
             outbox: Arc::new(Outbox::new(presence, hold)),
@@ -62,6 +69,8 @@ impl Backend {
             stream_maxlen,
             delivery: Arc::new(delivery),
             rooms: Rooms::default(),
+            auth,
+            expiry: Arc::default(),
         })
     }
 
@@ -313,13 +322,12 @@ impl ExchangeService for Exchange {
         req: Request<ConnectRequest>,
     ) -> Result<Response<ConnectReply>, Status> {
         let req = req.into_inner();
-        if req.token.is_empty() {
-            return Err(Status::unauthenticated("missing token"));
-        }
-        if req.token.starts_with(b"deny") {
-            return Err(Status::permission_denied("token denied"));
-        }
-        let uid = uid_for_token(&req.token);
+        let identity = self.backend.auth.verify(&req.token).map_err(|refused| {
+            self.backend.outbox.stats.auth_refused.fetch_add(1, Relaxed);
+            debug!(server = %req.server, sid = %req.sid, %refused, "connect refused");
+            Status::from(refused)
+        })?;
+        let uid = identity.uid;
         debug!(server = %req.server, sid = %req.sid, uid, since = %req.since, device = %req.device, "connect");
         let device = match req.device.as_str() {
             "" => None,
@@ -331,6 +339,11 @@ impl ExchangeService for Exchange {
         };
         let delivery = &self.backend.delivery;
         delivery.connected(&key, device.as_ref());
+        if let Some(at) = identity.expires {
+            self.backend
+                .expiry
+                .arm(key.clone(), at, &self.backend.outbox);
+        }
         self.backend
             .outbox
             .presence
@@ -354,6 +367,7 @@ impl ExchangeService for Exchange {
             sid: req.sid,
         };
         self.backend.delivery.disconnected(&key);
+        self.backend.expiry.disarm(&key);
         self.backend
             .outbox
             .presence

@@ -162,4 +162,8 @@ pub struct Stats {
     /// (`--devices-per-user`): that device's next reconnect without a
     /// position does not resume.
     pub devices_evicted: AtomicU64,
+    /// Connects refused for their token (`--auth`), every reason.
+    pub auth_refused: AtomicU64,
+    /// Sessions closed because their token expired.
+    pub sessions_expired: AtomicU64,
 }

@@ -54,7 +54,7 @@ struct Node {
 impl Node {
     async fn start(args: &[&str]) -> Node {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ws-api"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--auth", "insecure-dev"])
             .args(args)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
