@@ -5,11 +5,13 @@ GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
 ADMIN_LISTEN ?= 127.0.0.1:9090
 DEMO_LISTEN ?= 127.0.0.1:8000
+# The Python peers' venv (tests/requirements.txt); make run's client comes from it.
+VENV := target/venv
 
 .PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
 ## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them)
-run: build-release
+run: build-release $(VENV)/.installed
 	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) DEMO_LISTEN=$(DEMO_LISTEN) bash tools/run.sh
 
 ## test: formatting, lints, then every test (glommio's, fuzz smoke, bench smoke, unit, integration)
@@ -18,7 +20,6 @@ test: deps lint build glommio-test fuzz-smoke bench-smoke integration
 ## deps: what the tests need beyond cargo, installed here so a fresh machine needs nothing by hand:
 ## a Python venv (tests/requirements.txt: websockets, grpcio, PyJWT), redis-server,
 ## Go with grpc-go from Debian (a grpc-go ws-api), Chromium and playwright-core (browser tests)
-VENV := target/venv
 deps: $(VENV)/.installed tests/browser/node_modules/playwright-core/package.json
 	@command -v redis-server >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)

@@ -50,10 +50,13 @@ alive || exit 1
 
 cat <<BANNER
 
-Connect to ws://$GW_LISTEN/gateway/ws with a 'token' header (a number is the uid), e.g.:
-  websocat -H 'token: 42' ws://$GW_LISTEN/gateway/ws   then type: {"type":"message","payload":"aGVsbG8="}
-Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42'). ws-api echoes every message (chat: join/say).
-JS client (clients/js/wsgw.js) chat demo: http://$DEMO_LISTEN/demo/ in two tabs, two uids, one room.
+Connect to ws://$GW_LISTEN/gateway/ws with a token (insecure-dev: a number is the uid), e.g. type into:
+  target/venv/bin/python3 -m websockets 'ws://$GW_LISTEN/gateway/ws?token=42'
+  {"type":"message","payload":"aGVsbG8="}            (ws-api's chat handler echoes it)
+Push to that user from another shell:
+  ./$bin/ws-api push --api $API_LISTEN --uid 42 --type notice --payload hello
+Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42').
+JS client (clients/js/wsgw.js) chat demo: http://$DEMO_LISTEN/demo/?gw=ws://$GW_LISTEN/gateway/ws in two tabs, two uids, one room.
 Metrics and probes: http://$ADMIN_LISTEN/metrics /readyz. Ctrl-C stops them all.
 BANNER
 

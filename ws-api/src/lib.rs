@@ -12,6 +12,7 @@
 //! the top only composes them. Test modules may import anything.
 //!
 //! - this file: [`Handler`], what happens to each upstream message (echo, log, discard, redis-stream, chat).
+//! - [`cli`]: `ws-api push|kick|join|leave|push-group|broadcast`: one BizMsgService call from a shell.
 //! - [`service`]: `Backend`, the parts composed, and `ExchangeService` (the stream pump, Connect, Disconnect, KeepAlive).
 //! - [`auth`]: who a Connect's token is (`--auth jwt`, or the `insecure-dev` placeholder), and closing sessions whose token expires.
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
@@ -34,6 +35,7 @@ pub mod acks;
 pub mod auth;
 pub mod biz;
 pub mod chat;
+pub mod cli;
 pub mod delivery;
 pub mod history;
 pub mod link;
@@ -52,6 +54,8 @@ pub mod proto {
         pub use ws_proto::wsapi::*;
         tonic::include_proto!("wsapi");
     }
+    /// Every service and message, encoded, for gRPC server reflection.
+    pub const DESCRIPTORS: &[u8] = tonic::include_file_descriptor_set!("wsapi_descriptor");
 }
 
 /// What ws-api does with each message a gateway sends up.

@@ -17,6 +17,7 @@ use tracing::warn;
 use ws_api::Handler;
 use ws_api::auth::{Auth, jwt};
 use ws_api::biz::Biz;
+use ws_api::cli::Call;
 use ws_api::delivery::{Delivery, Redelivery};
 use ws_api::history::{
     DedupLimits, Evicted, History, KeyLimits, MemoryHistory, RedisHistory, Retention,
@@ -27,10 +28,22 @@ use ws_api::proto::wsapi::exchange_service_server::ExchangeServiceServer;
 use ws_api::service::{Backend, Exchange};
 use ws_api::{store_watch, sweeper};
 
-/// ws-api: reference gRPC backend for ws-gateway.
+/// ws-api: reference gRPC backend for ws-gateway. Without a subcommand it
+/// serves; with one it calls a running ws-api's BizMsgService and prints
+/// the answer.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    call: Option<Call>,
+    /// For the subcommands: the ws-api they call.
+    #[arg(
+        long,
+        env = "WS_API_ADDR",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    api: String,
     /// gRPC listen address.
     #[arg(
         long,
@@ -175,6 +188,19 @@ impl Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(call) = args.call {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        match rt.block_on(call.run(&args.api)) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("ws-api: {e}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
     if args.handler == Handler::RedisStream && args.redis.is_none() {
         eprintln!("ws-api: --handler redis-stream needs --redis redis://host:port");
         std::process::exit(2);
@@ -310,10 +336,20 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
         backend.auth.describe()
     );
     std::io::stdout().flush()?;
+    // Both versions: grpcurl asks v1 first, grpcio-reflection's client and
+    // older tools only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ws_api::proto::DESCRIPTORS)
+    };
+    let reflection_v1 = reflection().build_v1().context("gRPC reflection")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("gRPC reflection")?;
     Server::builder()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             ExchangeServiceServer::new(Exchange {
                 backend: backend.clone(),

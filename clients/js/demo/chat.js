@@ -9,6 +9,10 @@ const conn = $('#conn');
 const say = $('#say');
 const log = $('#log');
 conn.uid.value ||= String(1 + Math.floor(Math.random() * 99));
+// The gateway: `?gw=ws://host:port/gateway/ws` (what `make run` prints), else
+// port 8080 on the host that served this page.
+conn.url.value = new URLSearchParams(location.search).get('gw')
+  ?? `ws://${location.hostname || '127.0.0.1'}:8080/gateway/ws`;
 
 let client = null;
 
