@@ -19,7 +19,26 @@ bin=target/release
 python3 -m http.server --bind "${DEMO_LISTEN%:*}" "${DEMO_LISTEN##*:}" --directory clients/js \
     >/dev/null 2>&1 & demo=$!
 trap 'kill $api $gw $demo 2>/dev/null; wait 2>/dev/null' EXIT
-trap 'exit 0' INT TERM
+# Ctrl-C reaches every process of the terminal's group: ws-api and the
+# gateway stop gracefully on their own, and a second signal from here would
+# cut the gateway's drain short. A TERM (or an INT sent to this script
+# alone) is passed on once; either way this waits for them to finish.
+stop() {
+    trap '' INT TERM
+    [ "$1" = TERM ] && kill -TERM "$api" "$gw" 2>/dev/null
+    kill "$demo" 2>/dev/null
+    local until=$((SECONDS + 2))
+    while kill -0 "$gw" 2>/dev/null || kill -0 "$api" 2>/dev/null; do
+        # Not stopping by itself: the signal was this script's alone.
+        [ "$1" = INT ] && [ "$SECONDS" -ge "$until" ] && { kill -TERM "$api" "$gw" 2>/dev/null; set -- TERM; }
+        sleep 0.1
+    done
+    trap - EXIT
+    echo "make run: stopped" >&2
+    exit 0
+}
+trap 'stop INT' INT
+trap 'stop TERM' TERM
 
 # GET /readyz with bash's /dev/tcp: 0 once it answers 200.
 ready() {

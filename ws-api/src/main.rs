@@ -12,8 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
-use tracing::warn;
+use tracing::{info, warn};
 use ws_api::Handler;
 use ws_api::auth::{Auth, jwt};
 use ws_api::biz::Biz;
@@ -156,6 +155,12 @@ struct Args {
     /// long after its token's `exp`.
     #[arg(long, env = "WS_API_JWT_LEEWAY", default_value = "5s", value_parser = humantime::parse_duration)]
     jwt_leeway: Duration,
+    /// After SIGTERM or SIGINT: how long calls in flight may take to finish
+    /// (new connections are refused at once, and gateways told to go
+    /// elsewhere with GOAWAY) before ws-api exits 0. A second signal exits
+    /// at once.
+    #[arg(long, env = "WS_API_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
 }
 
 /// `--auth`.
@@ -344,7 +349,8 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
     };
     let reflection_v1 = reflection().build_v1().context("gRPC reflection")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("gRPC reflection")?;
-    Server::builder()
+    let stop = Stop::listen()?;
+    let server = Server::builder()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(health_service)
@@ -362,9 +368,73 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
             outbox: Arc::clone(&backend.outbox),
             delivery: Arc::clone(&backend.delivery),
         }))
-        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
-        .await?;
+        .serve_with_incoming_shutdown(accept_until(listener, stop.clone()), stop.clone().wait());
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            stop.wait().await;
+            tokio::time::sleep(args.shutdown_grace).await;
+        } => info!(grace = ?args.shutdown_grace, "calls still open after the grace; exiting"),
+    }
+    info!("stopped");
     Ok(())
+}
+
+/// The accepted connections until the stop, when the listener is closed
+/// (new connections refused): tonic's own shutdown would hold it, and the
+/// kernel would go on queueing connections no one accepts.
+fn accept_until(
+    listener: tokio::net::TcpListener,
+    stop: Stop,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(Some((listener, stop)), |state| async move {
+        let (listener, stop) = state?;
+        tokio::select! {
+            accepted = listener.accept() => {
+                let accepted = accepted.map(|(tcp, _)| {
+                    // Small frames both ways: no Nagle delay.
+                    let _ = tcp.set_nodelay(true);
+                    tcp
+                });
+                Some((accepted, Some((listener, stop))))
+            }
+            () = stop.clone().wait() => None,
+        }
+    })
+}
+
+/// SIGTERM or SIGINT, seen by every task that waits for it; a second one
+/// exits at once.
+#[derive(Clone)]
+struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    fn listen() -> anyhow::Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            for n in 0.. {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                if n > 0 {
+                    warn!("second shutdown signal: exiting now");
+                    std::process::exit(1);
+                }
+                info!("shutdown signal: refusing new connections, finishing calls in flight");
+                tx.send_replace(true);
+            }
+        });
+        Ok(Stop(rx))
+    }
+
+    async fn wait(mut self) {
+        // An error means the sender is gone: nothing will signal any more.
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
 }
 
 /// `url` without a password (`redis://user:secret@host` → `redis://…@host`).
