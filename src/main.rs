@@ -150,6 +150,16 @@ fn run(config: Config, log: LogReload) -> anyhow::Result<()> {
 /// Starts (and stops) one executor as the shards would, to prove io_uring
 /// and the memlock limit allow it.
 fn check_io_uring(config: &Config) -> anyhow::Result<()> {
+    // Serving starts with names that do not resolve yet (they may appear in
+    // DNS later); a check is asked for now.
+    for entry in &config.upstream {
+        let addrs = ws_gateway::upstream::targets::resolve(entry)
+            .with_context(|| format!("--upstream {entry} does not resolve"))?;
+        anyhow::ensure!(
+            !addrs.is_empty(),
+            "--upstream {entry} resolves to no address"
+        );
+    }
     let cpu = *config.cpu_list()?.first().context("no CPU to run on")?;
     glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
         .io_memory(config.io_memory)

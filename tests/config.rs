@@ -260,3 +260,80 @@ fn sizes_take_units_wherever_they_are_set() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_refused_value_names_the_variable_or_the_file_line_it_came_from() {
+    let out = gateway()
+        .args(["--print-config"])
+        .env("WS_GATEWAY_SEND_QUEUE", "many")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("environment variable WS_GATEWAY_SEND_QUEUE"),
+        "{err}"
+    );
+
+    let file = temp_file("line.toml", "send_queue = 5\n\nrpc-timeout = \"soon\"\n");
+    let out = gateway()
+        .args(["--config", file.to_str().unwrap(), "--print-config"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("line 3, key `rpc-timeout`"), "{err}");
+    let _ = std::fs::remove_file(file);
+
+    // On the command line the flag is the name to give.
+    let out = gateway()
+        .args(["--send-queue", "many", "--print-config"])
+        .env("WS_GATEWAY_SEND_QUEUE", "7")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--send-queue") && !err.contains("environment variable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn listen_addresses_take_host_names_and_check_resolves_upstreams() {
+    let out = gateway()
+        .args([
+            "--listen",
+            "localhost:18080",
+            "--admin-listen",
+            "localhost:0",
+        ])
+        .arg("--print-config")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+    let listen = cfg["listen"].as_str().unwrap_or_default();
+    assert!(
+        listen.ends_with(":18080") && listen != "0.0.0.0:18080",
+        "{listen}"
+    );
+
+    let out = gateway()
+        .args([
+            "--upstream",
+            "127.0.0.1:1,no-such-host.invalid:8081",
+            "--check",
+        ])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--upstream no-such-host.invalid:8081 does not resolve"),
+        "{err}"
+    );
+}

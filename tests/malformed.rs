@@ -32,6 +32,10 @@ async fn bad_frames_get_errors_and_others_carry_on() {
         ("not json", "bad frame: invalid JSON"),
         (r#"{"payload":"YQ=="}"#, "bad frame: invalid JSON"),
         (
+            r#"{"type":"message","text":"hi"}"#,
+            "bad frame: invalid JSON envelope: unknown field `text`",
+        ),
+        (
             r#"{"type":"m","payload":"***"}"#,
             "bad frame: payload is not base64",
         ),

@@ -56,7 +56,11 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
 }
 
+/// A field the envelope does not have is refused (the client gets an
+/// error frame naming it): `{"type":"message","text":"hi"}` would otherwise
+/// go up with an empty payload and no one would know why.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JsonIn<'a> {
     #[serde(rename = "type", borrow)]
     ty: std::borrow::Cow<'a, str>,
@@ -253,6 +257,12 @@ mod tests {
         ] {
             assert!(decode_json(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn json_names_a_field_the_envelope_does_not_have() {
+        let err = decode_json(r#"{"type":"message","text":"hi"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `text`"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum LoadError {
     Cli(#[from] clap::Error),
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
 }
 
 /// Parses `args` (the program name first) with the file layered in.
@@ -27,8 +29,12 @@ where
     T: Into<OsString> + Clone,
 {
     let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let given = args.clone();
     let cmd = Config::command();
-    let matches = cmd.clone().try_get_matches_from(&args)?;
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(|e| blame(e, &cmd, &given, None))?;
     let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
         return Ok(Config::from_arg_matches(&matches)?);
     };
@@ -89,5 +95,66 @@ where
         };
         args.push(format!("{flag}={text}").into());
     }
-    Ok(Config::try_parse_from(args)?)
+    Config::try_parse_from(args).map_err(|e| blame(e, &cmd, &given, Some((&path, &text))))
+}
+
+/// A refused value's error, naming where the value came from when that
+/// was not the command line: the `WS_GATEWAY_*` variable, or the config
+/// file's line.
+fn blame(
+    err: clap::Error,
+    cmd: &clap::Command,
+    given: &[OsString],
+    file: Option<(&PathBuf, &str)>,
+) -> LoadError {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return err.into();
+    };
+    let long = invalid
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--");
+    let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(long)) else {
+        return err.into();
+    };
+    let flag = format!("--{long}");
+    let on_command_line = given.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    if on_command_line {
+        return err.into();
+    }
+    let reason = err
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    if let Some(var) = arg.get_env().map(|v| v.to_string_lossy().into_owned())
+        && std::env::var_os(&var).is_some()
+    {
+        return LoadError::Env { var, reason };
+    }
+    match file {
+        Some((path, text)) => {
+            let key = arg.get_id().as_str().replace('_', "-");
+            let line = text
+                .lines()
+                .position(|l| {
+                    let l = l.trim_start();
+                    (l.starts_with(&key) || l.starts_with(arg.get_id().as_str())) && l.contains('=')
+                })
+                .map(|n| format!("line {}, ", n + 1))
+                .unwrap_or_default();
+            LoadError::File {
+                path: path.clone(),
+                reason: format!("{line}key `{key}`: {reason}"),
+            }
+        }
+        None => err.into(),
+    }
 }

@@ -79,12 +79,14 @@ pub struct Config {
     #[serde(skip)]
     pub check: bool,
 
-    /// Address the WebSocket listeners bind (one SO_REUSEPORT socket per core).
+    /// Address the WebSocket listeners bind (one SO_REUSEPORT socket per
+    /// core); a host name binds the first address it resolves to.
     #[arg(
         long,
         env = "WS_GATEWAY_LISTEN",
         default_value = "0.0.0.0:8080",
-        alias = "http_server_addr"
+        alias = "http_server_addr",
+        value_parser = parse::socket_addr
     )]
     pub listen: SocketAddr,
 
@@ -105,11 +107,12 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub upstream_resolve_interval: Duration,
 
-    /// Admin listener: /metrics, /healthz, /readyz.
+    /// Admin listener: /metrics, /healthz, /readyz (a host name as for --listen).
     #[arg(
         long,
         env = "WS_GATEWAY_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9090"
+        default_value = "127.0.0.1:9090",
+        value_parser = parse::socket_addr
     )]
     pub admin_listen: SocketAddr,
 

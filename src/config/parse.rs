@@ -30,6 +30,25 @@ pub fn size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// A listen address: `ip:port`, `[ipv6]:port`, or `host:port` resolved
+/// now (the first address the resolver gives: `localhost` is usually
+/// 127.0.0.1 or ::1, whichever /etc/hosts lists first).
+pub fn socket_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!(
+            "{text:?} has no port (host:port, e.g. 127.0.0.1:8080)"
+        ));
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} does not resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 /// Parses a Linux CPU list such as `0,2-3`.
 pub fn parse_cpu_list(spec: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
@@ -89,6 +108,20 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_take_host_names() {
+        assert_eq!(socket_addr("127.0.0.1:80"), Ok(([127, 0, 0, 1], 80).into()));
+        assert_eq!(socket_addr("[::1]:80").map(|a| a.port()), Ok(80));
+        let local = socket_addr("localhost:8080").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
+        assert!(socket_addr("localhost").unwrap_err().contains("no port"));
+        assert!(
+            socket_addr("no-such-host.invalid:80")
+                .unwrap_err()
+                .contains("does not resolve")
+        );
+    }
 
     #[test]
     fn sizes() {

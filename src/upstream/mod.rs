@@ -32,7 +32,7 @@ pub(crate) mod liveness;
 pub(crate) mod pool;
 pub(crate) mod reassert;
 pub(crate) mod received;
-pub(crate) mod targets;
+pub mod targets;
 pub(crate) mod unacked;
 
 use std::cell::{Cell, RefCell};

@@ -50,7 +50,8 @@ pub fn well_formed(entry: &str) -> bool {
     }
 }
 
-fn resolve(entry: &str) -> std::io::Result<Vec<SocketAddr>> {
+/// The addresses `entry` resolves to now.
+pub fn resolve(entry: &str) -> std::io::Result<Vec<SocketAddr>> {
     strip_scheme(entry).to_socket_addrs().map(Iterator::collect)
 }
 
