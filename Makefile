@@ -7,6 +7,8 @@ ADMIN_LISTEN ?= 127.0.0.1:9090
 DEMO_LISTEN ?= 127.0.0.1:8000
 # The Python peers' venv (tests/requirements.txt); make run's client comes from it.
 VENV := target/venv
+# apt-get needs root: as another user, through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
@@ -22,18 +24,18 @@ test: deps lint build glommio-test fuzz-smoke bench-smoke integration
 ## Go with grpc-go from Debian (a grpc-go ws-api), Chromium and playwright-core (browser tests)
 deps: $(VENV)/.installed tests/browser/node_modules/playwright-core/package.json
 	@command -v redis-server >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
+		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 	@bash tests/peers/grpc-go/install.sh
 
 tests/browser/node_modules/playwright-core/package.json: tests/browser/package-lock.json
 	@command -v chromium >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(VENV)/.installed: tests/requirements.txt
 	@python3 -m venv $(VENV) 2>/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
 		 python3 -m venv $(VENV))
 	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
 	@touch $@
@@ -69,7 +71,7 @@ integration:
 ## first CPU, load on the second; about 11 minutes; writes bench/results/<date>-<host>.md/.json.
 ## perf (Debian: linux-perf) gives syscalls per message; without it those columns say n/a.
 bench: build-release
-	@command -v perf >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	@command -v perf >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq linux-perf >/dev/null) || echo "perf absent: syscalls per message will be n/a"
 	python3 bench/run.py
 
@@ -126,7 +128,7 @@ fuzz-smoke:
 ## container-smoke: FROM-scratch image, podman run pinned with io_uring seccomp, real client
 container-smoke: deps
 	@command -v podman >/dev/null && command -v runc >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc)
+		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc)
 	bash deploy/container-smoke.sh
 
 clean:
