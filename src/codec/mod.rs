@@ -72,6 +72,10 @@ struct JsonIn<'a> {
     id: String,
     #[serde(default)]
     resent: bool,
+    /// Written by the gateway on acks, never read: a client that sends a
+    /// frame it received back is not refused for it.
+    #[serde(default, rename = "duplicate")]
+    _duplicate: serde::de::IgnoredAny,
 }
 
 /// The delivery fields (docs/delivery.md) are left out when unset, so a
@@ -263,6 +267,9 @@ mod tests {
     fn json_names_a_field_the_envelope_does_not_have() {
         let err = decode_json(r#"{"type":"message","text":"hi"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `text`"), "{err}");
+        // What the gateway writes it reads back (its `duplicate` ignored).
+        let ack = decode_json(r#"{"type":"ack","payload":"","id":"m-1","duplicate":true}"#);
+        assert!(ack.is_ok_and(|p| !p.duplicate));
     }
 
     #[test]
