@@ -368,7 +368,12 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
             outbox: Arc::clone(&backend.outbox),
             delivery: Arc::clone(&backend.delivery),
         }))
-        .serve_with_incoming_shutdown(accept_until(listener, stop.clone()), stop.clone().wait());
+        // The stop ends the accept stream (closing the listener), which is
+        // what ends tonic's loop; its own signal never fires but makes the
+        // end graceful (GOAWAY, calls in flight finish). Given the stop as
+        // its signal instead, tonic could leave the loop first and keep the
+        // listener, unpolled, until the grace is over.
+        .serve_with_incoming_shutdown(accept_until(listener, stop.clone()), std::future::pending());
     tokio::select! {
         served = server => served?,
         () = async {
@@ -381,8 +386,7 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
 }
 
 /// The accepted connections until the stop, when the listener is closed
-/// (new connections refused): tonic's own shutdown would hold it, and the
-/// kernel would go on queueing connections no one accepts.
+/// (new connections refused, not queued by the kernel for no one).
 fn accept_until(
     listener: tokio::net::TcpListener,
     stop: Stop,
