@@ -23,6 +23,8 @@ test: deps lint build glommio-test fuzz-smoke bench-smoke integration
 ## a Python venv (tests/requirements.txt: websockets, grpcio, PyJWT), redis-server,
 ## Go with grpc-go from Debian (a grpc-go ws-api), Chromium and playwright-core (browser tests)
 deps: $(VENV)/.installed tests/browser/node_modules/playwright-core/package.json
+	@command -v curl >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null)
 	@command -v redis-server >/dev/null || \
 		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 	@bash tests/peers/grpc-go/install.sh

@@ -12,7 +12,8 @@
 //! the top only composes them. Test modules may import anything.
 //!
 //! - this file: [`Handler`], what happens to each upstream message (echo, log, discard, redis-stream, chat).
-//! - [`cli`]: `ws-api push|kick|join|leave|push-group|broadcast`: one BizMsgService call from a shell.
+//! - [`http`]: `--http-listen`: /healthz, /readyz, /metrics and the publish API as JSON (API key).
+//! - [`cli`]: the publish calls: `ws-api push|kick|join|leave|push-group|broadcast` from a shell, and for [`http`].
 //! - [`service`]: `Backend`, the parts composed, and `ExchangeService` (the stream pump, Connect, Disconnect, KeepAlive).
 //! - [`auth`]: who a Connect's token is (`--auth jwt`, or the `insecure-dev` placeholder), and closing sessions whose token expires.
 //! - [`biz`]: `BizMsgService`: push, kick, groups, broadcast.
@@ -38,6 +39,7 @@ pub mod chat;
 pub mod cli;
 pub mod delivery;
 pub mod history;
+pub mod http;
 pub mod link;
 pub mod outbox;
 pub mod presence;

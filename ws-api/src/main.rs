@@ -161,6 +161,40 @@ struct Args {
     /// at once.
     #[arg(long, env = "WS_API_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// HTTP listener for /healthz, /readyz, /metrics and the publish API
+    /// (`POST /api/push` …); off unless given.
+    #[arg(long, env = "WS_API_HTTP_LISTEN", value_parser = socket_addr)]
+    http_listen: Option<SocketAddr>,
+    /// File holding the key `POST /api/*` wants (`Authorization: Bearer
+    /// <key>` or `X-API-Key`); at least 16 bytes, a trailing newline
+    /// ignored. Without it the HTTP API answers 403.
+    #[arg(long, env = "WS_API_HTTP_API_KEY_FILE")]
+    http_api_key_file: Option<PathBuf>,
+}
+
+/// `host:port`, resolved (`localhost:8082` works).
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// The API key in `path`, without the newline an editor leaves.
+fn read_api_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut key =
+        std::fs::read(path).with_context(|| format!("--http-api-key-file {}", path.display()))?;
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    anyhow::ensure!(
+        key.len() >= 16,
+        "--http-api-key-file {}: the key is {} bytes, at least 16 are needed",
+        path.display(),
+        key.len()
+    );
+    Ok(key)
 }
 
 /// `--auth`.
@@ -330,6 +364,35 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
             }
         });
     }
+    let stop = Stop::listen()?;
+    if let Some(listen) = args.http_listen {
+        let api_key = args
+            .http_api_key_file
+            .as_deref()
+            .map(read_api_key)
+            .transpose()?;
+        let http = ws_api::http::Http::new(
+            Biz {
+                outbox: Arc::clone(&backend.outbox),
+                delivery: Arc::clone(&backend.delivery),
+            },
+            api_key,
+            stop.0.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (--http-listen)"))?;
+        println!("admin listening on http://{}", listener.local_addr()?);
+        let stopped = stop.clone().wait();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, http.router())
+                .with_graceful_shutdown(stopped)
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "HTTP listener failed");
+            }
+        });
+    }
     let store = if args.redis.is_some() {
         "redis"
     } else {
@@ -349,7 +412,6 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
     };
     let reflection_v1 = reflection().build_v1().context("gRPC reflection")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("gRPC reflection")?;
-    let stop = Stop::listen()?;
     let server = Server::builder()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)

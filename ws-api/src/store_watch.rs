@@ -126,6 +126,7 @@ pub fn spawn(outbox: Arc<Outbox>, health: HealthReporter) {
                 Err(_) => None,
             };
             if let Some(up) = watch.serving(token.is_some()) {
+                outbox.stats.store_down.store(!up, Relaxed);
                 report(&health, up).await;
             }
             if let Some(token) = token

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -166,4 +166,6 @@ pub struct Stats {
     pub auth_refused: AtomicU64,
     /// Sessions closed because their token expired.
     pub sessions_expired: AtomicU64,
+    /// The Redis presence store does not answer (`store_watch`).
+    pub store_down: AtomicBool,
 }
