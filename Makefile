@@ -9,6 +9,9 @@ DEMO_LISTEN ?= 127.0.0.1:8000
 VENV := target/venv
 # apt-get needs root: as another user, through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Prometheus and promtool (tests/observability.rs), unpacked from Debian's
+# package into target/ rather than installed: no service started on :9090.
+PROMETHEUS := target/prometheus/usr/bin
 
 .PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
@@ -21,8 +24,9 @@ test: deps lint build glommio-test fuzz-smoke bench-smoke integration
 
 ## deps: what the tests need beyond cargo, installed here so a fresh machine needs nothing by hand:
 ## a Python venv (tests/requirements.txt: websockets, grpcio, PyJWT), redis-server,
-## Go with grpc-go from Debian (a grpc-go ws-api), Chromium and playwright-core (browser tests)
-deps: $(VENV)/.installed tests/browser/node_modules/playwright-core/package.json
+## Go with grpc-go from Debian (a grpc-go ws-api), Chromium and playwright-core (browser tests),
+## Prometheus and promtool (the rules and a real scrape)
+deps: $(VENV)/.installed tests/browser/node_modules/playwright-core/package.json $(PROMETHEUS)/promtool
 	@command -v curl >/dev/null || \
 		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null)
 	@command -v redis-server >/dev/null || \
@@ -34,6 +38,12 @@ tests/browser/node_modules/playwright-core/package.json: tests/browser/package-l
 		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+$(PROMETHEUS)/promtool:
+	@mkdir -p target/prometheus
+	cd target/prometheus && { apt-get download prometheus 2>/dev/null || \
+		{ $(SUDO) apt-get update -qq && apt-get download prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb
 
 $(VENV)/.installed: tests/requirements.txt
 	@python3 -m venv $(VENV) 2>/dev/null || \
