@@ -166,10 +166,10 @@ async fn a_real_prometheus_scrapes_the_gateway_and_ws_api_with_the_rules() {
             Instant::now() < until,
             "no scrape of the gateway within 30 s"
         );
-        if let Some(v) = query("gateway_websocket_online_totals") {
-            if let Some(sample) = v["data"]["result"].as_array().and_then(|r| r.first()) {
-                break sample["value"][1].as_str().unwrap_or_default().to_owned();
-            }
+        if let Some(v) = query("gateway_websocket_online_totals")
+            && let Some(sample) = v["data"]["result"].as_array().and_then(|r| r.first())
+        {
+            break sample["value"][1].as_str().unwrap_or_default().to_owned();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
