@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::edge::tls::Tls;
 use crate::metrics::Counters;
 use crate::shard::{self, ShardSpec};
+use crate::upstream::grpc::tls::UpstreamTls;
 use crate::upstream::targets::Targets;
 
 /// Messages in flight between two cores before the sender sees "full".
@@ -89,6 +90,7 @@ impl Server {
             }
             _ => None,
         };
+        let upstream_tls = upstream_tls(config)?;
         let counters: Vec<Arc<Counters>> = cpus.iter().map(|_| Arc::default()).collect();
         let draining = Arc::new(AtomicBool::new(false));
         let mut stop = Vec::with_capacity(cpus.len());
@@ -106,6 +108,7 @@ impl Server {
                 mesh: mesh.clone(),
                 admission_mesh: admission_mesh.clone(),
                 tls: tls.clone(),
+                upstream_tls: upstream_tls.clone(),
                 cores: cpus.len(),
                 counters: Arc::clone(&counters[id]),
                 stop: {
@@ -247,6 +250,24 @@ fn raise_nofile_limit() {
         hard = ?lim.maximum,
         "open files limit"
     );
+}
+
+/// `--upstream https://…`: the TLS settings every core's connections use.
+fn upstream_tls(config: &Config) -> anyhow::Result<Option<UpstreamTls>> {
+    let Some(ca) = &config.upstream_ca else {
+        return Ok(None);
+    };
+    let name = match &config.upstream_tls_name {
+        Some(name) => name.clone(),
+        None => crate::upstream::targets::host(&config.upstream[0]).to_owned(),
+    };
+    let client = config
+        .upstream_cert
+        .as_deref()
+        .zip(config.upstream_key.as_deref());
+    let tls = UpstreamTls::load(ca, client, &name)
+        .context("loading --upstream-ca/--upstream-cert/--upstream-key")?;
+    Ok(Some(tls))
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub fn context(config: Config) -> Rc<SessionContext> {
     let counters = Arc::new(Counters::default());
     Rc::new(SessionContext {
         upstream: Upstreams::new(
-            upstream_config(&config, "test#0".into(), 1),
+            upstream_config(&config, "test#0".into(), 1, None),
             Targets::new(&[]),
             Arc::clone(&counters),
         ),

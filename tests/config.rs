@@ -337,3 +337,29 @@ fn listen_addresses_take_host_names_and_check_resolves_upstreams() {
         "{err}"
     );
 }
+
+#[test]
+fn https_upstreams_need_their_ca_and_are_all_or_none() {
+    for (args, says) in [
+        (&["--upstream", "https://127.0.0.1:1"][..], "upstream-ca"),
+        (
+            &[
+                "--upstream",
+                "https://127.0.0.1:1,127.0.0.1:2",
+                "--upstream-ca",
+                "/x",
+            ][..],
+            "every entry is https://",
+        ),
+        (&["--upstream-ca", "/x"][..], "need https:// upstreams"),
+    ] {
+        let out = gateway()
+            .args(args)
+            .arg("--print-config")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -29,7 +29,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
-use crate::upstream::targets::well_formed;
+use crate::upstream::targets::{is_tls, well_formed};
 
 /// How client WebSocket messages map to `Protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -132,6 +132,25 @@ pub struct Config {
     /// (messages pass verbatim as Protocol{type: "text"|"binary"}).
     #[arg(long, env = "WS_GATEWAY_FRAME_FORMAT", value_enum, default_value_t = FrameFormat::Json)]
     pub frame_format: FrameFormat,
+
+    /// For `--upstream https://…`: PEM certificates of the CA(s) that sign
+    /// ws-api's certificate.
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// This gateway's PEM certificate chain for mTLS to ws-api (with
+    /// --upstream-key).
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_CERT", requires = "upstream_key")]
+    pub upstream_cert: Option<PathBuf>,
+
+    /// The private key of --upstream-cert.
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_KEY", requires = "upstream_cert")]
+    pub upstream_key: Option<PathBuf>,
+
+    /// The name ws-api's certificate must be for. Default: the host of the
+    /// first --upstream entry.
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_TLS_NAME")]
+    pub upstream_tls_name: Option<String>,
 
     /// PEM certificate chain for wss:// (with --tls-key); re-read on SIGHUP.
     #[arg(long, env = "WS_GATEWAY_TLS_CERT", requires = "tls_key")]
@@ -340,6 +359,25 @@ impl Config {
         }
         if let Some(bad) = self.upstream.iter().find(|e| !well_formed(e)) {
             return Err(invalid("upstream", format!("{bad:?} is not host:port")));
+        }
+        let tls = self.upstream.iter().filter(|e| is_tls(e)).count();
+        if tls != 0 && tls != self.upstream.len() {
+            return Err(invalid(
+                "upstream",
+                "either every entry is https:// or none",
+            ));
+        }
+        if tls != 0 && self.upstream_ca.is_none() {
+            return Err(invalid(
+                "upstream-ca",
+                "https:// upstreams need the CA that signs ws-api's certificate",
+            ));
+        }
+        if tls == 0 && (self.upstream_ca.is_some() || self.upstream_cert.is_some()) {
+            return Err(invalid(
+                "upstream-ca",
+                "TLS settings for ws-api need https:// upstreams",
+            ));
         }
         if self.paths.is_empty() || self.paths.iter().any(|p| !p.starts_with('/')) {
             return Err(invalid("paths", "every path must start with '/'"));

@@ -46,6 +46,7 @@ use crate::shard::drain::Drain;
 use crate::shard::keepalive::Keepalive;
 use crate::upstream::UpstreamConfig;
 use crate::upstream::grpc::ChannelConfig;
+use crate::upstream::grpc::tls::UpstreamTls;
 use crate::upstream::pool::Upstreams;
 use crate::upstream::reassert::Pace;
 use crate::upstream::targets::Targets;
@@ -94,6 +95,8 @@ pub struct ShardSpec {
     pub mesh: FullMesh<Msg>,
     pub admission_mesh: FullMesh<AdmitMsg>,
     pub tls: Option<Arc<Tls>>,
+    /// TLS to ws-api (`--upstream https://…`).
+    pub upstream_tls: Option<UpstreamTls>,
     pub cores: usize,
     pub counters: Arc<Counters>,
     /// Closed (or written to) by the server on SIGTERM/SIGINT: the core drains.
@@ -208,7 +211,12 @@ async fn run(spec: ShardSpec) {
 }
 
 /// How a core reaches ws-api, from the flags.
-pub(crate) fn upstream_config(config: &Config, identity: String, epoch_ms: u64) -> UpstreamConfig {
+pub(crate) fn upstream_config(
+    config: &Config,
+    identity: String,
+    epoch_ms: u64,
+    tls: Option<UpstreamTls>,
+) -> UpstreamConfig {
     UpstreamConfig {
         identity,
         epoch: epoch_ms.to_string(),
@@ -218,6 +226,7 @@ pub(crate) fn upstream_config(config: &Config, identity: String, epoch_ms: u64) 
             connection_window: 16 << 20,
             // ws-api's replies echo client messages, plus the Msg envelope.
             max_message: (4 << 20).max(config.max_message_size + 64 * 1024),
+            tls,
         },
         rpc_timeout: config.rpc_timeout,
         keepalive: config.upstream_keepalive,
@@ -255,7 +264,12 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Core {
     let counters = Arc::clone(&spec.counters);
     let sessions = Rc::new(Sessions::default());
     let upstream = Upstreams::new(
-        upstream_config(config, format!("{base}#{}", spec.id), spec.epoch_ms),
+        upstream_config(
+            config,
+            format!("{base}#{}", spec.id),
+            spec.epoch_ms,
+            spec.upstream_tls.clone(),
+        ),
         Arc::clone(&spec.targets),
         Arc::clone(&counters),
     );

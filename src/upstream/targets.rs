@@ -31,8 +31,21 @@ pub fn strip_scheme(entry: &str) -> &str {
     entry
         .trim()
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_start_matches("grpc://")
         .trim_end_matches('/')
+}
+
+/// Whether `entry` asks for TLS (`https://host:port`).
+pub fn is_tls(entry: &str) -> bool {
+    entry.trim().starts_with("https://")
+}
+
+/// The host of `entry` (for TLS: the name ws-api's certificate must have).
+pub fn host(entry: &str) -> &str {
+    let hostport = strip_scheme(entry);
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Whether `entry` looks like `host:port` (checked at config validation,

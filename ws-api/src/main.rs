@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 use ws_api::Handler;
 use ws_api::auth::{Auth, jwt};
@@ -170,6 +170,33 @@ struct Args {
     /// ignored. Without it the HTTP API answers 403.
     #[arg(long, env = "WS_API_HTTP_API_KEY_FILE")]
     http_api_key_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(long, env = "WS_API_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, env = "WS_API_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): every gRPC client (the gateways, and business
+    /// services calling BizMsgService) must present a certificate it signed
+    /// (mTLS). Needs --tls-cert.
+    #[arg(long, env = "WS_API_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl Args {
+    /// `--tls-*` as tonic's server TLS settings.
+    fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        Ok(Some(tls))
+    }
 }
 
 /// `host:port`, resolved (`localhost:8082` works).
@@ -412,7 +439,13 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
     };
     let reflection_v1 = reflection().build_v1().context("gRPC reflection")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("gRPC reflection")?;
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = args.tls()? {
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert/--tls-key/--tls-client-ca")?;
+    }
+    let server = builder
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(health_service)

@@ -27,6 +27,8 @@ pub struct ChannelConfig {
     pub stream_window: u32,
     pub connection_window: u32,
     pub max_message: usize,
+    /// `--upstream https://…`: TLS to ws-api.
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 /// One HTTP/2 connection to a gRPC server.
@@ -34,6 +36,7 @@ pub struct ChannelConfig {
 pub struct Channel {
     send: SendRequest<Bytes>,
     authority: String,
+    scheme: &'static str,
     max_message: usize,
 }
 
@@ -44,7 +47,7 @@ impl Channel {
         addr: SocketAddr,
         cfg: &ChannelConfig,
     ) -> Result<(Channel, Connection<TokioTcp, Bytes>), Status> {
-        let io = compat::connect(addr, cfg.connect_timeout)
+        let io = compat::connect(addr, cfg.connect_timeout, cfg.tls.as_ref())
             .await
             .map_err(|e| Status::new(Code::Unavailable, format!("connect {addr}: {e}")))?;
         let (send, conn) = h2::client::Builder::new()
@@ -57,6 +60,7 @@ impl Channel {
         let channel = Channel {
             send,
             authority: addr.to_string(),
+            scheme: if cfg.tls.is_some() { "https" } else { "http" },
             max_message: cfg.max_message,
         };
         Ok((channel, conn))
@@ -69,7 +73,7 @@ impl Channel {
     ) -> Result<Request<()>, Status> {
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(format!("http://{}{}", self.authority, path))
+            .uri(format!("{}://{}{}", self.scheme, self.authority, path))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .header(

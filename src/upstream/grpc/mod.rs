@@ -7,12 +7,14 @@
 //! - [`client`]: a [`Channel`] (one HTTP/2 connection): unary calls and bidirectional streams.
 //! - [`codec`]: gRPC message framing, no I/O.
 //! - [`status`]: `grpc-status`/`grpc-message` and transport errors as a [`Status`].
-//! - [`compat`]: the glommio ↔ tokio-io glue h2 needs.
+//! - [`compat`]: the glommio ↔ tokio-io glue h2 needs (plain TCP, or TLS).
+//! - [`tls`]: `--upstream https://…`: the rustls client settings (CA, mTLS certificate).
 
 pub(crate) mod client;
 pub mod codec;
 pub(crate) mod compat;
 pub(crate) mod status;
+pub mod tls;
 
 pub use client::{Channel, ChannelConfig, Streaming};
 pub use status::{Code, Status};

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A gRPC client that knows no .proto: it learns the service from the
 server's reflection (grpcio-reflection, gRPC C-core), like grpcurl, and
-makes one unary call with a JSON body, printing the JSON answer.
+makes one unary call with a JSON body, printing the JSON answer. Over TLS
+with `--ca CA.pem`, and mTLS with `--cert CERT.pem --key KEY.pem` too.
 
     python3 tests/peers/reflection/call.py 127.0.0.1:8081 wsapi.BizMsgService/Push \\
         '{"uid": "42", "bizCode": "notice", "bizPayload": "hello"}'
@@ -15,9 +16,19 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
     ProtoReflectionDescriptorDatabase
 
 
-def main(addr: str, method: str, body: str) -> int:
+def channel_to(addr: str, tls: list[str]):
+    """Plain, or TLS with `--ca CA [--cert CERT --key KEY]` (mTLS)."""
+    if not tls:
+        return grpc.insecure_channel(addr)
+    opts = dict(zip(tls[0::2], tls[1::2]))
+    read = lambda k: open(opts[k], "rb").read() if k in opts else None
+    creds = grpc.ssl_channel_credentials(read("--ca"), read("--key"), read("--cert"))
+    return grpc.secure_channel(addr, creds)
+
+
+def main(addr: str, method: str, body: str, *tls: str) -> int:
     service, name = method.split("/")
-    with grpc.insecure_channel(addr) as channel:
+    with channel_to(addr, list(tls)) as channel:
         pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
         rpc = pool.FindServiceByName(service).FindMethodByName(name)
         request = message_factory.GetMessageClass(rpc.input_type)
@@ -31,4 +42,4 @@ def main(addr: str, method: str, body: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:]))
