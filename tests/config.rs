@@ -77,7 +77,11 @@ fn bad_config_is_rejected_with_its_key() {
 /// `cores` conflicts with `cpus`, so it goes through a second pass.
 const NON_DEFAULT: &[(&str, &str)] = &[
     ("listen", "127.0.0.1:18080"),
-    ("upstream", "127.0.0.1:1,127.0.0.1:2"),
+    ("upstream", "https://127.0.0.1:1,https://127.0.0.1:2"),
+    ("upstream-ca", "/nonexistent/ca.pem"),
+    ("upstream-cert", "/nonexistent/gw.pem"),
+    ("upstream-key", "/nonexistent/gw.key"),
+    ("upstream-tls-name", "ws-api.internal"),
     ("upstream-resolve-interval", "7s"),
     ("admin-listen", "127.0.0.1:19090"),
     ("cpus", "0"),
@@ -300,22 +304,15 @@ fn a_refused_value_names_the_variable_or_the_file_line_it_came_from() {
 
 #[test]
 fn listen_addresses_take_host_names_and_check_resolves_upstreams() {
-    let out = gateway()
-        .args([
-            "--listen",
-            "localhost:18080",
-            "--admin-listen",
-            "localhost:0",
-        ])
-        .arg("--print-config")
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cfg: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+    let args = [
+        "--listen",
+        "localhost:18080",
+        "--admin-listen",
+        "localhost:0",
+    ];
+    let cfg: toml::Table = print_config(&args.map(String::from))
+        .parse()
+        .expect("--print-config is TOML");
     let listen = cfg["listen"].as_str().unwrap_or_default();
     assert!(
         listen.ends_with(":18080") && listen != "0.0.0.0:18080",

@@ -45,6 +45,9 @@ fn the_banner_commands_work_and_ctrl_c_stops_everything_once() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("bash runs");
+    // A failed assertion must not leave ws-api, the gateway and the demo
+    // server running: the whole group goes when the test ends.
+    let _group = KillGroup(child.id() as i32);
     let (tx, rx) = mpsc::channel::<String>();
     for out in [
         Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
@@ -144,4 +147,17 @@ fn the_banner_commands_work_and_ctrl_c_stops_everything_once() {
     assert!(log.contains("make run: stopped"), "{log}");
     assert!(log.contains("drained"), "{log}");
     assert!(!log.contains("second shutdown signal"), "{log}");
+}
+
+/// SIGKILLs a process group when dropped (a no-op once it has exited).
+struct KillGroup(i32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test made.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-self.0, libc::SIGKILL);
+        }
+    }
 }

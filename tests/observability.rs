@@ -137,17 +137,19 @@ async fn a_real_prometheus_scrapes_the_gateway_and_ws_api_with_the_rules() {
     )
     .expect("config");
     let port = free_port();
-    let mut prometheus = Command::new(prometheus_bin("prometheus"))
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus runs (make deps unpacks it into target/prometheus)");
+    let _prometheus = Killed(
+        Command::new(prometheus_bin("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs (make deps unpacks it into target/prometheus)"),
+    );
     // curl: Prometheus answers in chunks, which http_get does not read.
     let get = |path: &str| -> Option<Value> {
         let out = Command::new("curl")
@@ -185,6 +187,14 @@ async fn a_real_prometheus_scrapes_the_gateway_and_ws_api_with_the_rules() {
     let rules = get("/api/v1/rules").expect("the rules API answers");
     let groups = rules["data"]["groups"].as_array().expect("rule groups");
     assert_eq!(groups.len(), 2, "{rules}");
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+}
+
+/// A child killed when the test ends, failed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
