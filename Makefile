@@ -16,7 +16,7 @@ PROMETHEUS := target/prometheus/usr/bin
 .PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
 ## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them)
-run: build-release $(VENV)/.installed
+run: build-release $(VENV)/.websockets
 	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) DEMO_LISTEN=$(DEMO_LISTEN) bash tools/run.sh
 
 ## test: formatting, lints, then every test (glommio's, fuzz smoke, bench smoke, unit, integration)
@@ -45,10 +45,19 @@ $(PROMETHEUS)/promtool:
 		{ $(SUDO) apt-get update -qq && apt-get download prometheus; }; } && \
 		dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb
 
+# The venv, with Debian's python3-venv first where python3 lacks it.
+MAKE_VENV = python3 -m venv $(VENV) 2>/dev/null || \
+	($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	 python3 -m venv $(VENV))
+
+# make run needs only websockets (the banner's client): not the tests' whole list.
+$(VENV)/.websockets:
+	@$(MAKE_VENV)
+	$(VENV)/bin/pip install --quiet 'websockets>=13'
+	@touch $@
+
 $(VENV)/.installed: tests/requirements.txt
-	@python3 -m venv $(VENV) 2>/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
-		 python3 -m venv $(VENV))
+	@$(MAKE_VENV)
 	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
 	@touch $@
 
