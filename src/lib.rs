@@ -27,6 +27,7 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own thread.
 //! - [`metrics`]: per-core counters, every loss under a reason.
 //! - [`ratelimit`]: token buckets.
+//! - [`stream`]: a glommio TCP stream, plain or under TLS (clients' `wss://`, `--upstream https://`).
 //! - [`timeout`]: the one helper that bounds a wait by a timer.
 //! - [`hash`]: the two stable hashes (keys, rendezvous scores).
 //! - [`proto`]: the wire types, from the `ws-proto` crate (generated from `proto/` once, shared with ws-api and ws-bench).
@@ -46,6 +47,7 @@ pub(crate) mod routing;
 pub mod server;
 pub(crate) mod session;
 pub(crate) mod shard;
+pub(crate) mod stream;
 #[cfg(test)]
 mod testing;
 pub(crate) mod timeout;
