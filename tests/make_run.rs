@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
+fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 #[test]
@@ -35,10 +34,10 @@ fn the_banner_commands_work_and_ctrl_c_stops_everything_once() {
         .arg(repo.join("tools/run.sh"))
         .current_dir(repo)
         .envs([
-            ("GW_LISTEN", free_port()),
-            ("API_LISTEN", free_port()),
-            ("ADMIN_LISTEN", free_port()),
-            ("DEMO_LISTEN", free_port()),
+            ("GW_LISTEN", free_addr()),
+            ("API_LISTEN", free_addr()),
+            ("ADMIN_LISTEN", free_addr()),
+            ("DEMO_LISTEN", free_addr()),
         ])
         .process_group(0)
         .stdout(Stdio::piped())

@@ -108,11 +108,6 @@ fn every_metric_the_rules_and_the_dashboard_name_exists() {
     assert!(missing.is_empty(), "named but not exported: {missing:?}");
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_gateway_and_ws_api_with_the_rules() {
     let api = ws_api_with("127.0.0.1:0", "echo", &["--http-listen", "127.0.0.1:0"]);

@@ -310,6 +310,13 @@ pub async fn handshake(
         .expect("no answer to the WebSocket handshake before the deadline")
 }
 
+/// A loopback port free a moment ago, for a program that takes a fixed
+/// address (tools/run.sh, Prometheus) rather than port 0.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 /// The HTTP status and body of a refused upgrade.
 pub fn refusal(err: WsError) -> (u16, String) {
     match err {

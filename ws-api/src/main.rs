@@ -208,13 +208,10 @@ fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
-/// The API key in `path`, without the newline an editor leaves.
+/// The API key in `path`.
 fn read_api_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let mut key =
-        std::fs::read(path).with_context(|| format!("--http-api-key-file {}", path.display()))?;
-    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        key.pop();
-    }
+    let key = ws_api::auth::read_secret(path)
+        .with_context(|| format!("--http-api-key-file {}", path.display()))?;
     anyhow::ensure!(
         key.len() >= 16,
         "--http-api-key-file {}: the key is {} bytes, at least 16 are needed",

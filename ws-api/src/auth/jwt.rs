@@ -25,7 +25,7 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::{Identity, Refused, expiry_time};
+use super::{Identity, Refused, expiry_time, read_secret};
 
 /// The shortest HMAC secret accepted: RFC 7518 §3.2 wants a key at least
 /// as long as the hash (256 bits for HS256).
@@ -236,12 +236,8 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
     std::fs::read(path).map_err(|e| KeyError::Read(path.to_owned(), e))
 }
 
-/// The secret, without the newline an editor or `echo` leaves at its end.
 fn hmac_keys(path: &Path) -> Result<Vec<Key>, KeyError> {
-    let mut secret = read(path)?;
-    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        secret.pop();
-    }
+    let secret = read_secret(path).map_err(|e| KeyError::Read(path.to_owned(), e))?;
     if secret.len() < MIN_SECRET {
         return Err(KeyError::ShortSecret(path.to_owned(), secret.len()));
     }

@@ -117,6 +117,16 @@ pub fn uid_for_token(token: &[u8]) -> u64 {
     h & (u64::MAX >> 1)
 }
 
+/// A secret kept in a file (the HMAC secret, the HTTP API key), without
+/// the newline an editor or `echo` leaves at its end.
+pub fn read_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut secret = std::fs::read(path)?;
+    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        secret.pop();
+    }
+    Ok(secret)
+}
+
 /// `exp` (seconds since the epoch) plus `leeway` as a time.
 pub(crate) fn expiry_time(exp: u64, leeway: Duration) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(exp) + leeway
