@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::edge::tls::Tls;
 use crate::metrics::Counters;
 use crate::shard::{self, ShardSpec};
+use crate::upstream::grpc::Credentials;
 use crate::upstream::grpc::tls::UpstreamTls;
 use crate::upstream::targets::Targets;
 
@@ -90,7 +91,10 @@ impl Server {
             }
             _ => None,
         };
-        let upstream_tls = upstream_tls(config)?;
+        let upstream_credentials = Credentials {
+            tls: upstream_tls(config)?,
+            secret: upstream_secret(config)?,
+        };
         let counters: Vec<Arc<Counters>> = cpus.iter().map(|_| Arc::default()).collect();
         let draining = Arc::new(AtomicBool::new(false));
         let mut stop = Vec::with_capacity(cpus.len());
@@ -108,7 +112,7 @@ impl Server {
                 mesh: mesh.clone(),
                 admission_mesh: admission_mesh.clone(),
                 tls: tls.clone(),
-                upstream_tls: upstream_tls.clone(),
+                upstream_credentials: upstream_credentials.clone(),
                 cores: cpus.len(),
                 counters: Arc::clone(&counters[id]),
                 stop: {
@@ -268,6 +272,28 @@ fn upstream_tls(config: &Config) -> anyhow::Result<Option<UpstreamTls>> {
     let tls = UpstreamTls::load(ca, client, &name)
         .context("loading --upstream-ca/--upstream-cert/--upstream-key")?;
     Ok(Some(tls))
+}
+
+/// `--upstream-secret-file` as the `authorization` value every call to
+/// ws-api carries.
+fn upstream_secret(config: &Config) -> anyhow::Result<Option<http::HeaderValue>> {
+    let Some(path) = &config.upstream_secret_file else {
+        return Ok(None);
+    };
+    let what = || format!("--upstream-secret-file {}", path.display());
+    let mut secret = std::fs::read_to_string(path).with_context(what)?;
+    secret.truncate(secret.trim_end_matches(['\r', '\n']).len());
+    anyhow::ensure!(
+        secret.len() >= crate::proto::MIN_GATEWAY_SECRET,
+        "{}: the secret is {} bytes, at least {} are needed",
+        what(),
+        secret.len(),
+        crate::proto::MIN_GATEWAY_SECRET
+    );
+    let mut value = http::HeaderValue::try_from(format!("Bearer {secret}"))
+        .with_context(|| format!("{}: the secret must be printable ASCII", what()))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::routing::admission::Admission;
 use crate::routing::sessions::Sessions;
 use crate::session::context::SessionContext;
 use crate::shard::upstream_config;
+use crate::upstream::grpc::Credentials;
 use crate::upstream::pool::Upstreams;
 use crate::upstream::targets::Targets;
 
@@ -49,7 +50,7 @@ pub fn context(config: Config) -> Rc<SessionContext> {
     let counters = Arc::new(Counters::default());
     Rc::new(SessionContext {
         upstream: Upstreams::new(
-            upstream_config(&config, "test#0".into(), 1, None),
+            upstream_config(&config, "test#0".into(), 1, Credentials::default()),
             Targets::new(&[]),
             Arc::clone(&counters),
         ),

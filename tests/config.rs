@@ -82,6 +82,7 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("upstream-cert", "/nonexistent/gw.pem"),
     ("upstream-key", "/nonexistent/gw.key"),
     ("upstream-tls-name", "ws-api.internal"),
+    ("upstream-secret-file", "/nonexistent/gateway.secret"),
     ("upstream-resolve-interval", "7s"),
     ("admin-listen", "127.0.0.1:19090"),
     ("cpus", "0"),

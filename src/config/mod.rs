@@ -152,6 +152,12 @@ pub struct Config {
     #[arg(long, env = "WS_GATEWAY_UPSTREAM_TLS_NAME")]
     pub upstream_tls_name: Option<String>,
 
+    /// File holding the secret ws-api's `--gateway-secret-file` wants on
+    /// every ExchangeService call (sent as `authorization: Bearer …`; at
+    /// least 16 bytes, a trailing newline ignored).
+    #[arg(long, env = "WS_GATEWAY_UPSTREAM_SECRET_FILE")]
+    pub upstream_secret_file: Option<PathBuf>,
+
     /// PEM certificate chain for wss:// (with --tls-key); re-read on SIGHUP.
     #[arg(long, env = "WS_GATEWAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

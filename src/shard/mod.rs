@@ -45,8 +45,7 @@ use crate::session::context::SessionContext;
 use crate::shard::drain::Drain;
 use crate::shard::keepalive::Keepalive;
 use crate::upstream::UpstreamConfig;
-use crate::upstream::grpc::ChannelConfig;
-use crate::upstream::grpc::tls::UpstreamTls;
+use crate::upstream::grpc::{ChannelConfig, Credentials};
 use crate::upstream::pool::Upstreams;
 use crate::upstream::reassert::Pace;
 use crate::upstream::targets::Targets;
@@ -95,8 +94,8 @@ pub struct ShardSpec {
     pub mesh: FullMesh<Msg>,
     pub admission_mesh: FullMesh<AdmitMsg>,
     pub tls: Option<Arc<Tls>>,
-    /// TLS to ws-api (`--upstream https://…`).
-    pub upstream_tls: Option<UpstreamTls>,
+    /// TLS and the shared secret to ws-api.
+    pub upstream_credentials: Credentials,
     pub cores: usize,
     pub counters: Arc<Counters>,
     /// Closed (or written to) by the server on SIGTERM/SIGINT: the core drains.
@@ -215,7 +214,7 @@ pub(crate) fn upstream_config(
     config: &Config,
     identity: String,
     epoch_ms: u64,
-    tls: Option<UpstreamTls>,
+    credentials: Credentials,
 ) -> UpstreamConfig {
     UpstreamConfig {
         identity,
@@ -226,7 +225,7 @@ pub(crate) fn upstream_config(
             connection_window: 16 << 20,
             // ws-api's replies echo client messages, plus the Msg envelope.
             max_message: (4 << 20).max(config.max_message_size + 64 * 1024),
-            tls,
+            credentials,
         },
         rpc_timeout: config.rpc_timeout,
         keepalive: config.upstream_keepalive,
@@ -268,7 +267,7 @@ fn build_core(spec: &ShardSpec, bound: SocketAddr) -> Core {
             config,
             format!("{base}#{}", spec.id),
             spec.epoch_ms,
-            spec.upstream_tls.clone(),
+            spec.upstream_credentials.clone(),
         ),
         Arc::clone(&spec.targets),
         Arc::clone(&counters),

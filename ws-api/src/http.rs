@@ -145,6 +145,11 @@ pub const METRICS: &[Metric] = &[
         |s| &s.auth_refused,
     ),
     (
+        "ws_api_gateways_refused_total",
+        "ExchangeService calls refused for want of the gateway secret (--gateway-secret-file).",
+        |s| &s.gateways_refused,
+    ),
+    (
         "ws_api_sessions_expired_total",
         "Sessions closed because their token expired.",
         |s| &s.sessions_expired,

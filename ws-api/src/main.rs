@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 use ws_api::Handler;
+use ws_api::auth::gateways::GatewaySecret;
 use ws_api::auth::{Auth, jwt};
 use ws_api::biz::Biz;
 use ws_api::cli::Call;
@@ -170,6 +172,12 @@ struct Args {
     /// ignored. Without it the HTTP API answers 403.
     #[arg(long, env = "WS_API_HTTP_API_KEY_FILE")]
     http_api_key_file: Option<PathBuf>,
+    /// File holding the secret every ExchangeService call must carry
+    /// (`authorization: Bearer <secret>`: the gateways'
+    /// `--upstream-secret-file`); at least 16 bytes, a trailing newline
+    /// ignored. Without it any caller may open ExchangeMsg.
+    #[arg(long, env = "WS_API_GATEWAY_SECRET_FILE")]
+    gateway_secret_file: Option<PathBuf>,
     /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
     #[arg(long, env = "WS_API_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -436,6 +444,17 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
     };
     let reflection_v1 = reflection().build_v1().context("gRPC reflection")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("gRPC reflection")?;
+    let gateway_secret = GatewaySecret::new(
+        args.gateway_secret_file
+            .as_deref()
+            .map(|p| {
+                ws_api::auth::read_secret(p)
+                    .with_context(|| format!("--gateway-secret-file {}", p.display()))
+            })
+            .transpose()?,
+        Arc::clone(&backend.outbox),
+    )
+    .context("--gateway-secret-file")?;
     let mut builder = Server::builder();
     if let Some(tls) = args.tls()? {
         builder = builder
@@ -448,14 +467,15 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
+        .add_service(InterceptedService::new(
             ExchangeServiceServer::new(Exchange {
                 backend: backend.clone(),
                 lazy_headers: args.lazy_headers,
             })
             .max_decoding_message_size(args.max_message_size)
             .max_encoding_message_size(args.max_message_size),
-        )
+            gateway_secret,
+        ))
         .add_service(BizMsgServiceServer::new(Biz {
             outbox: Arc::clone(&backend.outbox),
             delivery: Arc::clone(&backend.delivery),

@@ -166,6 +166,9 @@ pub struct Stats {
     pub auth_refused: AtomicU64,
     /// Sessions closed because their token expired.
     pub sessions_expired: AtomicU64,
+    /// ExchangeService calls refused for want of the gateway secret
+    /// (`--gateway-secret-file`).
+    pub gateways_refused: AtomicU64,
     /// The Redis presence store does not answer (`store_watch`).
     pub store_down: AtomicBool,
 }

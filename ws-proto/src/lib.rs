@@ -14,6 +14,16 @@ mod position;
 pub use device::{DEVICE_RULE, Device, MAX_DEVICE_LEN};
 pub use position::Position;
 
+/// The shortest gateway secret accepted (`--upstream-secret-file` on the
+/// gateway, `--gateway-secret-file` on ws-api).
+pub const MIN_GATEWAY_SECRET: usize = 16;
+
+/// How ws-api's refusal of a caller without the gateway secret begins
+/// (UNAUTHENTICATED on any ExchangeService call). A refused gateway's
+/// stream never comes up, so its clients hear "ws-api unavailable", not
+/// "connect refused": their tokens are not at fault.
+pub const GATEWAY_REFUSED: &str = "gateway not authorized";
+
 pub mod wsgateway {
     include!(concat!(env!("OUT_DIR"), "/wsgateway.rs"));
 }

@@ -27,8 +27,18 @@ pub struct ChannelConfig {
     pub stream_window: u32,
     pub connection_window: u32,
     pub max_message: usize,
-    /// `--upstream https://…`: TLS to ws-api.
+    pub credentials: Credentials,
+}
+
+/// How this gateway proves itself to ws-api, loaded once at startup.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// `--upstream https://…`: TLS to ws-api (with this gateway's
+    /// certificate, for mTLS).
     pub tls: Option<super::tls::UpstreamTls>,
+    /// `--upstream-secret-file`: sent as `authorization: Bearer <secret>`
+    /// on every call (ws-api's `--gateway-secret-file`).
+    pub secret: Option<HeaderValue>,
 }
 
 /// One HTTP/2 connection to a gRPC server.
@@ -37,6 +47,7 @@ pub struct Channel {
     send: SendRequest<Bytes>,
     authority: String,
     scheme: &'static str,
+    secret: Option<HeaderValue>,
     max_message: usize,
 }
 
@@ -47,7 +58,7 @@ impl Channel {
         addr: SocketAddr,
         cfg: &ChannelConfig,
     ) -> Result<(Channel, Connection<TokioTcp, Bytes>), Status> {
-        let io = compat::connect(addr, cfg.connect_timeout, cfg.tls.as_ref())
+        let io = compat::connect(addr, cfg.connect_timeout, cfg.credentials.tls.as_ref())
             .await
             .map_err(|e| Status::new(Code::Unavailable, format!("connect {addr}: {e}")))?;
         let (send, conn) = h2::client::Builder::new()
@@ -60,7 +71,12 @@ impl Channel {
         let channel = Channel {
             send,
             authority: addr.to_string(),
-            scheme: if cfg.tls.is_some() { "https" } else { "http" },
+            scheme: if cfg.credentials.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            secret: cfg.credentials.secret.clone(),
             max_message: cfg.max_message,
         };
         Ok((channel, conn))
@@ -80,6 +96,9 @@ impl Channel {
                 "user-agent",
                 concat!("ws-gateway/", env!("CARGO_PKG_VERSION")),
             );
+        if let Some(secret) = &self.secret {
+            req = req.header(http::header::AUTHORIZATION, secret.clone());
+        }
         for (k, v) in metadata {
             let v = HeaderValue::from_str(v)
                 .map_err(|_| Status::new(Code::InvalidArgument, format!("bad metadata {k}")))?;

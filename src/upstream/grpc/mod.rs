@@ -16,5 +16,5 @@ pub(crate) mod compat;
 pub(crate) mod status;
 pub mod tls;
 
-pub use client::{Channel, ChannelConfig, Streaming};
+pub use client::{Channel, ChannelConfig, Credentials, Streaming};
 pub use status::{Code, Status};

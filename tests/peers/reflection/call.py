@@ -2,7 +2,9 @@
 """A gRPC client that knows no .proto: it learns the service from the
 server's reflection (grpcio-reflection, gRPC C-core), like grpcurl, and
 makes one unary call with a JSON body, printing the JSON answer. Over TLS
-with `--ca CA.pem`, and mTLS with `--cert CERT.pem --key KEY.pem` too.
+with `--ca CA.pem`, and mTLS with `--cert CERT.pem --key KEY.pem` too;
+`--bearer SECRET` sends `authorization: Bearer SECRET`. A failed call
+prints `CODE: details` on stderr and exits 1.
 
     python3 tests/peers/reflection/call.py 127.0.0.1:8081 wsapi.BizMsgService/Push \\
         '{"uid": "42", "bizCode": "notice", "bizPayload": "hello"}'
@@ -16,19 +18,20 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
     ProtoReflectionDescriptorDatabase
 
 
-def channel_to(addr: str, tls: list[str]):
+def channel_to(addr: str, opts: dict[str, str]):
     """Plain, or TLS with `--ca CA [--cert CERT --key KEY]` (mTLS)."""
-    if not tls:
+    if "--ca" not in opts:
         return grpc.insecure_channel(addr)
-    opts = dict(zip(tls[0::2], tls[1::2]))
     read = lambda k: open(opts[k], "rb").read() if k in opts else None
     creds = grpc.ssl_channel_credentials(read("--ca"), read("--key"), read("--cert"))
     return grpc.secure_channel(addr, creds)
 
 
-def main(addr: str, method: str, body: str, *tls: str) -> int:
+def main(addr: str, method: str, body: str, *flags: str) -> int:
     service, name = method.split("/")
-    with channel_to(addr, list(tls)) as channel:
+    opts = dict(zip(flags[0::2], flags[1::2]))
+    metadata = [("authorization", f"Bearer {opts['--bearer']}")] if "--bearer" in opts else None
+    with channel_to(addr, opts) as channel:
         pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
         rpc = pool.FindServiceByName(service).FindMethodByName(name)
         request = message_factory.GetMessageClass(rpc.input_type)
@@ -36,7 +39,11 @@ def main(addr: str, method: str, body: str, *tls: str) -> int:
         call = channel.unary_unary(f"/{service}/{name}",
                                    request_serializer=request.SerializeToString,
                                    response_deserializer=response.FromString)
-        answer = call(json_format.Parse(body, request()), timeout=10)
+        try:
+            answer = call(json_format.Parse(body, request()), timeout=10, metadata=metadata)
+        except grpc.RpcError as e:
+            print(f"{e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
         print(json_format.MessageToJson(answer, indent=None))
     return 0
 

@@ -15,8 +15,10 @@
 //! - this file: [`Auth`], [`Identity`], [`Refused`], the insecure-dev placeholder.
 //! - [`jwt`]: keys (HMAC secret, RSA/EC public keys, a JWKS file reread in the background) and verification.
 //! - [`expiry`]: one timer per session whose token expires, closing it when it does.
+//! - [`gateways`]: `--gateway-secret-file`, the check that only gateways call ExchangeService.
 
 pub mod expiry;
+pub mod gateways;
 pub mod jwt;
 
 use std::time::{Duration, SystemTime};
