@@ -58,7 +58,7 @@ impl ExchangeService for Crossing {
     async fn connect(&self, _: Request<ConnectRequest>) -> Result<Response<ConnectReply>, Status> {
         Ok(Response::new(ConnectReply {
             uid: 1,
-            resume: false,
+            ..ConnectReply::default()
         }))
     }
 

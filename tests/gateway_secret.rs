@@ -28,7 +28,12 @@ fn ws_api_with_secret() -> Proc {
     ws_api_with(
         "127.0.0.1:0",
         "echo",
-        &["--gateway-secret-file", &path, "--http-listen", "127.0.0.1:0"],
+        &[
+            "--gateway-secret-file",
+            &path,
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
     )
 }
 

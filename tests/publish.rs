@@ -7,40 +7,9 @@ mod common;
 
 use std::path::Path;
 
-use base64::Engine;
 use common::*;
 use serde_json::Value;
 use tokio::process::Command;
-
-/// `ws-api ARGS --api API`: its stdout, or the test fails with its stderr.
-async fn cli(api: &Proc, args: &[&str]) -> String {
-    let out = Command::new(workspace_bin("ws-api"))
-        .args(args)
-        .args(["--api", &api.addr.to_string()])
-        .output()
-        .await
-        .expect("ws-api runs");
-    assert!(
-        out.status.success(),
-        "ws-api {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-/// The next frame of type `kind`, with its payload decoded.
-async fn next_of(ws: &mut Client, kind: &str) -> String {
-    loop {
-        let v: Value = next_json(ws).await.expect("a frame before the close");
-        if v["type"] == kind {
-            let b64 = v["payload"].as_str().unwrap_or_default();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .expect("base64 payload");
-            return String::from_utf8(bytes).expect("utf-8 payload");
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_pushes_joins_broadcasts_and_kicks() {
@@ -48,7 +17,7 @@ async fn the_cli_pushes_joins_broadcasts_and_kicks() {
     let gw = gateway(api.addr, 1, &[]);
     let mut ws = connect(gw.addr, "42").await;
 
-    let said = cli(
+    let said = ws_api_cli(
         &api,
         &[
             "push",
@@ -65,11 +34,11 @@ async fn the_cli_pushes_joins_broadcasts_and_kicks() {
         said.starts_with("pushed to 1 session(s) of uid 42, offset "),
         "{said}"
     );
-    assert_eq!(next_of(&mut ws, "notice").await, "hello");
+    assert_eq!(next_payload_of(&mut ws, "notice").await, "hello");
 
-    let said = cli(&api, &["join", "--uid", "42", "--group", "room"]).await;
+    let said = ws_api_cli(&api, &["join", "--uid", "42", "--group", "room"]).await;
     assert_eq!(said.trim(), "1 session(s) joined");
-    let said = cli(
+    let said = ws_api_cli(
         &api,
         &[
             "push-group",
@@ -83,16 +52,16 @@ async fn the_cli_pushes_joins_broadcasts_and_kicks() {
     )
     .await;
     assert_eq!(said.trim(), "sent to the group's 1 session(s)");
-    assert_eq!(next_of(&mut ws, "say").await, "hi room");
+    assert_eq!(next_payload_of(&mut ws, "say").await, "hi room");
 
-    cli(
+    ws_api_cli(
         &api,
         &["broadcast", "--type", "all", "--payload", "everyone"],
     )
     .await;
-    assert_eq!(next_of(&mut ws, "all").await, "everyone");
+    assert_eq!(next_payload_of(&mut ws, "all").await, "everyone");
 
-    let said = cli(
+    let said = ws_api_cli(
         &api,
         &["kick", "--uid", "42", "--code", "4000", "--reason", "bye"],
     )
@@ -137,5 +106,5 @@ async fn a_reflection_client_pushes_without_the_proto() {
     );
     let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
     assert_eq!(answer["successCount"], "1", "{answer}");
-    assert_eq!(next_of(&mut ws, "notice").await, "via reflection");
+    assert_eq!(next_payload_of(&mut ws, "notice").await, "via reflection");
 }

@@ -156,6 +156,11 @@ async fn admit(
         return Err(Refusal::new(Reject::UserLimit, why));
     }
     claim.counted();
+    // Before the session can be reached: a group message sent the moment
+    // Connect returned must find it.
+    for group in &reply.groups {
+        ctx.sessions.join(slot, group);
+    }
     Ok(Admitted {
         claim,
         handle,

@@ -688,3 +688,32 @@ pub fn until_ready(gw: &Proc) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `ws-api ARGS --api API`: its stdout, or the test fails with its stderr.
+pub async fn ws_api_cli(api: &Proc, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(workspace_bin("ws-api"))
+        .args(args)
+        .args(["--api", &api.addr.to_string()])
+        .output()
+        .await
+        .expect("ws-api runs");
+    assert!(
+        out.status.success(),
+        "ws-api {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The next frame of type `kind`, with its payload decoded.
+pub async fn next_payload_of(ws: &mut Client, kind: &str) -> String {
+    loop {
+        let v: serde_json::Value = next_json(ws).await.expect("a frame before the close");
+        if v["type"] == kind {
+            let b64 = v["payload"].as_str().unwrap_or_default();
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                .expect("base64 payload");
+            return String::from_utf8(bytes).expect("utf-8 payload");
+        }
+    }
+}

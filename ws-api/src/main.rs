@@ -16,6 +16,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 use ws_api::Handler;
 use ws_api::auth::gateways::GatewaySecret;
+use ws_api::auth::proxy::ConnectProxy;
 use ws_api::auth::{Auth, jwt};
 use ws_api::biz::Biz;
 use ws_api::cli::Call;
@@ -129,7 +130,8 @@ struct Args {
     #[arg(long, env = "WS_API_DEVICES_PER_USER", default_value_t = 16)]
     devices_per_user: usize,
     /// How Connect checks tokens: `jwt` (signed JSON Web Tokens, `sub` the
-    /// uid), or `insecure-dev` (any token; for trying it out and tests).
+    /// uid), `proxy` (ask --connect-proxy-url), or `insecure-dev` (any
+    /// token; for trying it out and tests).
     #[arg(long, env = "WS_API_AUTH", value_enum, default_value_t = AuthMode::Jwt)]
     auth: AuthMode,
     /// File holding the HMAC secret for HS256/384/512 tokens (at least 32
@@ -144,7 +146,23 @@ struct Args {
     /// a token's `kid` picks the key.
     #[arg(long, env = "WS_API_JWT_JWKS_FILE")]
     jwt_jwks_file: Option<PathBuf>,
-    /// How often the JWKS file is checked for changes.
+    /// JWK set URL (an identity provider's `jwks_uri`), fetched every
+    /// --jwt-jwks-refresh and when a token's `kid` is not in the set.
+    #[arg(long, env = "WS_API_JWT_JWKS_URL", conflicts_with = "jwt_jwks_file")]
+    jwt_jwks_url: Option<reqwest::Url>,
+    /// The claim listing the groups a session joins as it is admitted (a
+    /// list of at most 64 strings); none unless given.
+    #[arg(long, env = "WS_API_JWT_GROUPS_CLAIM")]
+    jwt_groups_claim: Option<String>,
+    /// `--auth proxy`: the business's endpoint each Connect is POSTed to
+    /// (JSON with the token; the answer admits, with the uid, or refuses).
+    #[arg(long, env = "WS_API_CONNECT_PROXY_URL")]
+    connect_proxy_url: Option<reqwest::Url>,
+    /// How long the connect proxy may take (keep it under the gateway's
+    /// --rpc-timeout, 3 s by default).
+    #[arg(long, env = "WS_API_CONNECT_PROXY_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    connect_proxy_timeout: Duration,
+    /// How often the JWK set (file or URL) is read again.
     #[arg(long, env = "WS_API_JWT_JWKS_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
     jwt_jwks_refresh: Duration,
     /// Accepted `aud` values (then required); repeat or separate with commas.
@@ -233,6 +251,7 @@ fn read_api_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum AuthMode {
     Jwt,
+    Proxy,
     InsecureDev,
 }
 
@@ -240,13 +259,25 @@ impl Args {
     /// The token check `--auth` and the `--jwt-*` files give; an error
     /// names the file or what is missing.
     fn auth(&self) -> anyhow::Result<Auth> {
-        if self.auth == AuthMode::InsecureDev {
-            return Ok(Auth::InsecureDev);
+        match self.auth {
+            AuthMode::InsecureDev => return Ok(Auth::InsecureDev),
+            AuthMode::Proxy => {
+                let url = self
+                    .connect_proxy_url
+                    .clone()
+                    .context("--auth proxy needs --connect-proxy-url")?;
+                let proxy = ConnectProxy::new(url, self.connect_proxy_timeout)
+                    .context("--connect-proxy-url")?;
+                return Ok(Auth::Proxy(Box::new(proxy)));
+            }
+            AuthMode::Jwt => {}
         }
         let opts = jwt::Options {
             hmac_secret_file: self.jwt_hmac_secret_file.clone(),
             public_key_files: self.jwt_public_key_file.clone(),
             jwks_file: self.jwt_jwks_file.clone(),
+            jwks_url: self.jwt_jwks_url.clone(),
+            groups_claim: self.jwt_groups_claim.clone(),
             audience: self.jwt_audience.clone(),
             issuer: self.jwt_issuer.clone(),
             leeway: self.jwt_leeway,
@@ -367,6 +398,7 @@ async fn serve(args: Args, auth: Auth) -> anyhow::Result<()> {
             "--auth insecure-dev: every non-empty token is admitted (a decimal token is the uid); never in production"
         ),
         Auth::Jwt(v) => v.spawn_refresh(args.jwt_jwks_refresh),
+        Auth::Proxy(_) => {}
     }
     sweeper::spawn(Arc::clone(&backend.outbox), args.server_ttl);
     // `grpc.health.v1.Health`: NOT_SERVING while the Redis store is

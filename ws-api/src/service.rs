@@ -17,8 +17,9 @@ use tracing::{debug, info, warn};
 
 use crate::Handler;
 use crate::acks::{ACK_EVERY, Received, Sequence};
-use crate::auth::Auth;
 use crate::auth::expiry::Expiry;
+use crate::auth::proxy::Who;
+use crate::auth::{Auth, Refused};
 use crate::chat::Rooms;
 use crate::delivery::{Delivery, Upstream};
 use crate::link::{Attached, Downstream, STREAM_QUEUE};
@@ -322,11 +323,23 @@ impl ExchangeService for Exchange {
         req: Request<ConnectRequest>,
     ) -> Result<Response<ConnectReply>, Status> {
         let req = req.into_inner();
-        let identity = self.backend.auth.verify(&req.token).map_err(|refused| {
-            self.backend.outbox.stats.auth_refused.fetch_add(1, Relaxed);
-            debug!(server = %req.server, sid = %req.sid, %refused, "connect refused");
-            Status::from(refused)
-        })?;
+        let who = Who {
+            server: &req.server,
+            sid: &req.sid,
+            device: &req.device,
+        };
+        let identity = self
+            .backend
+            .auth
+            .verify(&req.token, &who)
+            .await
+            .map_err(|refused| {
+                if !matches!(refused, Refused::Unavailable(_)) {
+                    self.backend.outbox.stats.auth_refused.fetch_add(1, Relaxed);
+                }
+                debug!(server = %req.server, sid = %req.sid, %refused, "connect refused");
+                Status::from(refused)
+            })?;
         let uid = identity.uid;
         debug!(server = %req.server, sid = %req.sid, uid, since = %req.since, device = %req.device, "connect");
         let device = match req.device.as_str() {
@@ -344,16 +357,25 @@ impl ExchangeService for Exchange {
                 .expiry
                 .arm(key.clone(), at, &self.backend.outbox);
         }
-        self.backend
-            .outbox
-            .presence
+        let presence = &self.backend.outbox.presence;
+        for group in &identity.groups {
+            presence
+                .set_member(group, &key, true)
+                .await
+                .map_err(|e| unavailable("Connect", &e))?;
+        }
+        presence
             .connect(uid, key)
             .await
             .map_err(|e| unavailable("Connect", &e))?;
         let resume = delivery
             .should_resume(uid, &req.since, device.as_ref())
             .await;
-        Ok(Response::new(ConnectReply { uid, resume }))
+        Ok(Response::new(ConnectReply {
+            uid,
+            resume,
+            groups: identity.groups,
+        }))
     }
 
     async fn disconnect(

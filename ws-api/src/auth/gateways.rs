@@ -17,8 +17,8 @@ use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use crate::proto::{GATEWAY_REFUSED, MIN_GATEWAY_SECRET};
 use crate::outbox::Outbox;
+use crate::proto::{GATEWAY_REFUSED, MIN_GATEWAY_SECRET};
 
 /// Checks each ExchangeService call for the gateway secret.
 #[derive(Clone)]
@@ -84,21 +84,32 @@ mod tests {
 
     #[test]
     fn only_the_secret_passes() {
-        let outbox = Arc::new(Outbox::new(Default::default(), std::time::Duration::from_secs(1)));
+        let outbox = Arc::new(Outbox::new(
+            Default::default(),
+            std::time::Duration::from_secs(1),
+        ));
         let secret = b"0123456789abcdef".to_vec();
         let mut check = GatewaySecret::new(Some(secret), Arc::clone(&outbox)).unwrap();
         let call = |value: Option<&str>| {
             let mut req = Request::new(());
             if let Some(v) = value {
-                req.metadata_mut().insert("authorization", v.parse().unwrap());
+                req.metadata_mut()
+                    .insert("authorization", v.parse().unwrap());
             }
             req
         };
         assert!(check.call(call(Some("Bearer 0123456789abcdef"))).is_ok());
-        for bad in [None, Some("Bearer 0123456789abcdeX"), Some("0123456789abcdef")] {
+        for bad in [
+            None,
+            Some("Bearer 0123456789abcdeX"),
+            Some("0123456789abcdef"),
+        ] {
             let refused = check.call(call(bad)).unwrap_err();
             assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-            assert!(refused.message().starts_with(GATEWAY_REFUSED), "{refused:?}");
+            assert!(
+                refused.message().starts_with(GATEWAY_REFUSED),
+                "{refused:?}"
+            );
         }
         assert_eq!(outbox.stats.gateways_refused.load(Relaxed), 3);
         let mut open = GatewaySecret::new(None, Arc::clone(&outbox)).unwrap();

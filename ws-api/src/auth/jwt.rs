@@ -1,31 +1,28 @@
 //! JSON Web Token verification (`--auth jwt`), with jsonwebtoken.
 //!
-//! Keys come from files given at startup: an HMAC secret (HS256/384/512),
-//! PEM public keys (RSA: RS256/384/512; EC: ES256/384), and a JWKS file
-//! that is read again in the background whenever it changes, so keys
-//! rotate without a restart (publish the new key, start signing with it,
-//! retire the old one). A token is tried against the keys of its header's
-//! `alg` whose `kid` matches (keys from PEM files have none and match any).
+//! Keys come from files given at startup: an HMAC secret (HS256/384/512)
+//! and PEM public keys (RSA: RS256/384/512; EC: ES256/384); and from a JWK
+//! set, a file or a URL, read again while ws-api runs ([`super::jwks`]). A
+//! token is tried against the keys of its header's `alg` whose `kid`
+//! matches (keys from PEM files have none and match any).
 //!
 //! Claims: `sub` is the decimal uid; `exp` is required; `nbf` is checked
 //! when present; `aud` and `iss` are required and checked when
 //! `--jwt-audience` / `--jwt-issuer` are given (and `aud` is ignored when
 //! no audience is configured, as Centrifugo does). `--jwt-leeway` allows
-//! for clocks apart.
+//! for clocks apart. With `--jwt-groups-claim NAME`, the claim NAME (a
+//! list of strings) names the groups the session joins as it is admitted.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use parking_lot::RwLock;
-use serde::Deserialize;
-use tracing::{info, warn};
+use serde_json::{Map, Value};
 
-use super::{Identity, Refused, expiry_time, read_secret};
+use super::jwks::{Jwks, JwksError, Key};
+use super::{Identity, Refused, expiry_time, groups, read_secret};
 
 /// The shortest HMAC secret accepted: RFC 7518 §3.2 wants a key at least
 /// as long as the hash (256 bits for HS256).
@@ -37,6 +34,9 @@ pub struct Options {
     pub hmac_secret_file: Option<PathBuf>,
     pub public_key_files: Vec<PathBuf>,
     pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<reqwest::Url>,
+    /// The claim that lists the session's groups.
+    pub groups_claim: Option<String>,
     pub audience: Vec<String>,
     pub issuer: Vec<String>,
     pub leeway: Duration,
@@ -51,50 +51,22 @@ pub enum KeyError {
     ShortSecret(PathBuf, usize),
     #[error("{0}: neither an RSA nor an EC public key in PEM")]
     NotAPublicKey(PathBuf),
-    #[error("{0}: not a JWK set: {1}")]
-    Jwks(PathBuf, String),
+    #[error("JWK set {0}")]
+    Jwks(#[from] JwksError),
     #[error(
-        "--auth jwt needs a key: --jwt-hmac-secret-file, --jwt-public-key-file or --jwt-jwks-file"
+        "--auth jwt needs a key: --jwt-hmac-secret-file, --jwt-public-key-file, --jwt-jwks-file or --jwt-jwks-url"
     )]
     NoKeys,
-}
-
-/// One key, for one algorithm.
-struct Key {
-    kid: Option<String>,
-    alg: Algorithm,
-    key: DecodingKey,
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Key({:?}, {:?})", self.alg, self.kid)
-    }
-}
-
-/// The JWKS file and the keys last read from it.
-#[derive(Debug)]
-struct JwksFile {
-    path: PathBuf,
-    keys: RwLock<Arc<Vec<Key>>>,
-    /// (modification time, length) of what `keys` was read from.
-    read: RwLock<Option<(SystemTime, u64)>>,
 }
 
 /// Checks tokens against the configured keys and claims.
 #[derive(Debug)]
 pub struct Verifier {
     keys: Vec<Key>,
-    jwks: Option<Arc<JwksFile>>,
+    jwks: Option<Arc<Jwks>>,
     validation: Validation,
     leeway: Duration,
-}
-
-/// The claims ws-api reads (the rest is the business's own).
-#[derive(Deserialize)]
-struct Claims {
-    sub: Option<String>,
-    exp: Option<u64>,
+    groups_claim: Option<String>,
 }
 
 impl Verifier {
@@ -107,17 +79,10 @@ impl Verifier {
         for path in &opts.public_key_files {
             keys.extend(pem_keys(path)?);
         }
-        let jwks = match &opts.jwks_file {
-            None => None,
-            Some(path) => {
-                let file = Arc::new(JwksFile {
-                    path: path.clone(),
-                    keys: RwLock::new(Arc::new(Vec::new())),
-                    read: RwLock::new(None),
-                });
-                file.reload()?;
-                Some(file)
-            }
+        let jwks = match (&opts.jwks_file, &opts.jwks_url) {
+            (Some(path), _) => Some(Arc::new(Jwks::file(path.clone())?)),
+            (None, Some(url)) => Some(Arc::new(Jwks::url(url.clone())?)),
+            (None, None) => None,
         };
         if keys.is_empty() && jwks.is_none() {
             return Err(KeyError::NoKeys);
@@ -142,44 +107,43 @@ impl Verifier {
             jwks,
             validation,
             leeway: opts.leeway,
+            groups_claim: opts.groups_claim.clone(),
         })
     }
 
-    /// Rereads the JWKS file every `every` when it changed (a failed read
-    /// keeps the keys read before, logged).
+    /// Reads the JWK set again every `every` (see [`super::jwks`]).
     pub fn spawn_refresh(&self, every: Duration) {
-        let Some(file) = self.jwks.clone() else {
-            return;
-        };
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = file.reload() {
-                    warn!(error = %e, "JWKS not reread; keeping the keys read before");
-                }
-            }
-        });
+        if let Some(jwks) = &self.jwks {
+            jwks.spawn_refresh(every);
+        }
     }
 
     pub fn describe(&self) -> String {
-        let jwks = self.jwks.as_ref().map(|j| j.keys.read().len()).unwrap_or(0);
         let mut algs: Vec<String> = self.keys.iter().map(|k| format!("{:?}", k.alg)).collect();
         algs.dedup();
-        format!(
-            "{} file keys [{}], {jwks} JWKS keys",
-            self.keys.len(),
-            algs.join(" ")
-        )
+        let jwks = match &self.jwks {
+            Some(j) => format!(", {} ({} keys)", j.describe(), j.keys().len()),
+            None => String::new(),
+        };
+        format!("{} file keys [{}]{jwks}", self.keys.len(), algs.join(" "))
     }
 
-    /// The identity a token proves.
-    pub fn verify(&self, token: &[u8]) -> Result<Identity, Refused> {
+    /// The identity a token proves; a kid the JWK set lacks has the set
+    /// fetched again (a URL, at most every few seconds) and is tried once more.
+    pub async fn verify(&self, token: &[u8]) -> Result<Identity, Refused> {
+        let first = self.verify_now(token);
+        match (&first, &self.jwks) {
+            (Err(Refused::NoKey(..)), Some(jwks)) if jwks.missed().await => self.verify_now(token),
+            _ => first,
+        }
+    }
+
+    /// The identity a token proves, with the keys held now.
+    pub fn verify_now(&self, token: &[u8]) -> Result<Identity, Refused> {
         let text =
             std::str::from_utf8(token).map_err(|_| Refused::Malformed("not UTF-8".into()))?;
         let header = decode_header(text).map_err(|e| Refused::Malformed(e.to_string()))?;
-        let jwks = self.jwks.as_ref().map(|j| Arc::clone(&j.keys.read()));
+        let jwks = self.jwks.as_ref().map(|j| j.keys());
         let candidates = self
             .keys
             .iter()
@@ -193,7 +157,7 @@ impl Verifier {
         for key in candidates {
             let mut validation = self.validation.clone();
             validation.algorithms = vec![key.alg];
-            match decode::<Claims>(text, &key.key, &validation) {
+            match decode::<Map<String, Value>>(text, &key.key, &validation) {
                 Ok(data) => return self.identity(data.claims),
                 Err(e) if *e.kind() == ErrorKind::InvalidSignature => {
                     refused = Some(Refused::Signature);
@@ -206,16 +170,24 @@ impl Verifier {
         }))
     }
 
-    fn identity(&self, claims: Claims) -> Result<Identity, Refused> {
+    fn identity(&self, claims: Map<String, Value>) -> Result<Identity, Refused> {
         let uid = claims
-            .sub
-            .as_deref()
+            .get("sub")
+            .and_then(Value::as_str)
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
             .ok_or(Refused::Subject)?;
+        let groups = match self.groups_claim.as_deref().and_then(|c| claims.get(c)) {
+            None => Vec::new(),
+            Some(v) => groups(v)?,
+        };
         Ok(Identity {
             uid,
-            expires: claims.exp.map(|exp| expiry_time(exp, self.leeway)),
+            expires: claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .map(|exp| expiry_time(exp, self.leeway)),
+            groups,
         })
     }
 }
@@ -272,53 +244,6 @@ fn pem_keys(path: &Path) -> Result<Vec<Key>, KeyError> {
         .collect())
 }
 
-impl JwksFile {
-    /// Reads the file again if its modification time or length changed.
-    fn reload(&self) -> Result<(), KeyError> {
-        let meta =
-            std::fs::metadata(&self.path).map_err(|e| KeyError::Read(self.path.clone(), e))?;
-        let stamp = (
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            meta.len(),
-        );
-        if *self.read.read() == Some(stamp) {
-            return Ok(());
-        }
-        let text = read(&self.path)?;
-        let keys = jwks_keys(&text).map_err(|e| KeyError::Jwks(self.path.clone(), e))?;
-        info!(path = %self.path.display(), keys = keys.len(), "JWKS read");
-        *self.keys.write() = Arc::new(keys);
-        *self.read.write() = Some(stamp);
-        Ok(())
-    }
-}
-
-/// The usable keys of a JWK set (a key for encryption only, or of a type
-/// jsonwebtoken cannot verify with, is an error: a typo should not shrink
-/// the set unnoticed).
-fn jwks_keys(text: &[u8]) -> Result<Vec<Key>, String> {
-    let set: JwkSet = serde_json::from_slice(text).map_err(|e| e.to_string())?;
-    set.keys
-        .iter()
-        .map(|jwk| {
-            let kid = jwk.common.key_id.clone();
-            let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
-                (Some(a), _) => Algorithm::from_str(&a.to_string())
-                    .map_err(|_| format!("key {kid:?}: alg {a} does not sign"))?,
-                (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-                (None, AlgorithmParameters::EllipticCurve(ec)) => match ec.curve {
-                    EllipticCurve::P384 => Algorithm::ES384,
-                    _ => Algorithm::ES256,
-                },
-                (None, AlgorithmParameters::OctetKey(_)) => Algorithm::HS256,
-                (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid:?}: {e}"))?;
-            Ok(Key { kid, alg, key })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,7 +281,7 @@ mod tests {
         let dir = tempdir();
         let v = verifier(&dir, &["gw"]);
         let ok = serde_json::json!({"sub": "42", "exp": now() + 60, "aud": "gw"});
-        let id = v.verify(&token(ok, SECRET)).unwrap();
+        let id = v.verify_now(&token(ok, SECRET)).unwrap();
         assert_eq!(id.uid, 42);
         assert!(id.expires.is_some());
         let cases = [
@@ -387,17 +312,20 @@ mod tests {
         ];
         for (claims, want) in cases {
             assert_eq!(
-                v.verify(&token(claims.clone(), SECRET)),
+                v.verify_now(&token(claims.clone(), SECRET)),
                 Err(want),
                 "{claims}"
             );
         }
         let wrong = serde_json::json!({"sub": "42", "exp": now() + 60, "aud": "gw"});
         assert_eq!(
-            v.verify(&token(wrong, b"another secret, 32 bytes or more!")),
+            v.verify_now(&token(wrong, b"another secret, 32 bytes or more!")),
             Err(Refused::Signature)
         );
-        assert!(matches!(v.verify(b"not.a.jwt"), Err(Refused::Malformed(_))));
+        assert!(matches!(
+            v.verify_now(b"not.a.jwt"),
+            Err(Refused::Malformed(_))
+        ));
     }
 
     #[test]
@@ -464,15 +392,15 @@ mod tests {
                 .unwrap()
                 .into_bytes()
         };
-        assert_eq!(v.verify(&signed("k1", old)).map(|i| i.uid), Ok(7));
+        assert_eq!(v.verify_now(&signed("k1", old)).map(|i| i.uid), Ok(7));
         assert_eq!(
-            v.verify(&signed("k2", new)),
+            v.verify_now(&signed("k2", new)),
             Err(Refused::NoKey("k2".into(), "HS256".into()))
         );
         std::fs::write(&path, set(&[("k2", new), ("k3-longer", old)])).unwrap();
         v.jwks.as_ref().unwrap().reload().unwrap();
-        assert_eq!(v.verify(&signed("k2", new)).map(|i| i.uid), Ok(7));
-        assert!(v.verify(&signed("k1", old)).is_err());
+        assert_eq!(v.verify_now(&signed("k2", new)).map(|i| i.uid), Ok(7));
+        assert!(v.verify_now(&signed("k1", old)).is_err());
     }
 
     fn tempdir() -> PathBuf {
