@@ -231,7 +231,7 @@ fn a_switch_in_a_file_takes_true_or_false_only() {
     }
 }
 
-/// Sizes take units, from a flag, the environment or a file, as README
+/// Sizes take units, from a flag, the environment or a file, as docs/configuration.md
 /// writes them ("4 MiB"); `--print-config` gives bytes, which load back.
 #[test]
 fn sizes_take_units_wherever_they_are_set() {

@@ -2,6 +2,7 @@
 //! prints work as printed (the CLI push, the Python client), and Ctrl-C
 //! (SIGINT to the terminal's whole process group) stops everything once,
 //! gracefully: no second signal cutting the gateway's drain short, exit 0.
+//! The chat demo at the banner's URL works in Chromium, two tabs talking.
 //! Runs tools/run.sh on free loopback ports with the release binaries
 //! (`make test` builds them before the integration tests).
 
@@ -125,6 +126,8 @@ fn the_banner_commands_work_and_ctrl_c_stops_everything_once() {
     let _ = py.kill();
     let _ = py.wait();
 
+    demo_in_chromium(repo, &banner("JS client"));
+
     // SAFETY: kill(2) on the process group this test made.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
@@ -146,6 +149,32 @@ fn the_banner_commands_work_and_ctrl_c_stops_everything_once() {
     assert!(log.contains("make run: stopped"), "{log}");
     assert!(log.contains("drained"), "{log}");
     assert!(!log.contains("second shutdown signal"), "{log}");
+}
+
+/// The chat demo at the banner's URL, in two Chromium tabs
+/// (tests/browser/demo.mjs): a line said in one shows in the other.
+fn demo_in_chromium(repo: &Path, line: &str) {
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no demo URL in {line:?}"));
+    let gw = url.split("?gw=").nth(1).expect("the URL names the gateway");
+    let out = Command::new("node")
+        .arg(repo.join("tests/browser/demo.mjs"))
+        .arg(url)
+        .output()
+        .expect("node runs (make deps installs playwright-core)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let seen: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(seen["gw"], gw, "{seen}");
+    assert_eq!(
+        seen["states"],
+        serde_json::json!(["live", "live"]),
+        "{seen}"
+    );
+    assert_eq!(seen["seen"], "11: hello from tab 11", "{seen}");
 }
 
 /// SIGKILLs a process group when dropped (a no-op once it has exited).

@@ -3,6 +3,7 @@
 //! and the label names and values of their samples), renders the table,
 //! and fails if the committed one differs, so no metric goes undocumented
 //! and none is documented that is gone. `UPDATE_METRICS_DOC=1` rewrites it.
+//! Likewise docs/testing.md's table names every `tests/*.rs`, and only those.
 
 mod common;
 
@@ -144,4 +145,27 @@ fn docs_metrics_lists_every_metric_the_binaries_declare() {
             fresh.display()
         );
     }
+}
+
+#[test]
+fn docs_testing_lists_every_test_file() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(repo.join("docs/testing.md")).expect("docs/testing.md");
+    let listed: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `tests/"))
+        .filter_map(|l| l.split_once('`').map(|(f, _)| format!("tests/{f}")))
+        .collect();
+    let files: BTreeSet<String> = std::fs::read_dir(repo.join("tests"))
+        .expect("tests/")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.ends_with(".rs"))
+        .map(|f| format!("tests/{f}"))
+        .collect();
+    let missing: Vec<_> = files.difference(&listed).collect();
+    let gone: Vec<_> = listed.difference(&files).collect();
+    assert!(
+        missing.is_empty() && gone.is_empty(),
+        "docs/testing.md: not listed {missing:?}, listed but gone {gone:?}"
+    );
 }

@@ -17,7 +17,7 @@ use ws_api::proto::wsapi::BizMsg;
 /// Clients in the re-registration tests, one uid each.
 const CLIENTS: u64 = 200;
 
-/// The bound these tests hold the recoveries to (README, Reliability).
+/// The bound these tests hold the recoveries to (docs/reliability.md).
 const BOUND: Duration = Duration::from_secs(5);
 
 /// `CLIENTS` sessions, uid 1..=CLIENTS, that never send anything.

@@ -116,8 +116,8 @@ const TRIM_AFTER_CLOSES: i64 = 1024;
 
 /// Returns the memory of sessions that ended to the kernel. glibc's malloc
 /// keeps freed memory in its per-thread arenas: after 10,000 sessions
-/// closed at once the gateway stayed at its peak RSS for good (README,
-/// Reliability). Once the session count has fallen by [`TRIM_AFTER_CLOSES`] and
+/// closed at once the gateway stayed at its peak RSS for good
+/// (docs/reliability.md). Once the session count has fallen by [`TRIM_AFTER_CLOSES`] and
 /// by a quarter since its peak, `malloc_trim` hands the free pages back,
 /// and once more a check later: a session leaves the count before its
 /// `Disconnect` to ws-api completes, so the first trim can come while the

@@ -246,7 +246,7 @@ pub(crate) fn upstream_config(
 /// life, idle or not: 128 bytes holds a typical client frame, and reads are
 /// copies from glommio's receive ring, not syscalls, so a 1 KiB frame's
 /// eight reads cost little (512 bytes: 0.39 KiB more per idle connection;
-/// README, Benchmarks).
+/// docs/benchmarks.md).
 pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(128)

@@ -377,7 +377,7 @@ impl Upstream {
     /// Lets messages gather until `--upstream-flush-interval` has passed since
     /// the last write. Each write to ws-api on loopback costs the core the
     /// receiver's TCP processing and a cross-CPU wake-up of ws-api; batching
-    /// bounds that by time instead of by message count (README, Benchmarks),
+    /// bounds that by time instead of by message count (docs/benchmarks.md),
     /// and adds no delay after a quiet spell.
     async fn gather(&self, last_write: Option<Instant>) {
         let Some(due) = last_write.map(|at| at + self.cfg.flush_interval) else {
