@@ -5,6 +5,8 @@ GW_LISTEN ?= 127.0.0.1:8080
 API_LISTEN ?= 127.0.0.1:8081
 ADMIN_LISTEN ?= 127.0.0.1:9090
 DEMO_LISTEN ?= 127.0.0.1:8000
+# make run's ws-api: insecure-dev (any token; a number is the uid) or jwt.
+AUTH ?= insecure-dev
 # The Python peers' venv (tests/requirements.txt); make run's client comes from it.
 VENV := target/venv
 # apt-get needs root: as another user, through sudo.
@@ -15,9 +17,9 @@ PROMETHEUS := target/prometheus/usr/bin
 
 .PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
 
-## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them)
+## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them); AUTH=jwt for signed tokens
 run: build-release $(VENV)/.websockets
-	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) DEMO_LISTEN=$(DEMO_LISTEN) bash tools/run.sh
+	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) DEMO_LISTEN=$(DEMO_LISTEN) AUTH=$(AUTH) bash tools/run.sh
 
 ## test: formatting, lints, then every test (glommio's, fuzz smoke, bench smoke, unit, integration)
 test: deps lint build glommio-test fuzz-smoke bench-smoke integration

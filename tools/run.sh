@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: starts ws-api (echo) and ws-gateway on loopback, and a static
+# `make run` (AUTH=jwt for real tokens): starts ws-api (chat) and ws-gateway on loopback, and a static
 # server for clients/js (the JS client's chat demo), prints where to connect
 # once the gateway answers /readyz, and stops them all on Ctrl-C. If a
 # process fails to start, says which and exits non-zero.
@@ -10,10 +10,31 @@ API_LISTEN=${API_LISTEN:-127.0.0.1:8081}
 ADMIN_LISTEN=${ADMIN_LISTEN:-127.0.0.1:9090}
 DEMO_LISTEN=${DEMO_LISTEN:-127.0.0.1:8000}
 READY_WITHIN=${READY_WITHIN:-10}
+AUTH=${AUTH:-insecure-dev}
 bin=target/release
 
+# insecure-dev: any token, a number is the uid. jwt: ws-api verifies HS256
+# tokens with a secret made here once (target/run/jwt-secret), and the
+# banner's token for uid 42 is one `ws-api token` signed with it.
+case "$AUTH" in
+    insecure-dev)
+        auth=(--auth insecure-dev)
+        token=42
+        how="insecure-dev: a number is the uid" ;;
+    jwt)
+        secret=target/run/jwt-secret
+        mkdir -p target/run
+        [ -s "$secret" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$secret")
+        auth=(--auth jwt --jwt-hmac-secret-file "$secret")
+        token=$(./$bin/ws-api token --uid 42 --hmac-secret-file "$secret" --ttl 24h) || exit 1
+        how="--auth jwt: uid 42's, from ./$bin/ws-api token --uid 42 --hmac-secret-file $secret" ;;
+    *)
+        echo "make run: AUTH is insecure-dev or jwt, not '$AUTH'" >&2
+        exit 2 ;;
+esac
+
 # chat: the demo's rooms (join/say); any other message is echoed.
-./$bin/ws-api --listen "$API_LISTEN" --handler chat --auth insecure-dev & api=$!
+./$bin/ws-api --listen "$API_LISTEN" --handler chat "${auth[@]}" & api=$!
 ./$bin/ws-gateway --listen "$GW_LISTEN" --upstream "$API_LISTEN" --admin-listen "$ADMIN_LISTEN" & gw=$!
 # The demo imports ../wsgw.js, so the server's root is clients/js.
 python3 -m http.server --bind "${DEMO_LISTEN%:*}" "${DEMO_LISTEN##*:}" --directory clients/js \
@@ -69,13 +90,13 @@ alive || exit 1
 
 cat <<BANNER
 
-Connect to ws://$GW_LISTEN/gateway/ws with a token (insecure-dev: a number is the uid), e.g. type into:
-  target/venv/bin/python3 -m websockets 'ws://$GW_LISTEN/gateway/ws?token=42'
+Connect to ws://$GW_LISTEN/gateway/ws with a token ($how), e.g. type into:
+  target/venv/bin/python3 -m websockets 'ws://$GW_LISTEN/gateway/ws?token=$token'
   {"type":"message","payload":"aGVsbG8="}            (ws-api's chat handler echoes it)
 Push to that user from another shell:
   ./$bin/ws-api push --api $API_LISTEN --uid 42 --type notice --payload hello
-Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=42').
-JS client (clients/js/wsgw.js) chat demo: http://$DEMO_LISTEN/demo/?gw=ws://$GW_LISTEN/gateway/ws in two tabs, two uids, one room.
+Browsers: new WebSocket('ws://$GW_LISTEN/gateway/ws?token=$token').
+JS client (clients/js/wsgw.js) chat demo: http://$DEMO_LISTEN/demo/?gw=ws://$GW_LISTEN/gateway/ws in two tabs, two uids, one room$([ "$AUTH" = jwt ] && echo " (its uid is its token: insecure-dev only)").
 Metrics and probes: http://$ADMIN_LISTEN/metrics /readyz. Ctrl-C stops them all.
 BANNER
 

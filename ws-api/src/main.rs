@@ -37,7 +37,7 @@ use ws_api::{store_watch, sweeper};
 #[command(version, about)]
 struct Args {
     #[command(subcommand)]
-    call: Option<Call>,
+    command: Option<Sub>,
     /// For the subcommands: the ws-api they call.
     #[arg(
         long,
@@ -209,6 +209,36 @@ struct Args {
     tls_client_ca: Option<PathBuf>,
 }
 
+/// What ws-api does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    #[command(flatten)]
+    Call(Call),
+    /// Print an HS256 token for `--auth jwt --jwt-hmac-secret-file FILE`
+    /// (for trying it out, as `centrifugo gentoken` is; real tokens come
+    /// from your login service).
+    Token {
+        /// The user (`sub`).
+        #[arg(long)]
+        uid: u64,
+        /// The secret file ws-api verifies with.
+        #[arg(long)]
+        hmac_secret_file: PathBuf,
+        /// How long it holds (`exp`).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// `aud`, if ws-api checks one.
+        #[arg(long)]
+        audience: Option<String>,
+        /// `iss`, if ws-api checks one.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Groups, in the claim `groups` (`--jwt-groups-claim groups`).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+}
+
 impl Args {
     /// `--tls-*` as tonic's server TLS settings.
     fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
@@ -290,7 +320,32 @@ impl Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(call) = args.call {
+    if let Some(Sub::Token {
+        uid,
+        hmac_secret_file,
+        ttl,
+        audience,
+        issuer,
+        groups,
+    }) = &args.command
+    {
+        let claims = jwt::Minted {
+            uid: *uid,
+            ttl: *ttl,
+            audience: audience.clone(),
+            issuer: issuer.clone(),
+            groups: groups.clone(),
+        };
+        match jwt::mint(hmac_secret_file, &claims) {
+            Ok(token) => println!("{token}"),
+            Err(e) => {
+                eprintln!("ws-api token: {e}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
+    if let Some(Sub::Call(call)) = args.command {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
@@ -51,6 +51,8 @@ pub enum KeyError {
     ShortSecret(PathBuf, usize),
     #[error("{0}: neither an RSA nor an EC public key in PEM")]
     NotAPublicKey(PathBuf),
+    #[error("signing: {0}")]
+    Sign(String),
     #[error("JWK set {0}")]
     Jwks(#[from] JwksError),
     #[error(
@@ -192,6 +194,40 @@ impl Verifier {
     }
 }
 
+/// What `ws-api token` puts in a token.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub uid: u64,
+    pub ttl: Duration,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+    /// In the claim `groups`.
+    pub groups: Vec<String>,
+}
+
+/// An HS256 token signed with the secret in `secret_file`, which
+/// [`Verifier`] accepts when given the same file.
+pub fn mint(secret_file: &Path, m: &Minted) -> Result<String, KeyError> {
+    let secret = hmac_secret(secret_file)?;
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        + m.ttl;
+    let mut claims = serde_json::json!({"sub": m.uid.to_string(), "exp": exp.as_secs()});
+    if let Some(aud) = &m.audience {
+        claims["aud"] = aud.clone().into();
+    }
+    if let Some(iss) = &m.issuer {
+        claims["iss"] = iss.clone().into();
+    }
+    if !m.groups.is_empty() {
+        claims["groups"] = m.groups.clone().into();
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(&secret);
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+        .map_err(|e| KeyError::Sign(e.to_string()))
+}
+
 fn refused_for(kind: &ErrorKind) -> Refused {
     match kind {
         ErrorKind::ExpiredSignature => Refused::Expired,
@@ -208,11 +244,17 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
     std::fs::read(path).map_err(|e| KeyError::Read(path.to_owned(), e))
 }
 
-fn hmac_keys(path: &Path) -> Result<Vec<Key>, KeyError> {
+/// The HMAC secret in `path`, at least [`MIN_SECRET`] bytes.
+fn hmac_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     let secret = read_secret(path).map_err(|e| KeyError::Read(path.to_owned(), e))?;
     if secret.len() < MIN_SECRET {
         return Err(KeyError::ShortSecret(path.to_owned(), secret.len()));
     }
+    Ok(secret)
+}
+
+fn hmac_keys(path: &Path) -> Result<Vec<Key>, KeyError> {
+    let secret = hmac_secret(path)?;
     let algs = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
     Ok(algs
         .map(|alg| Key {
@@ -326,6 +368,21 @@ mod tests {
             v.verify_now(b"not.a.jwt"),
             Err(Refused::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let dir = tempdir();
+        let v = verifier(&dir, &["gw"]);
+        let m = Minted {
+            uid: 42,
+            ttl: Duration::from_secs(60),
+            audience: Some("gw".into()),
+            issuer: None,
+            groups: vec!["news".into()],
+        };
+        let token = mint(&dir.join("secret"), &m).unwrap();
+        assert_eq!(v.verify_now(token.as_bytes()).map(|i| i.uid), Ok(42));
     }
 
     #[test]
