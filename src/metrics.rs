@@ -304,6 +304,38 @@ counters! {
         "gateway_inbound_rate_closes",
         "Sessions closed for exceeding --max-inbound-rate."
     )],
+    deflated_out: Counter => [Counter(
+        "gateway_compressed_messages_out",
+        "Messages written to clients compressed (permessage-deflate)."
+    )],
+    deflate_in_bytes: Counter => [Counter(
+        "gateway_compression_out_before_bytes",
+        "Bytes of the messages written compressed, before compression."
+    )],
+    deflate_out_bytes: Counter => [Counter(
+        "gateway_compression_out_after_bytes",
+        "Bytes of the messages written compressed, after compression."
+    )],
+    inflated_in: Counter => [Counter(
+        "gateway_compressed_messages_in",
+        "Client messages received compressed (permessage-deflate)."
+    )],
+    inflate_in_bytes: Counter => [Counter(
+        "gateway_compression_in_before_bytes",
+        "Bytes of the compressed client messages as received."
+    )],
+    inflate_out_bytes: Counter => [Counter(
+        "gateway_compression_in_after_bytes",
+        "Bytes of the compressed client messages once inflated."
+    )],
+    inflate_failures: Counter => [Counter(
+        "gateway_inflate_failures",
+        "Sessions closed with 1007 for compressed data that does not inflate."
+    )],
+    inflate_bombs: Counter => [Counter(
+        "gateway_inflate_too_big",
+        "Sessions closed with 1009 for a compressed message that inflates past --max-message-size."
+    )],
     bad_frame_closes: Counter => [Counter(
         "gateway_bad_frame_closes",
         "Sessions closed with 1008 for more bad frames than error frames answer (10, then 1/s)."

@@ -88,6 +88,9 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("cpus", "0"),
     ("paths", "/a,/b"),
     ("frame-format", "raw"),
+    ("compression", "deflate"),
+    ("compression-level", "6"),
+    ("compression-min-size", "1024"),
     ("tls-cert", "/nonexistent/cert.pem"),
     ("tls-key", "/nonexistent/key.pem"),
     (

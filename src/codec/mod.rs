@@ -18,8 +18,10 @@
 //! # Layout
 //!
 //! - this file: client frames (JSON envelope, protobuf, raw).
+//! - [`deflate`]: permessage-deflate: the handshake's negotiation and the codec.
 //! - [`sid`]: session ids (core, instance, slot) and their text form.
 
+pub mod deflate;
 pub mod sid;
 
 use base64::Engine;

@@ -41,6 +41,17 @@ pub enum FrameFormat {
     Raw,
 }
 
+/// Whether connections may negotiate permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Never: the offer is ignored (the default, as in Centrifugo and
+    /// uWebSockets: compression costs CPU on every message).
+    Off,
+    /// When the client offers it.
+    Deflate,
+}
+
 /// When a refused upgrade is answered in-band (101, then a Close frame)
 /// rather than with an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -132,6 +143,20 @@ pub struct Config {
     /// (messages pass verbatim as Protocol{type: "text"|"binary"}).
     #[arg(long, env = "WS_GATEWAY_FRAME_FORMAT", value_enum, default_value_t = FrameFormat::Json)]
     pub frame_format: FrameFormat,
+
+    /// permessage-deflate (RFC 7692): `off`, or `deflate` for clients that
+    /// offer it (browsers do), with no context takeover either way, so an
+    /// idle connection holds no compressor (docs/configuration.md).
+    #[arg(long, env = "WS_GATEWAY_COMPRESSION", value_enum, default_value_t = CompressionMode::Off)]
+    pub compression: CompressionMode,
+
+    /// zlib level of compressed messages: 1 (fastest) to 9 (smallest).
+    #[arg(long, env = "WS_GATEWAY_COMPRESSION_LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
+
+    /// Messages shorter than this go out uncompressed (units: 256, 1KiB).
+    #[arg(long, env = "WS_GATEWAY_COMPRESSION_MIN_SIZE", default_value_t = 256, value_parser = parse::size)]
+    pub compression_min_size: usize,
 
     /// For `--upstream https://…`: PEM certificates of the CA(s) that sign
     /// ws-api's certificate.

@@ -15,6 +15,7 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use crate::codec::deflate::Agreed;
 use crate::config::normalize_origin;
 use crate::proto::{DEVICE_RULE, Device};
 use crate::session::resume::Position;
@@ -48,6 +49,11 @@ pub struct Upgrade {
     /// The client's device id (`?device=`, `X-Device-Id`, or a
     /// `device.<id>` subprotocol entry; docs/delivery.md, "Devices").
     pub device: Option<Device>,
+    /// The `Sec-WebSocket-Extensions` values the client sent.
+    pub extensions: Vec<String>,
+    /// What permessage-deflate the 101 agrees (set by the caller from
+    /// `extensions` when `--compression deflate`).
+    pub deflate: Option<Agreed>,
     /// Bytes the client sent after the request (early WebSocket frames).
     pub leftover: Vec<u8>,
 }
@@ -176,6 +182,8 @@ pub fn parse(
         protobuf: offer.protobuf,
         since: offer.since,
         device: offer.device,
+        extensions: headers.all("sec-websocket-extensions"),
+        deflate: None,
         leftover: buf[len..].to_vec(),
     }))
 }
@@ -209,6 +217,14 @@ impl<'b> Headers<'_, 'b> {
     fn get(&self, name: &str) -> Option<&'b [u8]> {
         let found = self.0.iter().find(|h| h.name.eq_ignore_ascii_case(name));
         found.map(|h| h.value)
+    }
+
+    /// Every value of `name`, as text (a value that is not is left out).
+    fn all(&self, name: &str) -> Vec<String> {
+        let named = self.0.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+        named
+            .filter_map(|h| std::str::from_utf8(h.value).ok().map(str::to_owned))
+            .collect()
     }
 
     fn count(&self, name: &str) -> usize {
@@ -507,11 +523,17 @@ fn response_101(upgrade: &Upgrade, sid: Option<&str>) -> String {
         .as_deref()
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
+    // Only a session that goes on compresses: an in-band refusal is one
+    // Close frame.
+    let deflate = sid
+        .and(upgrade.deflate.as_ref())
+        .map(|d| format!("Sec-WebSocket-Extensions: {}\r\n", d.response))
+        .unwrap_or_default();
     let sid = sid
         .map(|s| format!("X-Session-Id: {s}\r\n"))
         .unwrap_or_default();
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{sid}{protocol}\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{sid}{protocol}{deflate}\r\n",
         upgrade.accept_key
     )
 }

@@ -14,12 +14,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::{PerMessage, Role, WebSocketConfig};
 use tracing::debug;
 
 use crate::codec::Format;
+use crate::codec::deflate;
 use crate::codec::sid::{Instance, Sid};
-use crate::config::RefuseInBand;
+use crate::config::{CompressionMode, RefuseInBand};
 use crate::edge::handshake::{self, Refusal, Upgrade};
 use crate::edge::tls::Tls;
 use crate::metrics::Reject;
@@ -63,7 +64,7 @@ pub async fn upgrade(
         &cfg.subprotocols,
         cfg.handshake_timeout,
     );
-    let req = match read.await {
+    let mut req = match read.await {
         Ok(req) => req,
         Err(refusal) => {
             if let Some(refusal) = refusal {
@@ -72,7 +73,10 @@ pub async fn upgrade(
             return None;
         }
     };
-    let admitted = match admit(core, &req, peer).await {
+    if cfg.compression == CompressionMode::Deflate {
+        req.deflate = deflate::negotiate(req.extensions.iter().map(String::as_str));
+    }
+    let mut admitted = match admit(core, &req, peer).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
             refuse(core, &mut stream, Some(&req), refusal).await;
@@ -83,13 +87,14 @@ pub async fn upgrade(
         debug!(error = %e, "client left during the upgrade");
         return None;
     }
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        req.leftover,
-        Role::Server,
-        Some(core.ws_config),
-    )
-    .await;
+    let inflate: &'static dyn PerMessage = &deflate::INFLATE;
+    let ws_config = core
+        .ws_config
+        .per_message(req.deflate.is_some().then_some(inflate));
+    admitted.deflate = req.deflate.map(|d| d.window_bits);
+    let ws =
+        WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config))
+            .await;
     core.session.counters.handshakes.inc();
     debug!(uid = admitted.uid, "session started");
     Some(Session::new(Rc::clone(&core.session), ws, admitted))
@@ -173,6 +178,7 @@ async fn admit(
         },
         resume,
         device: req.device.clone(),
+        deflate: None,
     })
 }
 

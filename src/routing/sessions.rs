@@ -5,7 +5,7 @@
 //! session that later reuses the slot. A handle is what the rest of the core
 //! needs to reach a session: its bounded send queue.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,6 +42,9 @@ pub enum Outbound {
 pub struct SharedFrame {
     pub json: Utf8Bytes,
     pub protobuf: Bytes,
+    /// The JSON and protobuf forms compressed (permessage-deflate), made by
+    /// the first session that sends them so.
+    pub deflated: [OnceCell<Bytes>; 2],
 }
 
 impl SharedFrame {
@@ -49,6 +52,7 @@ impl SharedFrame {
         Rc::new(SharedFrame {
             json: Utf8Bytes::from(codec::encode_json(p)),
             protobuf: codec::encode_protobuf(p),
+            deflated: Default::default(),
         })
     }
 }

@@ -28,13 +28,17 @@ pub mod stream;
 #[cfg(test)]
 mod tests;
 
+use std::cell::OnceCell;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::Frame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_lite::{StreamExt, future};
@@ -42,7 +46,7 @@ use futures_util::SinkExt;
 use glommio::channels::local_channel::LocalReceiver;
 use tracing::{Instrument, debug};
 
-use crate::codec::{self, Format, MsgPrefix};
+use crate::codec::{self, Format, MsgPrefix, deflate};
 use crate::config::FrameFormat;
 use crate::metrics::Loss;
 use crate::proto::Device;
@@ -87,6 +91,8 @@ pub struct Session {
     resume: Option<Box<ResumePlan>>,
     /// Messages held back while ws-api replays (docs/delivery.md).
     resuming: Option<Box<Resuming>>,
+    /// permessage-deflate's window bits, if the 101 agreed it.
+    deflate: Option<u8>,
 }
 
 /// What the upgrade admitted, for [`Session::new`]: the claim on a slot
@@ -101,6 +107,9 @@ pub struct Admitted {
     /// The client's device id (docs/delivery.md, "Devices"): on every
     /// message the session sends ws-api.
     pub device: Option<Device>,
+    /// permessage-deflate, if the 101 agreed it: the window bits the
+    /// gateway compresses with.
+    pub deflate: Option<u8>,
 }
 
 /// What a session does about a resume as it starts.
@@ -139,6 +148,7 @@ impl Session {
             format,
             resume,
             device,
+            deflate,
         } = admitted;
         let rate = core.config.max_inbound_rate;
         let inbound_limit = (rate > 0.0).then(|| TokenBucket::new(rate, rate.max(1.0)));
@@ -161,6 +171,7 @@ impl Session {
             bad_frames: None,
             resume: resume.map(Box::new),
             resuming: None,
+            deflate,
         }
     }
 
@@ -215,6 +226,9 @@ impl Session {
                 }
             };
             client_first = !client_first;
+            if self.deflate.is_some() && matches!(event, Event::Client(Some(_))) {
+                self.count_inflated(&event);
+            }
             let step = match event {
                 Event::Client(None) => return End::ClientClosed,
                 Event::Client(Some(Ok(msg))) => Box::pin(self.on_client_message(msg)).await,
@@ -228,6 +242,20 @@ impl Session {
             if let Err(end) = step {
                 return Box::pin(self.finish(end)).await;
             }
+        }
+    }
+
+    /// Moves what tungstenite's hook inflated for this read into the
+    /// core's counters, and counts a refusal of compressed data.
+    fn count_inflated(&self, event: &Event) {
+        let counters = &self.core.counters;
+        let seen = deflate::take_inflated();
+        counters.inflated_in.add(seen.messages);
+        counters.inflate_in_bytes.add(seen.before);
+        counters.inflate_out_bytes.add(seen.after);
+        counters.inflate_bombs.add(seen.too_big);
+        if let Event::Client(Some(Err(WsError::Protocol(ProtocolError::PerMessage(_))))) = event {
+            counters.inflate_failures.inc();
         }
     }
 
@@ -317,11 +345,13 @@ impl Session {
                     Outbound::Replay(p) => self.feed(&p).await?,
                     Outbound::Resumed(r) => self.end_resume(r).await?,
                     Outbound::Shared(f) => {
-                        let msg = match self.format {
-                            Format::Json => Message::Text(f.json.clone()),
-                            Format::Protobuf => Message::Binary(f.protobuf.clone()),
+                        let (msg, cached) = match self.format {
+                            Format::Json => (Message::Text(f.json.clone()), &f.deflated[0]),
+                            Format::Protobuf => {
+                                (Message::Binary(f.protobuf.clone()), &f.deflated[1])
+                            }
                         };
-                        self.feed_message(msg).await?
+                        self.feed_shared(msg, cached).await?
                     }
                     Outbound::Ping => self
                         .ws
@@ -379,10 +409,47 @@ impl Session {
     }
 
     async fn feed_message(&mut self, msg: Message) -> Result<(), End> {
+        self.feed_shared(msg, &OnceCell::new()).await
+    }
+
+    /// Sends `msg`; `cached` holds (or is given) its compressed form when
+    /// the message is one the core shares among sessions.
+    async fn feed_shared(&mut self, msg: Message, cached: &OnceCell<Bytes>) -> Result<(), End> {
         let counters = &self.core.counters;
         counters.output_bytes.add(msg.len() as u64);
         counters.messages_out.inc();
+        let msg = match self.deflate {
+            Some(bits) => self.deflated(msg, bits, cached),
+            None => msg,
+        };
         self.ws.feed(msg).await.map_err(End::Io)
+    }
+
+    /// `msg` as a compressed frame (RSV1), if it is data and long enough;
+    /// `cached`: where the core keeps a shared frame's compressed form.
+    fn deflated(&self, msg: Message, bits: u8, cached: &OnceCell<Bytes>) -> Message {
+        let cfg = &self.core.config;
+        let (opcode, data) = match &msg {
+            Message::Text(t) => (OpData::Text, t.as_bytes()),
+            Message::Binary(b) => (OpData::Binary, &b[..]),
+            _ => return msg,
+        };
+        if data.len() < cfg.compression_min_size {
+            return msg;
+        }
+        let squeeze = || deflate::compress(data, cfg.compression_level, bits);
+        // Shared frames are compressed once per core, for the usual window.
+        let packed = match bits {
+            15 => cached.get_or_init(squeeze).clone(),
+            _ => squeeze(),
+        };
+        let counters = &self.core.counters;
+        counters.deflated_out.inc();
+        counters.deflate_in_bytes.add(data.len() as u64);
+        counters.deflate_out_bytes.add(packed.len() as u64);
+        let mut frame = Frame::message(packed, OpCode::Data(opcode), true);
+        frame.header_mut().rsv1 = true;
+        Message::Frame(frame)
     }
 
     /// An error frame: `{"type":"error","payload":base64(reason)}` (or protobuf).
@@ -440,6 +507,10 @@ fn close(code: CloseCode, reason: &str) -> End {
 fn client_error(e: WsError) -> End {
     match e {
         WsError::Capacity(c) => close(CloseCode::Size, &format!("message too big: {c}")),
+        WsError::Protocol(ProtocolError::PerMessage(why)) => close(
+            CloseCode::Invalid,
+            &format!("invalid compressed data: {why}"),
+        ),
         WsError::Protocol(p) => close(CloseCode::Protocol, &format!("protocol error: {p}")),
         WsError::Utf8(_) => close(CloseCode::Invalid, "invalid UTF-8 in text frame"),
         other => End::Io(other),
