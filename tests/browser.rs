@@ -3,7 +3,9 @@
 //! connect and echo; refusals page code can read (4401, 4403, 4429, 4503
 //! with their reasons; an in-band refusal completes the upgrade, so page
 //! code sees `open` before that `close`); clean closes (`wasClean === true`) for a kick, a
-//! drain and an oversized message; app subprotocols beside the token.
+//! drain and an oversized message; app subprotocols beside the token;
+//! permessage-deflate negotiated (`ws.extensions`) and messages above and
+//! below `--compression-min-size` echoed both ways.
 //!
 //! The page (`tests/browser/page.js`, through `tests/common/browser.rs`)
 //! runs one call per step: `new WebSocket(...)`, send, wait for the next
@@ -246,4 +248,31 @@ fn rt_push(api: std::net::SocketAddr, uid: u64) -> i64 {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(push(api, uid, "note", "to 42"))
+}
+
+#[test]
+fn chromium_negotiates_permessage_deflate() {
+    let Some(mut b) = Browser::start("page.html") else {
+        return;
+    };
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(
+        api.addr,
+        1,
+        &["--allowed-origins", &b.app, "--compression", "deflate"],
+    );
+    until_ready(&gw);
+    let url = format!("ws://{}/gateway/ws?token=42", gw.addr);
+    assert_open(&b.open("app", "z", &url, None), "");
+    let ext = b.call("app", "wsExtensions", json!(["z"]));
+    let ext = ext["extensions"].as_str().unwrap_or_default().to_owned();
+    assert!(ext.starts_with("permessage-deflate"), "{ext}");
+    b.echo("z", "small, sent plain");
+    b.echo("z", &"a line the gateway compresses. ".repeat(100));
+    let admin = gw.admin.expect("admin");
+    assert_eq!(
+        metric(admin, "gateway_compressed_messages_out_total"),
+        Some(1.0)
+    );
+    assert!(metric(admin, "gateway_compressed_messages_in_total") >= Some(1.0));
 }

@@ -61,6 +61,7 @@ async fn connect(ctx: &Rc<SessionContext>) -> (Session, Rc<SessionHandle>, Clien
         format: Format::Json,
         resume: None,
         device: None,
+        deflate: None,
     };
     let session = Session::new(Rc::clone(ctx), ws, admitted);
     (session, handle, client)

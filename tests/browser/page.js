@@ -71,6 +71,13 @@ function wsSendLarge(name, count) {
   return wsSend(name, 'x'.repeat(count));
 }
 
+// The extensions the server agreed (`ws.extensions`), after 'open'.
+function wsExtensions(name) {
+  const s = sockets.get(name);
+  if (!s) return { event: 'no-such-socket', name };
+  return { event: 'extensions', extensions: s.ws.extensions };
+}
+
 function wsClose(name, code, reason) {
   const s = sockets.get(name);
   if (!s) return { event: 'no-such-socket', name };
@@ -78,4 +85,4 @@ function wsClose(name, code, reason) {
   return { event: 'closing', readyState: s.ws.readyState };
 }
 
-Object.assign(window, { wsOpen, wsNext, wsSend, wsSendLarge, wsClose, pageReady: true });
+Object.assign(window, { wsOpen, wsNext, wsSend, wsSendLarge, wsExtensions, wsClose, pageReady: true });

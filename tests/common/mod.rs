@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod peers;
+pub mod raw;
 pub mod redis_server;
 
 use std::io::{BufRead, BufReader};

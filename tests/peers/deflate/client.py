@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Python websockets against a gateway with --compression deflate: it
+offers permessage-deflate by default. Sends a large and a small JSON
+message and a protobuf one through ws-api's echo, and prints one JSON line:
+{"extensions": [...negotiated...], "echoed": [true, ...]}.
+
+    python3 client.py ws://127.0.0.1:PORT/gateway/ws?token=1
+"""
+import asyncio
+import base64
+import json
+import sys
+
+from websockets.asyncio.client import connect
+
+
+async def main(url: str) -> None:
+    async with connect(url) as ws:
+        names = [e.name for e in ws.protocol.extensions]
+        echoed = []
+        for size in (1500, 10):
+            payload = base64.b64encode(b"a compressible line. " * size).decode()
+            await ws.send(json.dumps({"type": "message", "payload": payload}))
+            echoed.append(json.loads(await ws.recv())["payload"] == payload)
+        # A protobuf Protocol{type: "message", payload: ...} (binary frame).
+        body = b"compress me " * 100
+        frame = b"\x0a\x07message\x12" + bytes([len(body) & 0x7f | 0x80, len(body) >> 7]) + body
+        await ws.send(frame)
+        echoed.append(await ws.recv() == frame)
+        print(json.dumps({"extensions": names, "echoed": echoed}))
+
+
+asyncio.run(main(sys.argv[1]))
