@@ -15,14 +15,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # package into target/ rather than installed: no service started on :9090.
 PROMETHEUS := target/prometheus/usr/bin
 
-.PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn fuzz clean
+.PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn autobahn-smoke fuzz clean
 
 ## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them); AUTH=jwt for signed tokens
 run: build-release $(VENV)/.websockets
 	@GW_LISTEN=$(GW_LISTEN) API_LISTEN=$(API_LISTEN) ADMIN_LISTEN=$(ADMIN_LISTEN) DEMO_LISTEN=$(DEMO_LISTEN) AUTH=$(AUTH) bash tools/run.sh
 
 ## test: formatting, lints, then every test (glommio's, fuzz smoke, bench smoke, unit, integration)
-test: deps lint build glommio-test fuzz-smoke bench-smoke integration
+test: deps lint build glommio-test fuzz-smoke bench-smoke autobahn-smoke integration
 
 ## deps: what the tests need beyond cargo, installed here so a fresh machine needs nothing by hand:
 ## a Python venv (tests/requirements.txt: websockets, grpcio, PyJWT), redis-server,
@@ -72,8 +72,8 @@ lint:
 build:
 	$(CARGO) build --locked --workspace --bins
 
-## glommio-test: vendor/glommio-patches applied to glommio 0.9.0 give exactly vendor/glommio
-## (vendor/check-patches.sh), then the vendored glommio's own net:: tests (the multishot receive's
+## glommio-test: vendor/glommio-patches applied to glommio 0.9.0 give exactly vendor/glommio, and
+## vendor/tungstenite-patches to tungstenite 0.30.0 vendor/tungstenite (vendor/check-patches.sh), then the vendored glommio's own net:: tests (the multishot receive's
 ## among them), in its own workspace and lockfile; tcp_connect_timeout_error is skipped: it dials
 ## 10.255.255.1, off loopback
 glommio-test:
@@ -102,9 +102,15 @@ bench: build-release
 bench-smoke: build-release
 	python3 bench/run.py --smoke
 
-## autobahn: RFC 6455 conformance (Autobahn|Testsuite fuzzingclient) against raw mode
+## autobahn: RFC 6455 and RFC 7692 conformance (Autobahn|Testsuite fuzzingclient) against raw
+## mode with --compression deflate: every case (about 15 minutes)
 autobahn:
 	bash tools/autobahn.sh
+
+## autobahn-smoke: the permessage-deflate cases that cover negotiation, fragments and window sizes
+## (12.1.*, 13.1.*, 13.3.*, 13.5.*; part of make test, about a minute once its venv exists)
+autobahn-smoke: build-release
+	CASES='"12.1.*","13.1.*","13.3.*","13.5.*"' bash tools/autobahn.sh
 
 ## fuzz: libFuzzer on the client frame decoders and the upgrade parser, FUZZ_SECONDS each
 ## (AddressSanitizer on; new inputs go into the committed corpus, fuzz/corpus/)

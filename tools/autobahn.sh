@@ -16,6 +16,16 @@ GW=127.0.0.1:28080 API=127.0.0.1:28081 ADMIN=127.0.0.1:29090
 CASES=${CASES:-'"*"'}
 PY27=${PY27:-$(pyenv root 2>/dev/null)/versions/2.7.18/bin/python}
 
+if [ ! -x "$VENV/bin/wstest" ] && [ ! -x "$PY27" ]; then
+    # autobahntestsuite runs on Python 2.7 only (pyenv's, on this project's
+    # machines): CI must have it; elsewhere say so loudly and skip.
+    if [ "${CI:-}" = true ]; then
+        echo "autobahn: Python 2.7 not found at '$PY27' (set PY27)" >&2
+        exit 1
+    fi
+    echo "autobahn: SKIPPED, Python 2.7 not found at '$PY27' (set PY27)" >&2
+    exit 0
+fi
 if [ ! -x "$VENV/bin/wstest" ]; then
     "$PY27" -m pip install -q 'virtualenv<20.22'
     "$PY27" -m virtualenv -q "$VENV"

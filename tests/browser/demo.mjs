@@ -9,22 +9,10 @@
 // Prints one JSON line: {"gw": the page's gateway field, "states": each
 // tab's state, "seen": the line as tab 12 shows it}; exits 1 with the
 // error on stderr if a step misses its deadline.
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const url = process.argv[2];
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-  timeout: 30000,
-});
+const browser = await launch();
 try {
   const context = await browser.newContext();
   const tabs = [];

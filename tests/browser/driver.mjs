@@ -26,7 +26,7 @@ import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const html = 'text/html; charset=utf-8';
@@ -69,19 +69,7 @@ async function serve() {
 
 const app = await serve();
 const foreign = await serve();
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-  timeout: 30000,
-});
+const browser = await launch();
 const context = await browser.newContext();
 const pages = {};
 for (const [name, site] of [['app', app], ['foreign', foreign]]) {
