@@ -23,8 +23,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::deflate;
 use crate::procstat::{self, Sampler};
 use crate::stats::{Percentiles, Report, ThreadStats};
 use crate::window::{Probe, Window};
@@ -54,6 +56,8 @@ pub struct Target {
     pub path: String,
     pub token: String,
     pub sources: Vec<Ipv4Addr>,
+    /// Offer permessage-deflate and require it.
+    pub compression: bool,
 }
 
 impl Target {
@@ -76,6 +80,7 @@ impl Target {
             path: common.path.clone(),
             token: common.token.clone(),
             sources,
+            compression: common.compression,
         })
     }
 
@@ -109,10 +114,25 @@ impl Target {
                 let since = since.parse().map_err(|_| "bad_since".to_owned())?;
                 req.headers_mut().insert("x-resume-since", since);
             }
-            tokio_tungstenite::client_async(req, stream)
-                .await
-                .map(|(ws, _)| ws)
-                .map_err(|e| ws_reason(&e))
+            if !self.compression {
+                return tokio_tungstenite::client_async(req, stream)
+                    .await
+                    .map(|(ws, _)| ws)
+                    .map_err(|e| ws_reason(&e));
+            }
+            req.headers_mut().insert(
+                "sec-websocket-extensions",
+                HeaderValue::from_static(deflate::OFFER),
+            );
+            let (ws, resp) =
+                tokio_tungstenite::client_async_with_config(req, stream, Some(deflate::config()))
+                    .await
+                    .map_err(|e| ws_reason(&e))?;
+            let answer = resp.headers().get("sec-websocket-extensions");
+            match deflate::accepted(answer.and_then(|a| a.to_str().ok())) {
+                true => Ok(ws),
+                false => Err("deflate_declined".to_owned()),
+            }
         };
         tokio::time::timeout(Duration::from_secs(10), connect)
             .await

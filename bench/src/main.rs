@@ -16,6 +16,7 @@
 mod grpc {
     tonic::include_proto!("wsapi");
 }
+mod deflate;
 mod load;
 mod procstat;
 mod push;
@@ -153,6 +154,12 @@ pub struct Common {
     /// A label for the report.
     #[arg(long, default_value = "")]
     pub name: String,
+    /// Offer permessage-deflate (no context takeover, as browsers can) and
+    /// fail a connection whose server declines it; messages are sent
+    /// compressed (compressed once, before the load: the bench's CPU is not
+    /// what is measured) and compressed ones received are inflated.
+    #[arg(long)]
+    pub compression: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -268,7 +275,10 @@ fn main() -> anyhow::Result<()> {
     let report = match cli.command {
         Command::Conn { common, sleep } => load::run(&common, load::Mode::Hold(sleep))?,
         Command::Message { common, message } => {
-            let frame = message.frame()?;
+            let mut frame = message.frame()?;
+            if common.compression {
+                frame = deflate::compressed(&frame);
+            }
             load::run(&common, load::Mode::Messages(message, frame))?
         }
         Command::Push {
