@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from cases import DISTURBED, MESSAGE_CASES, RESUME_STORES, disturbance
+from cases import DEFLATE_CASES, DISTURBED, MESSAGE_CASES, RESUME_STORES, disturbance
 
 
 def pct(u):
@@ -75,6 +75,71 @@ def message_rows(results, plan):
             f"{core_busy(gw, plan) or 0:.1f} / {core_busy(fw, plan) or 0:.1f} % | "
             f"{g['gateway']['rss_peak_mib']:.1f} / {f['gateway']['rss_peak_mib']:.1f} MiB | {lat} |")
     return rows
+
+
+def wire(c, way):
+    """Bytes per message on the wire / before compression for one direction ("in": client to gateway) of a
+    compressed run, from the gateway's counters; and how many messages went compressed."""
+    k = c["compression"]
+    n = k.get(f"compressed_messages_{way}", 0)
+    if not n:
+        return "sent plain (under `--compression-min-size`)"
+    wire_b, plain_b = ((k["compression_in_before_bytes"], k["compression_in_after_bytes"]) if way == "in" else
+                       (k["compression_out_after_bytes"], k["compression_out_before_bytes"]))
+    return f"{wire_b / n:,.0f} / {plain_b / n:,.0f} B ({plain_b / max(1, wire_b):.2f}×), {n:,.0f} messages"
+
+
+def deflate_section(results, plan):
+    keys = [key for key, *_ in DEFLATE_CASES if key in results]
+    idle = results.get("deflate-idle")
+    if not keys and not idle:
+        return []
+    rows = []
+    for key in keys:
+        c = results[key]
+        p, d = c["plain"], c["deflate"]
+        pw, dw = p["window"], d["window"]
+        lat = "—"
+        if c["echo"]:
+            lat = f"{p['rtt_us']['p50']} / {p['rtt_us']['p99']} → {d['rtt_us']['p50']} / {d['rtt_us']['p99']} µs"
+            if load_saturated(p, plan) or load_saturated(d, plan):
+                lat += " — load CPU saturated"
+        rows.append(
+            f"| {c['label']} | {c['users']:,} × {c['rate_per_conn']} msg/s ({dw['messages_per_s']:,.0f}/s) | "
+            f"{pct(pw['target'])} | {pct(dw['target'])} | **{ratio(dw['target']['cpu_percent'], pw['target']['cpu_percent'])}** | "
+            f"{us(pw)} → {us(dw)} | {wire(d, 'in')} | {wire(d, 'out') if c['echo'] else '—'} | "
+            f"{p['gateway']['rss_peak_mib']:.1f} / {d['gateway']['rss_peak_mib']:.1f} MiB | {lat} |")
+    lines = [
+        "## Compression (permessage-deflate)",
+        "",
+        "Each load against the gateway without, then with, `--compression deflate` (level 1, messages under "
+        "256 B sent plain, no context takeover), ws-bench `--compression` compressing every message it sends (as "
+        "a browser does once negotiated; compressed once, before the load) and inflating what comes back "
+        "compressed. Ratio = compressed / uncompressed gateway CPU over the steady window (as above). Bytes: wire / "
+        "uncompressed per compressed message, from the gateway's own counters.",
+        "",
+    ]
+    if rows:
+        lines += [
+            "| case | load (steady rate) | CPU uncompressed | CPU compressed | ratio | µs/msg uncompressed → "
+            "compressed | client → gateway: wire / plain | gateway → client: wire / plain | RSS peak uncompressed "
+            "/ compressed | round trip p50 / p99 uncompressed → compressed |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    if idle:
+        p, d = idle["plain"], idle["deflate"]
+        lines += [
+            f"Idle, {d['connections_established']:,} connections held, every one with permessage-deflate "
+            f"negotiated: **{d['rss_per_connection_kib']:.2f} KiB per connection** against "
+            f"{p['rss_per_connection_kib']:.2f} KiB uncompressed "
+            f"({d['rss_per_connection_kib'] - p['rss_per_connection_kib']:+.2f} KiB); RSS "
+            f"{d['gateway']['rss_settled_mib']:.1f} / {p['gateway']['rss_settled_mib']:.1f} MiB; failed "
+            f"{d['connections_failed']} / {p['connections_failed']}.",
+            "",
+        ]
+    return lines
 
 
 def disturbed(results, plan):
@@ -348,7 +413,7 @@ def render(doc):
         "|---|---|",
         *other_rows(results),
         "",
-    ] if other_rows(results) else []) + resume_section(results, m["cpus_usable"])
+    ] if other_rows(results) else []) + deflate_section(results, plan) + resume_section(results, m["cpus_usable"])
 
 
 def rerender(path):

@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.request
 
-from cases import DISTURBED, MESSAGE_CASES, RESUME_STORES, disturbance
+from cases import DEFLATE_CASES, DISTURBED, MESSAGE_CASES, RESUME_STORES, disturbance
 from render import render, rerender
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,10 +124,17 @@ class Gateway:
         self.pid, self.api_pid = self.proc.pid, self.api.pid
         self.baseline_rss_kib = rss_kib(self.pid)
 
+    def metrics(self):
+        return urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5).read().decode()
+
     def received(self):
-        text = urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5).read().decode()
         return sum(float(m.group(1)) for m in
-                   re.finditer(r"^gateway_messages_in_total(?:{[^}]*})? (\S+)$", text, re.M))
+                   re.finditer(r"^gateway_messages_in_total(?:{[^}]*})? (\S+)$", self.metrics(), re.M))
+
+    def compression(self):
+        """The gateway's permessage-deflate counters (name without `gateway_` and `_total`: value)."""
+        return {m.group(1): float(m.group(2)) for m in
+                re.finditer(r"^gateway_(compress\w*?)(?:_total)? (\S+)$", self.metrics(), re.M)}
 
     def close(self):
         for p in (self.proc, self.api):
@@ -224,16 +231,31 @@ def wait_quiet(quiet, log):
         time.sleep(10)
 
 
+def cleanest(quiet, attempt):
+    """attempt() -> a case's dict with a "disturbance"; on a shared machine it is run again (up to
+    quiet['retries'] times) while its windows were disturbed, and the cleanest attempt is kept."""
+    best, log = None, []
+    for n in range(1 + (quiet["retries"] if quiet else 0)):
+        wait_quiet(quiet, log)
+        out = attempt()
+        if best is None or out["disturbance"] < best["disturbance"]:
+            best = out
+        if out["disturbance"] <= DISTURBED:
+            break
+        log.append(f"attempt {n + 1} disturbed by {out['disturbance']:.0f} points")
+    best["attempts"] = n + 1
+    best["quiet_log"] = log
+    return best
+
+
 def paired_case(plan, scale, case, quiet):
-    """The same load against the gateway, then against the floor; on a shared machine, the pair is
-    run again (up to quiet['retries'] times) when either window was disturbed, keeping the cleanest."""
+    """The same load against the gateway, then against the floor (the cleanest of up to three pairs)."""
     key, label, users_key, rate, data, protobuf, echo, burst = case
     # The seed one-way cases get the longest window; the rest have more messages or are variants.
     duration = scale["duration"] if key in ("case1", "case1-pb", "case2") else scale["short_duration"]
     args = message_args(scale, scale[users_key], rate, data, protobuf, echo, duration=duration, burst=burst)
-    best, log = None, []
-    for attempt in range(1 + (quiet["retries"] if quiet else 0)):
-        wait_quiet(quiet, log)
+
+    def attempt():
         out = {"label": label, "echo": echo, "protobuf": protobuf, "burst": burst, "users": scale[users_key],
                "rate_per_conn": rate}
         for make in (lambda: Gateway(plan, "echo" if echo else "discard"), lambda: Floor(plan, echo)):
@@ -246,30 +268,58 @@ def paired_case(plan, scale, case, quiet):
                 r["target_messages_in"] = target.summary.get("messages")
             out[target.kind] = r
         out["disturbance"] = max(disturbance(plan, out["gateway"]), disturbance(plan, out["floor"]))
-        if best is None or out["disturbance"] < best["disturbance"]:
-            best = out
-        if out["disturbance"] <= DISTURBED:
-            break
-        log.append(f"attempt {attempt + 1} disturbed by {out['disturbance']:.0f} points")
-    best["attempts"] = attempt + 1
-    best["quiet_log"] = log
-    return best
+        return out
+
+    return cleanest(quiet, attempt)
 
 
-def idle_case(plan, scale, limits):
+DEFLATE = ["--compression", "deflate"]
+
+
+def deflate_case(plan, scale, case, quiet):
+    """The same load against the gateway without, then with, permessage-deflate (the cleanest of up to three
+    pairs); the compressed run's counters say what went over the wire."""
+    key, label, users_key, rate, data, echo = case
+    args = message_args(scale, scale[users_key], rate, data, False, echo, duration=scale["short_duration"])
+
+    def attempt():
+        out = {"label": label, "echo": echo, "users": scale[users_key], "rate_per_conn": rate, "file": data}
+        for variant, extra in (("plain", []), ("deflate", DEFLATE)):
+            target = Gateway(plan, "echo" if echo else "discard", extra)
+            try:
+                r = bench(plan, target, args + (["--compression"] if extra else []), f"{key}-{variant}")
+                r["compression"] = target.compression()
+            finally:
+                target.close()
+            out[variant] = r
+        out["disturbance"] = max(disturbance(plan, out["plain"]), disturbance(plan, out["deflate"]))
+        return out
+
+    return cleanest(quiet, attempt)
+
+
+def idle_case(plan, scale, limits, compared=None):
+    """Idle connections' memory on the gateway and on the floor, or (compared="deflate") on the gateway without
+    and with permessage-deflate negotiated on every connection."""
     users = min(scale["idle_users"], limits["nofile_hard"] - 500)
     out = {"users": users}
-    for make in (lambda: Gateway(plan, "echo", ["--max-connections-per-core", str(users + 10)]), lambda: Floor(plan)):
+    room = ["--max-connections-per-core", str(users + 10)]
+    conn = ["conn", "--user", str(users), "--sleep", scale["idle_hold"], "--concurrency", "256", "--source",
+            "127.0.0.1-127.0.0.8"]
+    runs = [("gateway", lambda: Gateway(plan, "echo", room), []), ("floor", lambda: Floor(plan), [])]
+    if compared == "deflate":
+        runs = [("plain", lambda: Gateway(plan, "echo", room), []),
+                ("deflate", lambda: Gateway(plan, "echo", room + DEFLATE), ["--compression"])]
+    for name, make, extra in runs:
         target = make()
         try:
-            r = bench(plan, target, ["conn", "--user", str(users), "--sleep", scale["idle_hold"], "--concurrency",
-                                     "256", "--source", "127.0.0.1-127.0.0.8"], f"idle-{target.kind}")
+            r = bench(plan, target, conn + extra, f"idle-{name}")
             r["baseline_rss_mib"] = target.baseline_rss_kib / 1024
             r["rss_per_connection_kib"] = ((r["gateway"]["rss_settled_mib"] * 1024 - target.baseline_rss_kib)
                                            / max(1, r["connections_established"]))
         finally:
             target.close()
-        out[target.kind] = r
+        out[name] = r
     return out
 
 
@@ -572,9 +622,18 @@ def check(results):
             got = r.get("target_messages_in")
             if got is not None and got < r["messages_sent"]:
                 bad.append(f"{key}/{kind}: sent {r['messages_sent']}, {kind} counted {got:.0f}")
-    for kind in ("gateway", "floor") if "idle" in results else ():
-        if results["idle"][kind]["connections_failed"]:
-            bad.append(f"idle/{kind}: {results['idle'][kind]['connections_failed']} connections failed")
+    for key, *_ in DEFLATE_CASES:
+        for kind in ("plain", "deflate") if key in results else ():
+            r = results[key][kind]
+            if r["connections_failed"] or r["messages_lost"] or r["connections_closed_early"]:
+                bad.append(f"{key}/{kind}: {r['connections_failed']} failed, {r['messages_lost']} lost, "
+                           f"{r['connections_closed_early']} closed early")
+        if key in results and results[key]["deflate"]["compression"].get("compressed_messages_in", 0) == 0:
+            bad.append(f"{key}/deflate: the gateway inflated no message (was it negotiated?)")
+    for idle, kinds in (("idle", ("gateway", "floor")), ("deflate-idle", ("plain", "deflate"))):
+        for kind in kinds if idle in results else ():
+            if results[idle][kind]["connections_failed"]:
+                bad.append(f"{idle}/{kind}: {results[idle][kind]['connections_failed']} connections failed")
     for key in ("push", "broadcast"):
         for kind, r in (("gateway", results[key]), ("floor", results[key].get("floor"))) if key in results else ():
             if r and (r["connections_failed"] or r["messages_lost"] or r["messages_received"] > r["messages_sent"]):
@@ -640,6 +699,8 @@ def main():
 
     quiet = None if args.smoke or args.no_wait else {"idle": 90, "max_wait": 300, "retries": 2}
     cases = [(c[0], lambda c=c: paired_case(plan, scale, c, quiet)) for c in MESSAGE_CASES]
+    cases += [(c[0], lambda c=c: deflate_case(plan, scale, c, quiet)) for c in DEFLATE_CASES]
+    cases += [("deflate-idle", lambda: idle_case(plan, scale, m, compared="deflate"))]
     cases += [("saturation", lambda: saturation(plan, scale, quiet)), ("idle", lambda: idle_case(plan, scale, m)),
               ("push", lambda: push_case(plan, scale)), ("broadcast", lambda: push_case(plan, scale, broadcast=True))]
     for store in RESUME_STORES:
