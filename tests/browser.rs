@@ -276,3 +276,40 @@ fn chromium_negotiates_permessage_deflate() {
     );
     assert!(metric(admin, "gateway_compressed_messages_in_total") >= Some(1.0));
 }
+
+/// Chromium keeps its inflater from message to message unless told not
+/// to: with `--compression-context-takeover` it reads what the gateway
+/// compressed against the messages before.
+#[test]
+fn chromium_reads_messages_compressed_with_context_takeover() {
+    let Some(mut b) = Browser::start("page.html") else {
+        return;
+    };
+    let api = ws_api("127.0.0.1:0", "echo");
+    let gw = gateway(
+        api.addr,
+        1,
+        &[
+            "--allowed-origins",
+            &b.app,
+            "--compression",
+            "deflate",
+            "--compression-context-takeover",
+        ],
+    );
+    until_ready(&gw);
+    let url = format!("ws://{}/gateway/ws?token=43", gw.addr);
+    assert_open(&b.open("app", "t", &url, None), "");
+    let ext = b.call("app", "wsExtensions", json!(["t"]));
+    let ext = ext["extensions"].as_str().unwrap_or_default().to_owned();
+    assert!(!ext.contains("server_no_context_takeover"), "{ext}");
+    for text in alike_texts(20) {
+        b.echo("t", &text);
+    }
+    let admin = gw.admin.expect("admin");
+    assert_eq!(
+        metric(admin, "gateway_compressed_messages_out_total"),
+        Some(20.0)
+    );
+    assert!(compression_out_ratio(admin) > 5.0);
+}

@@ -5,7 +5,10 @@
 //! and from a raw socket, a zip bomb (1009), data that does not inflate
 //! (1007), RSV1 on a control frame and RSV1 when nothing was negotiated
 //! (1002) each end their session with their code, counted, while a
-//! neighbour on the same core carries on.
+//! neighbour on the same core carries on. With
+//! `--compression-context-takeover`, Python `websockets` keeps its
+//! inflater from message to message and reads what the gateway compressed
+//! against the ones before.
 
 mod common;
 
@@ -79,6 +82,64 @@ fn python_websockets_negotiates_it_and_messages_round_trip() {
         metric(admin, "gateway_compression_out_after_bytes_total").unwrap_or(f64::MAX),
     );
     assert!(after * 10.0 < before, "{before} -> {after}");
+}
+
+/// Python websockets through `alike` texts; what it printed.
+fn python_alike(gw: &Proc, texts: &[String]) -> serde_json::Value {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deflate/client.py");
+    let mut child = Command::new(peers::python())
+        .arg(script)
+        .arg(format!("ws://{}/gateway/ws?token=6", gw.addr))
+        .arg("alike")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the venv's python runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(texts.join("\n").as_bytes()).expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("python ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn context_takeover_compresses_against_the_messages_before() {
+    let texts = alike_texts(30);
+    let api = ws_api("127.0.0.1:0", "echo");
+    let mut ratios = Vec::new();
+    for takeover in [false, true] {
+        let mut flags = vec![
+            "--compression",
+            "deflate",
+            "--compression-window-bits",
+            "11",
+        ];
+        if takeover {
+            flags.push("--compression-context-takeover");
+        }
+        let gw = gateway(api.addr, 1, &flags);
+        until_ready(&gw);
+        let seen = python_alike(&gw, &texts);
+        assert_eq!(seen["server_takeover"], takeover, "{seen}");
+        assert_eq!(seen["echoed"], serde_json::json!(vec![true; 30]), "{seen}");
+        let admin = gw.admin.expect("admin");
+        assert_eq!(
+            metric(admin, "gateway_compressed_messages_out_total"),
+            Some(30.0)
+        );
+        ratios.push(compression_out_ratio(admin));
+    }
+    // Alone each text barely shrinks; against the one before it, to a
+    // few bytes.
+    assert!(ratios[0] < 1.6, "{ratios:?}");
+    assert!(ratios[1] > 5.0, "{ratios:?}");
 }
 
 #[test]

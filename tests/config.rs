@@ -91,6 +91,8 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("compression", "deflate"),
     ("compression-level", "6"),
     ("compression-min-size", "1024"),
+    ("compression-context-takeover", ""),
+    ("compression-window-bits", "11"),
     ("tls-cert", "/nonexistent/cert.pem"),
     ("tls-key", "/nonexistent/key.pem"),
     (

@@ -145,8 +145,9 @@ pub struct Config {
     pub frame_format: FrameFormat,
 
     /// permessage-deflate (RFC 7692): `off`, or `deflate` for clients that
-    /// offer it (browsers do), with no context takeover either way, so an
-    /// idle connection holds no compressor (docs/configuration.md).
+    /// offer it (browsers do), with no context takeover unless
+    /// --compression-context-takeover, so an idle connection holds no
+    /// compressor (docs/configuration.md).
     #[arg(long, env = "WS_GATEWAY_COMPRESSION", value_enum, default_value_t = CompressionMode::Off)]
     pub compression: CompressionMode,
 
@@ -157,6 +158,20 @@ pub struct Config {
     /// Messages shorter than this go out uncompressed (units: 256, 1KiB).
     #[arg(long, env = "WS_GATEWAY_COMPRESSION_MIN_SIZE", default_value_t = 256, value_parser = parse::size)]
     pub compression_min_size: usize,
+
+    /// Compress each message against the ones sent before it on its
+    /// connection (server context takeover) when the client allows it:
+    /// small, similar messages shrink far more, and each such connection
+    /// keeps its last 2^--compression-window-bits bytes sent (from its
+    /// first compressed message on). Clients always inflate from a fresh
+    /// state (client_no_context_takeover).
+    #[arg(long, env = "WS_GATEWAY_COMPRESSION_CONTEXT_TAKEOVER")]
+    pub compression_context_takeover: bool,
+
+    /// The largest compression window, as bits (9..=15: 512 B to 32 KiB);
+    /// with context takeover, what each connection keeps.
+    #[arg(long, env = "WS_GATEWAY_COMPRESSION_WINDOW_BITS", default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    pub compression_window_bits: u8,
 
     /// For `--upstream https://…`: PEM certificates of the CA(s) that sign
     /// ws-api's certificate.

@@ -18,7 +18,7 @@ use async_tungstenite::tungstenite::protocol::{PerMessage, Role, WebSocketConfig
 use tracing::debug;
 
 use crate::codec::Format;
-use crate::codec::deflate;
+use crate::codec::deflate::{self, Deflater};
 use crate::codec::sid::{Instance, Sid};
 use crate::config::{CompressionMode, RefuseInBand};
 use crate::edge::handshake::{self, Refusal, Upgrade};
@@ -74,7 +74,11 @@ pub async fn upgrade(
         }
     };
     if cfg.compression == CompressionMode::Deflate {
-        req.deflate = deflate::negotiate(req.extensions.iter().map(String::as_str));
+        let policy = deflate::Policy {
+            context_takeover: cfg.compression_context_takeover,
+            window_bits: cfg.compression_window_bits,
+        };
+        req.deflate = deflate::negotiate(req.extensions.iter().map(String::as_str), policy);
     }
     let mut admitted = match admit(core, &req, peer).await {
         Ok(admitted) => admitted,
@@ -91,7 +95,7 @@ pub async fn upgrade(
     let ws_config = core
         .ws_config
         .per_message(req.deflate.is_some().then_some(inflate));
-    admitted.deflate = req.deflate.map(|d| d.window_bits);
+    admitted.deflate = req.deflate.as_ref().map(|d| Box::new(Deflater::new(d)));
     let ws =
         WebSocketStream::from_partially_read(stream, req.leftover, Role::Server, Some(ws_config))
             .await;

@@ -46,7 +46,8 @@ use futures_util::SinkExt;
 use glommio::channels::local_channel::LocalReceiver;
 use tracing::{Instrument, debug};
 
-use crate::codec::{self, Format, MsgPrefix, deflate};
+use crate::codec::deflate::{self, Deflater};
+use crate::codec::{self, Format, MsgPrefix};
 use crate::config::FrameFormat;
 use crate::metrics::Loss;
 use crate::proto::Device;
@@ -91,8 +92,9 @@ pub struct Session {
     resume: Option<Box<ResumePlan>>,
     /// Messages held back while ws-api replays (docs/delivery.md).
     resuming: Option<Box<Resuming>>,
-    /// permessage-deflate's window bits, if the 101 agreed it.
-    deflate: Option<u8>,
+    /// permessage-deflate, if the 101 agreed it (boxed: most sessions
+    /// have none).
+    deflate: Option<Box<Deflater>>,
 }
 
 /// What the upgrade admitted, for [`Session::new`]: the claim on a slot
@@ -107,9 +109,8 @@ pub struct Admitted {
     /// The client's device id (docs/delivery.md, "Devices"): on every
     /// message the session sends ws-api.
     pub device: Option<Device>,
-    /// permessage-deflate, if the 101 agreed it: the window bits the
-    /// gateway compresses with.
-    pub deflate: Option<u8>,
+    /// permessage-deflate, if the 101 agreed it.
+    pub deflate: Option<Box<Deflater>>,
 }
 
 /// What a session does about a resume as it starts.
@@ -418,17 +419,18 @@ impl Session {
         let counters = &self.core.counters;
         counters.output_bytes.add(msg.len() as u64);
         counters.messages_out.inc();
-        let msg = match self.deflate {
-            Some(bits) => self.deflated(msg, bits, cached),
-            None => msg,
-        };
+        let msg = self.deflated(msg, cached);
         self.ws.feed(msg).await.map_err(End::Io)
     }
 
-    /// `msg` as a compressed frame (RSV1), if it is data and long enough;
-    /// `cached`: where the core keeps a shared frame's compressed form.
-    fn deflated(&self, msg: Message, bits: u8, cached: &OnceCell<Bytes>) -> Message {
+    /// `msg` as a compressed frame (RSV1), if the session compresses and
+    /// it is data and long enough; `cached`: where the core keeps a shared
+    /// frame's compressed form.
+    fn deflated(&mut self, msg: Message, cached: &OnceCell<Bytes>) -> Message {
         let cfg = &self.core.config;
+        let Some(deflater) = self.deflate.as_mut() else {
+            return msg;
+        };
         let (opcode, data) = match &msg {
             Message::Text(t) => (OpData::Text, t.as_bytes()),
             Message::Binary(b) => (OpData::Binary, &b[..]),
@@ -437,12 +439,12 @@ impl Session {
         if data.len() < cfg.compression_min_size {
             return msg;
         }
-        let squeeze = || deflate::compress(data, cfg.compression_level, bits);
-        // Shared frames are compressed once per core, for the usual window.
-        let packed = match bits {
-            15 => cached.get_or_init(squeeze).clone(),
-            _ => squeeze(),
-        };
+        let packed = deflater.compress(
+            data,
+            cfg.compression_level,
+            cached,
+            cfg.compression_window_bits,
+        );
         let counters = &self.core.counters;
         counters.deflated_out.inc();
         counters.deflate_in_bytes.add(data.len() as u64);

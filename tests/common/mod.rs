@@ -376,6 +376,31 @@ pub fn frame(ty: &str, payload: &[u8]) -> String {
     format!(r#"{{"type":"{ty}","payload":"{b64}"}}"#)
 }
 
+/// `n` texts of 305 bytes that deflate alone barely shrinks (nothing
+/// repeats inside one) but that differ only in their first four: what
+/// permessage-deflate's context takeover is for.
+pub fn alike_texts(n: usize) -> Vec<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut x: u32 = 0x2545_f491;
+    let body: String = (0..300)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            ALPHABET[(x % 62) as usize] as char
+        })
+        .collect();
+    (0..n).map(|i| format!("{i:04} {body}")).collect()
+}
+
+/// The gateway's compressed bytes out per byte before compression, from
+/// its counters.
+pub fn compression_out_ratio(admin: SocketAddr) -> f64 {
+    let before = metric(admin, "gateway_compression_out_before_bytes_total").unwrap_or(0.0);
+    let after = metric(admin, "gateway_compression_out_after_bytes_total").unwrap_or(0.0);
+    before / after.max(1.0)
+}
+
 /// Polls `cond` until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, mut cond: F)
 where

@@ -14,6 +14,18 @@
 //! (`Error::Capacity`, close 1009) as soon as it passes
 //! `--max-message-size`, before it is produced whole.
 
+//!
+//! # Layout
+//!
+//! - this file: the negotiation, the core's compressor and decompressor,
+//!   and tungstenite's inflate hook.
+//! - [`connection`]: what one connection keeps: its window and, with
+//!   context takeover, its history ([`Deflater`]).
+
+mod connection;
+
+pub use connection::{Deflater, History};
+
 use std::cell::RefCell;
 
 use async_tungstenite::tungstenite::Error as WsError;
@@ -35,11 +47,34 @@ const MIN_SERVER_WINDOW: u8 = 9;
 /// within a step of the limit.
 const INFLATE_STEP: usize = 16 * 1024;
 
+/// What the gateway's flags let a handshake agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Compress each message against the connection's previous ones
+    /// (server context takeover, `--compression-context-takeover`), unless
+    /// the client asks for `server_no_context_takeover`.
+    pub context_takeover: bool,
+    /// The largest window the gateway compresses with
+    /// (`--compression-window-bits`, 9..=15).
+    pub window_bits: u8,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            context_takeover: false,
+            window_bits: 15,
+        }
+    }
+}
+
 /// What the handshake agreed for a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreed {
     /// The window the gateway compresses with (`server_max_window_bits`).
     pub window_bits: u8,
+    /// Whether the gateway keeps its context from message to message.
+    pub context_takeover: bool,
     /// The `Sec-WebSocket-Extensions` value of the 101.
     pub response: String,
 }
@@ -49,19 +84,23 @@ pub struct Agreed {
 /// when there is none (the connection is then uncompressed). An offer with
 /// an unknown, repeated or malformed parameter is declined, as RFC 7692
 /// §7.1 wants, and the next one is tried.
-pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<Agreed> {
+///
+/// The client is always asked for `client_no_context_takeover` (RFC 7692
+/// §7.1.1.2 lets the server ask it unasked): its messages then inflate
+/// from a fresh state, with no inflate history kept per connection.
+pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>, policy: Policy) -> Option<Agreed> {
     headers
         .into_iter()
         .flat_map(|h| h.split(','))
         .filter_map(|offer| {
             let mut parts = offer.split(';').map(str::trim);
-            (parts.next()? == NAME).then(|| accept(parts))?
+            (parts.next()? == NAME).then(|| accept(parts, policy))?
         })
         .next()
 }
 
 /// The answer to one offer's parameters, if it can be honoured.
-fn accept<'a>(params: impl Iterator<Item = &'a str>) -> Option<Agreed> {
+fn accept<'a>(params: impl Iterator<Item = &'a str>, policy: Policy) -> Option<Agreed> {
     let mut seen: Vec<&str> = Vec::new();
     let mut window_bits = None;
     for param in params {
@@ -92,12 +131,21 @@ fn accept<'a>(params: impl Iterator<Item = &'a str>) -> Option<Agreed> {
     if window_bits.is_some_and(|b| b < MIN_SERVER_WINDOW) {
         return None;
     }
-    let mut response = format!("{NAME}; server_no_context_takeover; client_no_context_takeover");
-    if let Some(bits) = window_bits {
+    let context_takeover = policy.context_takeover && !seen.contains(&"server_no_context_takeover");
+    // A smaller window than offered (or than 15, unasked) needs no word:
+    // any window up to the client's inflates it.
+    let bits = window_bits.unwrap_or(15).min(policy.window_bits);
+    let mut response = NAME.to_owned();
+    if !context_takeover {
+        response.push_str("; server_no_context_takeover");
+    }
+    response.push_str("; client_no_context_takeover");
+    if window_bits.is_some() {
         response.push_str(&format!("; server_max_window_bits={bits}"));
     }
     Some(Agreed {
-        window_bits: window_bits.unwrap_or(15),
+        window_bits: bits,
+        context_takeover,
         response,
     })
 }
@@ -130,8 +178,9 @@ thread_local! {
 }
 
 /// `data` compressed as one message's payload (RSV1 set on its frame),
-/// with `level` and a `window_bits` window, from a fresh state.
-pub fn compress(data: &[u8], level: u32, window_bits: u8) -> Bytes {
+/// with `level` and a `window_bits` window, from a fresh state primed
+/// with `dictionary` (a [`History`], or nothing).
+pub fn compress(data: &[u8], level: u32, window_bits: u8, dictionary: &[u8]) -> Bytes {
     let slot = usize::from(window_bits.clamp(MIN_SERVER_WINDOW, 15) - MIN_SERVER_WINDOW);
     DEFLATERS.with_borrow_mut(|deflaters| {
         let deflater = deflaters[slot].get_or_insert_with(|| {
@@ -142,6 +191,11 @@ pub fn compress(data: &[u8], level: u32, window_bits: u8) -> Bytes {
             )
         });
         deflater.reset();
+        if !dictionary.is_empty() {
+            // After a reset the stream is where a dictionary may be set:
+            // the call cannot fail here.
+            let _ = deflater.set_dictionary(dictionary);
+        }
         let mut out = Vec::with_capacity(data.len() / 2 + 64);
         let mut input = data;
         loop {
@@ -247,7 +301,7 @@ mod tests {
     use super::*;
 
     fn agreed(offer: &str) -> Option<String> {
-        negotiate([offer]).map(|a| a.response)
+        negotiate([offer], Policy::default()).map(|a| a.response)
     }
 
     const BOTH: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
@@ -260,7 +314,11 @@ mod tests {
             Some(BOTH)
         );
         assert_eq!(agreed("permessage-deflate").as_deref(), Some(BOTH));
-        let windowed = negotiate(["permessage-deflate; server_max_window_bits=10"]).unwrap();
+        let windowed = negotiate(
+            ["permessage-deflate; server_max_window_bits=10"],
+            Policy::default(),
+        )
+        .unwrap();
         assert_eq!(windowed.window_bits, 10);
         assert_eq!(
             windowed.response,
@@ -289,8 +347,11 @@ mod tests {
             Some(BOTH)
         );
         assert_eq!(
-            negotiate(["foo", "permessage-deflate; client_no_context_takeover"])
-                .map(|a| a.window_bits),
+            negotiate(
+                ["foo", "permessage-deflate; client_no_context_takeover"],
+                Policy::default()
+            )
+            .map(|a| a.window_bits),
             Some(15)
         );
     }
@@ -299,20 +360,23 @@ mod tests {
     fn compressed_messages_inflate_back() {
         let json = br#"{"type":"notice","payload":"aGVsbG8gd29ybGQ="}"#.repeat(40);
         for bits in [9, 12, 15] {
-            let packed = compress(&json, 1, bits);
+            let packed = compress(&json, 1, bits, b"");
             assert!(packed.len() < json.len() / 4, "{bits}: {}", packed.len());
             assert!(!packed.ends_with(&TAIL));
             assert_eq!(&inflate(&packed, json.len()).unwrap()[..], &json[..]);
         }
         // The state is fresh each time: the same input, the same output.
-        assert_eq!(compress(b"abcabc", 6, 15), compress(b"abcabc", 6, 15));
-        assert_eq!(&inflate(&compress(b"", 1, 15), 0).unwrap()[..], b"");
+        assert_eq!(
+            compress(b"abcabc", 6, 15, b""),
+            compress(b"abcabc", 6, 15, b"")
+        );
+        assert_eq!(&inflate(&compress(b"", 1, 15, b""), 0).unwrap()[..], b"");
     }
 
     #[test]
     fn bombs_and_garbage_are_refused() {
         let zeros = vec![0u8; 10 << 20];
-        let bomb = compress(&zeros, 9, 15);
+        let bomb = compress(&zeros, 9, 15, b"");
         assert!(bomb.len() < 20_000, "{}", bomb.len());
         assert_eq!(
             inflate(&bomb, 64 * 1024),
@@ -329,9 +393,29 @@ mod tests {
         ));
         // A message cut short: whatever comes of it, no panic.
         let json = br#"{"type":"t","payload":"cGF5bG9hZA=="}"#.repeat(20);
-        let packed = compress(&json, 1, 15);
+        let packed = compress(&json, 1, 15, b"");
         let _ = inflate(&packed[..packed.len() / 2], 1 << 20);
         // The inflater is usable again after each refusal.
         assert_eq!(&inflate(&packed, 1 << 20).unwrap()[..], &json[..]);
+    }
+
+    #[test]
+    fn takeover_is_offered_and_declined_as_the_client_asks() {
+        let takeover = Policy {
+            context_takeover: true,
+            window_bits: 11,
+        };
+        let a = negotiate(["permessage-deflate; client_max_window_bits"], takeover).unwrap();
+        assert!(a.context_takeover);
+        assert_eq!(a.window_bits, 11);
+        assert_eq!(a.response, "permessage-deflate; client_no_context_takeover");
+        let a = negotiate(["permessage-deflate; server_max_window_bits=13"], takeover).unwrap();
+        assert_eq!(
+            a.response,
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=11"
+        );
+        let a = negotiate(["permessage-deflate; server_no_context_takeover"], takeover).unwrap();
+        assert!(!a.context_takeover);
+        assert_eq!(a.response, BOTH);
     }
 }
