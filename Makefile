@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # package into target/ rather than installed: no service started on :9090.
 PROMETHEUS := target/prometheus/usr/bin
 
-.PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke autobahn autobahn-smoke fuzz clean
+.PHONY: run test lint build glommio-test fuzz-smoke build-release integration deps container-smoke bench bench-smoke bench-deflate-crates autobahn autobahn-smoke fuzz clean
 
 ## run: build release, start ws-api, ws-gateway and the JS client's demo page on loopback, print where to connect once ready (Ctrl-C stops them); AUTH=jwt for signed tokens
 run: build-release $(VENV)/.websockets
@@ -101,6 +101,14 @@ bench: build-release
 ## bench-smoke: every bench case scaled down to seconds, on ephemeral ports (part of make test)
 bench-smoke: build-release
 	python3 bench/run.py --smoke
+
+## bench-deflate-crates: the DEFLATE crates permessage-deflate could use (flate2 on zlib-rs, flate2 on
+## miniz_oxide, libdeflater) on the test messages: size, ns per compress and per inflate
+bench-deflate-crates:
+	@for f in zlib-rs miniz libdeflate; do \
+		cargo run -q --release --manifest-path bench/deflate-choice/Cargo.toml \
+			--target-dir target/deflate-choice --features $$f -- testdata/*.txt || exit 1; \
+	done
 
 ## autobahn: RFC 6455 and RFC 7692 conformance (Autobahn|Testsuite fuzzingclient) against raw
 ## mode with --compression deflate: every case (about 15 minutes)
