@@ -26,14 +26,20 @@ MESSAGE_CASES = [
 # Compression: the same load against the gateway without, then with, `--compression deflate` (defaults: level 1,
 # messages under 256 B sent plain), ws-bench `--compression` compressing every message it sends as a browser does
 # once it is negotiated; a row's ratio is to its uncompressed twin, not to the floor.
+TAKEOVER = ("--compression-context-takeover", "--compression-window-bits", "12")
 DEFLATE_CASES = [
-    # key, label, connections key, msg/s per connection, frame file, echo
-    ("deflate-case1", "1: 50 B JSON, one-way", "users", 1, "50b.txt", False),
-    ("deflate-case1-echo", "1 echo: 50 B JSON, round trip", "users", 1, "50b.txt", True),
-    ("deflate-40k", "40k: 50 B JSON, one-way", "users40k", 20, "50b.txt", False),
-    ("deflate-40k-echo", "40k echo: 50 B JSON, round trip", "users40k", 20, "50b.txt", True),
-    ("deflate-2k", "2k: 2.5 KiB JSON (1.8 KiB body), one-way", "users", 1, "2k-json.txt", False),
-    ("deflate-2k-echo", "2k echo: 2.5 KiB JSON (1.8 KiB body), round trip", "users", 1, "2k-json.txt", True),
+    # key, label, connections key, msg/s per connection, frame file, echo, more gateway flags (compressed run);
+    # with context takeover, ws-bench --compression-takeover
+    ("deflate-case1", "1: 50 B JSON, one-way", "users", 1, "50b.txt", False, ()),
+    ("deflate-case1-echo", "1 echo: 50 B JSON, round trip", "users", 1, "50b.txt", True, ()),
+    ("deflate-40k", "40k: 50 B JSON, one-way", "users40k", 20, "50b.txt", False, ()),
+    ("deflate-40k-echo", "40k echo: 50 B JSON, round trip", "users40k", 20, "50b.txt", True, ()),
+    ("deflate-2k", "2k: 2.5 KiB JSON (1.8 KiB body), one-way", "users", 1, "2k-json.txt", False, ()),
+    ("deflate-2k-echo", "2k echo: 2.5 KiB JSON (1.8 KiB body), round trip", "users", 1, "2k-json.txt", True, ()),
+    # Every message of a connection is the same one here: takeover's best case for bytes; its CPU is the point.
+    ("deflate-2k-echo-takeover", "2k echo, context takeover, 4 KiB window (`--compression-context-takeover "
+     "--compression-window-bits 12`; the same message every time: the best case for bytes)", "users", 1,
+     "2k-json.txt", True, TAKEOVER),
 ]
 
 

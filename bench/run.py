@@ -279,15 +279,18 @@ DEFLATE = ["--compression", "deflate"]
 def deflate_case(plan, scale, case, quiet):
     """The same load against the gateway without, then with, permessage-deflate (the cleanest of up to three
     pairs); the compressed run's counters say what went over the wire."""
-    key, label, users_key, rate, data, echo = case
+    key, label, users_key, rate, data, echo, more = case
     args = message_args(scale, scale[users_key], rate, data, False, echo, duration=scale["short_duration"])
 
     def attempt():
         out = {"label": label, "echo": echo, "users": scale[users_key], "rate_per_conn": rate, "file": data}
-        for variant, extra in (("plain", []), ("deflate", DEFLATE)):
+        for variant, extra in (("plain", []), ("deflate", DEFLATE + list(more))):
             target = Gateway(plan, "echo" if echo else "discard", extra)
             try:
-                r = bench(plan, target, args + (["--compression"] if extra else []), f"{key}-{variant}")
+                client = ["--compression"] if extra else []
+                if "--compression-context-takeover" in more and extra:
+                    client.append("--compression-takeover")
+                r = bench(plan, target, args + client, f"{key}-{variant}")
                 r["compression"] = target.compression()
             finally:
                 target.close()

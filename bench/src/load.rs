@@ -58,6 +58,8 @@ pub struct Target {
     pub sources: Vec<Ipv4Addr>,
     /// Offer permessage-deflate and require it.
     pub compression: bool,
+    /// Let the server keep its compression context.
+    pub takeover: bool,
 }
 
 impl Target {
@@ -81,6 +83,7 @@ impl Target {
             token: common.token.clone(),
             sources,
             compression: common.compression,
+            takeover: common.compression_takeover,
         })
     }
 
@@ -122,12 +125,12 @@ impl Target {
             }
             req.headers_mut().insert(
                 "sec-websocket-extensions",
-                HeaderValue::from_static(deflate::OFFER),
+                HeaderValue::from_static(deflate::offer(self.takeover)),
             );
-            let (ws, resp) =
-                tokio_tungstenite::client_async_with_config(req, stream, Some(deflate::config()))
-                    .await
-                    .map_err(|e| ws_reason(&e))?;
+            let config = deflate::config(self.takeover);
+            let (ws, resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(config))
+                .await
+                .map_err(|e| ws_reason(&e))?;
             let answer = resp.headers().get("sec-websocket-extensions");
             match deflate::accepted(answer.and_then(|a| a.to_str().ok())) {
                 true => Ok(ws),

@@ -160,6 +160,11 @@ pub struct Common {
     /// what is measured) and compressed ones received are inflated.
     #[arg(long)]
     pub compression: bool,
+    /// With --compression: let the server compress with context takeover
+    /// (the offer leaves out server_no_context_takeover), read by an
+    /// inflater kept per connection.
+    #[arg(long, requires = "compression")]
+    pub compression_takeover: bool,
 }
 
 #[derive(Debug, Clone, Args)]
